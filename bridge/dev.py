@@ -1,0 +1,92 @@
+"""`bridge dev`: web + worker in one process, an embedded Redis and sandboxes where needed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import uvicorn
+
+from bridge.cli import DEV_WEBHOOK_SECRET, dev_settings
+from bridge.context import build_context
+from bridge.logs import configure_logging
+from bridge.redis_server import EmbeddedRedis, redis_answers
+from bridge.sandbox.server import ThreadedServer
+from bridge.sandbox.slack import DEFAULT_TOKEN, SlackSandbox, create_slack_app
+from bridge.settings import Secret, Settings
+from bridge.web.app import create_app
+from bridge.worker import run_worker
+
+logger = logging.getLogger("bridge.dev")
+
+
+def _print_slack(message: dict[str, Any]) -> None:
+    thread = f" (thread {message['thread_ts']})" if message.get("thread_ts") else ""
+    blocks = f" [+{len(message['blocks'])} blocks]" if message.get("blocks") else ""
+    print(
+        f"[slack sandbox] {message['channel_name']}{thread}: {message['text']}{blocks}", flush=True
+    )
+
+
+@contextlib.contextmanager
+def dev_services(settings: Settings) -> Iterator[Settings]:
+    """Start what is missing (Redis, sandboxes) and yield the settings that point at them."""
+    with contextlib.ExitStack() as stack:
+        if not settings.redis_url_set and not redis_answers("127.0.0.1", 6379):
+            embedded = stack.enter_context(EmbeddedRedis())
+            settings = replace(settings, redis_url=embedded.url)
+            print(f"[dev] no Redis on localhost: started an embedded one at {embedded.url}")
+        else:
+            print(f"[dev] Redis: {settings.redis_url.split('@')[-1]}")
+        if settings.slack_bot_token is None:
+            sandbox = SlackSandbox(on_message=_print_slack)
+            server = ThreadedServer(create_slack_app(sandbox))
+            server.start()
+            stack.callback(server.stop)
+            settings = replace(
+                settings, slack_api_url=f"{server.url}/api/", slack_bot_token=Secret(DEFAULT_TOKEN)
+            )
+            print(f"[dev] no SLACK_BOT_TOKEN: Slack sandbox at {server.url}; messages print here")
+        yield settings
+
+
+async def _serve(settings: Settings) -> None:
+    context = await build_context(settings)
+    config = uvicorn.Config(
+        create_app(settings, context=context),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(context, stop, completion_wait=5))
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        await worker
+        await context.close()
+
+
+def run_dev(port: int | None = None) -> int:
+    settings = dev_settings(Settings.from_env())
+    if port is not None:
+        settings = replace(settings, port=port)
+    configure_logging(settings)
+    with dev_services(settings) as settings:
+        secret = settings.webhook_secret
+        if secret is not None and secret.get() == DEV_WEBHOOK_SECRET:
+            print("[dev] webhooks are signed with the development secret (bridge send uses it)")
+        rules = settings.rules_dir.resolve()
+        print(f"[dev] rules from {rules}; templates from {settings.templates_dir.resolve()}")
+        print(f"[dev] listening on http://{settings.host}:{settings.port}  (Ctrl-C stops)")
+        if secret is not None and secret.get() == DEV_WEBHOOK_SECRET:
+            print("[dev] try: bridge send examples/events/proof-approved.json", flush=True)
+        asyncio.run(_serve(settings))
+    return 0

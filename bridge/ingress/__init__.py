@@ -1,0 +1,1 @@
+"""Ingress: things arrive (webhooks now, pollers later) and become events."""

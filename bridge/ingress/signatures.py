@@ -1,0 +1,91 @@
+"""Verify inbound webhook signatures over the raw body (Standard Webhooks, GitHub style)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+
+from bridge.errors import ConfigError
+
+WHSEC_PREFIX = "whsec_"
+
+
+class SignatureError(Exception):
+    """The signature is missing, malformed, stale or does not match (HTTP 401)."""
+
+
+def standard_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: the base64 part of `whsec_…`."""
+    try:
+        return base64.b64decode(secret.removeprefix(WHSEC_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(
+            "a webhook secret for the standard scheme must be whsec_ followed by base64"
+        ) from None
+
+
+def sign_standard(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header value for a message (used by senders and tests)."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(standard_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def sign_github(secret: str, body: bytes) -> str:
+    """The `X-Hub-Signature-256` header value for a body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_standard(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tolerance: int = 300,
+    now: float | None = None,
+) -> str:
+    """Check a Standard Webhooks signature; return the `webhook-id`, or raise SignatureError."""
+    msg_id = headers.get("webhook-id")
+    stamp = headers.get("webhook-timestamp")
+    header = headers.get("webhook-signature")
+    missing = [
+        name
+        for name, value in (
+            ("webhook-id", msg_id),
+            ("webhook-timestamp", stamp),
+            ("webhook-signature", header),
+        )
+        if not value
+    ]
+    if missing or msg_id is None or stamp is None or header is None:
+        raise SignatureError("missing header " + ", ".join(missing))
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        raise SignatureError("webhook-timestamp is not a whole number of seconds") from None
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance:
+        raise SignatureError(
+            f"webhook-timestamp is {int(current - timestamp)} s off; at most {tolerance} s allowed"
+        )
+    expected = sign_standard(secret, msg_id, timestamp, body).encode()
+    for candidate in header.split():
+        if hmac.compare_digest(candidate.encode(), expected):
+            return msg_id
+    raise SignatureError("webhook-signature does not match the body")
+
+
+def verify_github(secret: str, headers: Mapping[str, str], body: bytes) -> str | None:
+    """Check an `X-Hub-Signature-256` signature; return the delivery id (if any)."""
+    header = headers.get("x-hub-signature-256")
+    if not header:
+        raise SignatureError("missing header X-Hub-Signature-256")
+    if not header.startswith("sha256="):
+        raise SignatureError("X-Hub-Signature-256 must start with sha256=")
+    if not hmac.compare_digest(header.encode(), sign_github(secret, body).encode()):
+        raise SignatureError("X-Hub-Signature-256 does not match the body")
+    return headers.get("x-github-delivery") or headers.get("webhook-id")

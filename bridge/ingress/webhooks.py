@@ -1,0 +1,172 @@
+"""Verify, parse and enqueue inbound webhooks (ingress → events).
+
+Order of checks, cheapest and least trusting first: unknown source (404), content type
+(415), size (413, without reading an unbounded body), signature over the raw bytes (401),
+JSON and event shape (400), durable storage (503). Nothing is stored unless every check
+passed, and nothing is acknowledged unless it was stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+
+from bridge.context import Context
+from bridge.errors import EventError, StoreUnavailable
+from bridge.events import Event
+from bridge.ingress import normalize
+from bridge.ingress.signatures import SignatureError, verify_github, verify_standard
+from bridge.settings import is_valid_source
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_SOURCES = ("cloudevents", "lytics")
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    """A JSON error body: a stable machine code and a message for the person who sent it."""
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing (without reading on) anything over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BodyTooLarge
+        except ValueError:
+            raise BodyTooLarge from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse JSON from hostile bytes; EventError (400) for anything that is not plain JSON."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EventError("the body is not valid UTF-8") from None
+    if not text.strip():
+        raise EventError("the body is empty; expected JSON")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise EventError(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise EventError("the JSON is nested too deeply") from None
+    except ValueError as exc:  # integers over 4,300 digits, NaN/Infinity
+        raise EventError(f"the JSON cannot be accepted: {exc}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _source_known(bridge: Context, source: str) -> bool:
+    return bridge.settings.allow_unsigned or bridge.settings.secret_for(source) is not None
+
+
+def verify(bridge: Context, source: str, headers: Mapping[str, str], body: bytes) -> str | None:
+    """Check the source's signature; the sender's delivery id. Raises SignatureError."""
+    secret = bridge.settings.secret_for(source)
+    if secret is None:
+        # Only reachable with BRIDGE_ALLOW_UNSIGNED=1 (development).
+        return headers.get("webhook-id")
+    if bridge.settings.scheme_for(source) == "github":
+        return verify_github(secret.get(), headers, body)
+    return verify_standard(
+        secret.get(), headers, body, tolerance=bridge.settings.webhook_tolerance_seconds
+    )
+
+
+def to_events(
+    source: str, headers: Mapping[str, str], payload: Any, delivery: str | None, content_type: str
+) -> list[Event]:
+    """The events of a verified, parsed body."""
+    if source == "lytics":
+        return normalize.lytics_events(payload, delivery)
+    if source == "cloudevents":
+        media = content_type.split(";", 1)[0].strip().lower()
+        if "ce-specversion" in headers and media not in (
+            "application/cloudevents+json",
+            "application/cloudevents-batch+json",
+        ):
+            return normalize.cloudevents_binary(headers, payload)
+        if media == "application/cloudevents-batch+json" and not isinstance(payload, list):
+            raise EventError("a CloudEvents batch must be a JSON array")
+        return normalize.cloudevents_structured(payload)
+    return normalize.generic_events(source, payload, delivery)
+
+
+async def receive(request: Request) -> JSONResponse:
+    """POST /hooks/{source}."""
+    bridge: Context = request.app.state.bridge
+    source = request.path_params["source"]
+    if not is_valid_source(source) or not _source_known(bridge, source):
+        return error(
+            404,
+            "unknown_source",
+            f"no webhook source {source!r} is configured; set "
+            "BRIDGE_WEBHOOK_SECRET or BRIDGE_WEBHOOK_SECRET_<SOURCE>",
+        )
+    content_type = request.headers.get("content-type", "")
+    if not _is_json(content_type):
+        return error(
+            415,
+            "unsupported_media_type",
+            f"content type {content_type or '(none)'!r} is not JSON; send application/json",
+        )
+    limit = bridge.settings.max_body_bytes
+    try:
+        body = await read_body(request, limit)
+    except BodyTooLarge:
+        return error(413, "body_too_large", f"the body is over the limit of {limit} bytes")
+    except ClientDisconnect:
+        return error(400, "client_disconnected", "the client disconnected before the body ended")
+    headers = request.headers
+    try:
+        delivery = verify(bridge, source, headers, body)
+    except SignatureError as exc:
+        logger.warning("webhook to %s refused: %s", source, exc)
+        return error(401, "bad_signature", str(exc))
+    try:
+        events = to_events(source, headers, parse_json(body), delivery, content_type)
+    except EventError as exc:
+        return error(400, "bad_event", str(exc))
+    try:
+        stored = await bridge.store.ingest(events)
+    except StoreUnavailable as exc:
+        logger.error("webhook to %s not stored: %s", source, exc)
+        return error(503, "store_unavailable", "events cannot be stored right now; retry later")
+    accepted = [e.id for e, new in zip(events, stored, strict=True) if new]
+    duplicates = [e.id for e, new in zip(events, stored, strict=True) if not new]
+    if accepted:
+        logger.info("webhook to %s accepted events %s", source, ", ".join(accepted))
+    return JSONResponse(
+        {"accepted": accepted, "duplicates": duplicates}, status_code=202 if accepted else 200
+    )

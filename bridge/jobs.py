@@ -1,0 +1,268 @@
+"""The queue's jobs: handle_event (match rules) and run_rule (do a rule's steps, once each).
+
+This is the only module that joins rules to actions. A run stores each finished step's
+result, so a retry or a re-run after a crash resumes at the first unfinished step; a run
+that exhausts its tries becomes a dead letter (see deadletters.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+from arq import Retry
+
+from bridge.actions import StepCall, registry
+from bridge.context import Context
+from bridge.deadletters import DeadLetters
+from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
+from bridge.events import Event
+from bridge.rules import Rule, Step, event_context, should_run
+from bridge.store import Job, dumps, loads
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 300.0
+# A job picked up this many times (crashes, rate limits, time slices) gives up for good.
+MAX_PICKUPS = 500
+# A job yields (re-queues itself) rather than start a step that could outlive its timeout.
+JOB_TIMEOUT_MARGIN = 5.0
+
+
+def backoff_delay(step: Step, failures: int) -> float:
+    """The delay before try `failures + 1`: doubled each time, capped, with equal jitter."""
+    base = min(MAX_BACKOFF_SECONDS, step.backoff_seconds * 2 ** max(0, failures - 1))
+    return float(base / 2 + random.uniform(0, base / 2))
+
+
+def job_timeout(ctx: Context) -> float:
+    return ctx.settings.step_timeout_seconds + JOB_TIMEOUT_MARGIN
+
+
+def _bridge(ctx: dict[str, Any]) -> Context:
+    context: Context = ctx["bridge"]
+    return context
+
+
+async def handle_event(ctx: dict[str, Any], event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Match the event against the rules, record why, and enqueue one run per matched rule."""
+    bridge = _bridge(ctx)
+    event = Event.from_dict(event_dict)
+    rules = bridge.rules.current
+    if rules is None:
+        await bridge.tracer.record(
+            event.id,
+            "evaluated",
+            rules=[],
+            note="no valid rule set is loaded",
+            problems=bridge.rules.problems,
+        )
+        logger.warning("event %s not matched: no valid rule set is loaded", event.id)
+        return {"matched": []}
+    evaluations = rules.evaluate(event, bridge.rules.templates)
+    matched = [e.rule for e in evaluations if e.matched]
+    await bridge.tracer.record(
+        event.id,
+        "evaluated",
+        rules=[e.to_dict() for e in evaluations],
+        matched=[r.id for r in matched],
+    )
+    jobs = [
+        Job("run_rule", (event_dict, rule.id), bridge.keys.run_job_id(event.id, rule.id))
+        for rule in matched
+    ]
+    await bridge.store.enqueue(jobs)
+    logger.info(
+        "event %s (%s) matched %d of %d candidate rules%s",
+        event.id,
+        event.type,
+        len(matched),
+        len(evaluations),
+        (": " + ", ".join(r.id for r in matched)) if matched else "",
+    )
+    return {"matched": [r.id for r in matched]}
+
+
+async def run_rule(ctx: dict[str, Any], event_dict: dict[str, Any], rule_id: str) -> dict[str, Any]:
+    """Run a rule's steps for an event in order, skipping those already finished."""
+    bridge = _bridge(ctx)
+    event = Event.from_dict(event_dict)
+    rules = bridge.rules.current
+    rule = rules.get(rule_id) if rules is not None else None
+    if rule is None:
+        await bridge.tracer.record(
+            event.id, "run", rule=rule_id, status="skipped", reason="the rule no longer exists"
+        )
+        logger.warning("event %s: rule %s no longer exists; run skipped", event.id, rule_id)
+        return {"status": "skipped"}
+    return await RuleRun(bridge, event, rule, int(ctx.get("job_try") or 1)).run()
+
+
+class RuleRun:
+    """One run of one rule for one event, resumable from the steps stored in Redis."""
+
+    def __init__(self, bridge: Context, event: Event, rule: Rule, pickup: int) -> None:
+        self.bridge = bridge
+        self.event = event
+        self.rule = rule
+        self.pickup = pickup
+        self.steps_key = bridge.keys.steps(event.id, rule.id)
+        self.attempts_key = bridge.keys.attempts(event.id, rule.id)
+        self.started = time.monotonic()
+
+    async def run(self) -> dict[str, Any]:
+        done = {
+            k.decode(): loads(v)
+            for k, v in (await self.bridge.redis.hgetall(self.steps_key)).items()  # type: ignore[misc]
+        }
+        results: dict[str, Any] = {}
+        actions = registry()
+        for step in self.rule.actions:
+            if step.key in done:
+                results[step.key] = done[step.key]
+                continue
+            if self.pickup > MAX_PICKUPS:
+                await self._dead_letter(step, f"gave up after {MAX_PICKUPS} pickups", 0)
+                return {"status": "dead_lettered", "step": step.key}
+            elapsed = time.monotonic() - self.started
+            if elapsed + self.bridge.settings.step_timeout_seconds > job_timeout(self.bridge) - 1:
+                raise Retry(defer=0)  # a fresh time slice; no try is spent
+            outcome = await self._run_step(step, results, actions)
+            if outcome is None:
+                return {"status": "dead_lettered", "step": step.key}
+            results[step.key] = outcome
+        await self.bridge.tracer.record(self.event.id, "run", rule=self.rule.id, status="succeeded")
+        return {"status": "succeeded", "steps": list(results)}
+
+    async def _run_step(
+        self, step: Step, results: dict[str, Any], actions: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Run one step; its stored result, or None when the run went to the dead letters."""
+        context = event_context(self.event, self.rule, results)
+        templates = self.bridge.rules.templates
+        redis = self.bridge.redis
+        attempt = int(await redis.hincrby(self.attempts_key, step.key, 1))  # type: ignore[misc]
+        await redis.expire(self.attempts_key, self.bridge.settings.trace_ttl_seconds)
+        trace = {"rule": self.rule.id, "step": step.key, "uses": step.uses, "attempt": attempt}
+        begun = time.monotonic()
+        try:
+            if not should_run(step, context, templates):
+                result: dict[str, Any] = {"skipped": True}
+                await self._finish(step, result, trace | {"status": "skipped"})
+                return result
+            params = templates.render_value(dict(step.with_), context)
+            call = StepCall(params, context, self.event.id, self.rule.id, step.key)
+            async with asyncio.timeout(self.bridge.settings.step_timeout_seconds):
+                result = await actions[step.uses].run(self.bridge, call)
+        except RateLimited as exc:
+            # A rate limit is not the step's fault: wait as told and spend no try.
+            await redis.hincrby(self.attempts_key, step.key, -1)  # type: ignore[misc]
+            await self._trace(
+                trace
+                | {"status": "rate_limited", "error": str(exc), "retry_after": exc.retry_after},
+                begun,
+            )
+            logger.info(
+                "event %s rule %s step %s rate limited; retry in %.1f s",
+                self.event.id,
+                self.rule.id,
+                step.key,
+                exc.retry_after,
+            )
+            raise Retry(defer=exc.retry_after) from None
+        except (PermanentError, TemplateError) as exc:
+            return await self._failed(step, str(exc), attempt, trace, begun, final=True)
+        except (ClientError, TimeoutError) as exc:
+            message = str(exc) or f"timed out after {self.bridge.settings.step_timeout_seconds} s"
+            return await self._failed(step, message, attempt, trace, begun, final=False)
+        except Exception as exc:
+            logger.exception(
+                "event %s rule %s step %s failed unexpectedly",
+                self.event.id,
+                self.rule.id,
+                step.key,
+            )
+            message = f"unexpected error: {type(exc).__name__}: {exc}"
+            return await self._failed(step, message, attempt, trace, begun, final=False)
+        await self._finish(step, result, trace | {"status": "succeeded", "result": result}, begun)
+        return result
+
+    async def _finish(
+        self, step: Step, result: dict[str, Any], trace: dict[str, Any], begun: float | None = None
+    ) -> None:
+        async with self.bridge.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.steps_key, step.key, dumps(result))  # type: ignore[arg-type]
+            pipe.expire(self.steps_key, self.bridge.settings.trace_ttl_seconds)
+            await pipe.execute()
+        await self._trace(trace, begun)
+
+    async def _trace(self, fields: dict[str, Any], begun: float | None) -> None:
+        if begun is not None:
+            fields["duration_ms"] = round((time.monotonic() - begun) * 1000, 1)
+        await self.bridge.tracer.record(self.event.id, "step", **fields)
+
+    async def _failed(
+        self,
+        step: Step,
+        message: str,
+        attempt: int,
+        trace: dict[str, Any],
+        begun: float,
+        *,
+        final: bool,
+    ) -> dict[str, Any] | None:
+        exhausted = final or attempt >= step.attempts
+        if not exhausted:
+            delay = backoff_delay(step, attempt)
+            await self._trace(
+                trace | {"status": "failed", "error": message, "retry_in": round(delay, 2)}, begun
+            )
+            logger.warning(
+                "event %s rule %s step %s failed (try %d of %d): %s; retry in %.1f s",
+                self.event.id,
+                self.rule.id,
+                step.key,
+                attempt,
+                step.attempts,
+                message,
+                delay,
+            )
+            raise Retry(defer=delay)
+        if step.continue_on_error:
+            result = {"error": message, "failed": True}
+            await self._finish(
+                step,
+                result,
+                trace | {"status": "failed", "error": message, "continued": True},
+                begun,
+            )
+            return result
+        await self._trace(trace | {"status": "failed", "error": message}, begun)
+        await self._dead_letter(step, message, attempt)
+        return None
+
+    async def _dead_letter(self, step: Step, message: str, attempts: int) -> None:
+        letter = await DeadLetters(self.bridge).add(
+            self.event, self.rule.id, step.key, step.uses, message, attempts
+        )
+        await self.bridge.tracer.record(
+            self.event.id,
+            "run",
+            rule=self.rule.id,
+            status="dead_lettered",
+            dead_letter=letter.id,
+            step=step.key,
+            error=message,
+        )
+        logger.error(
+            "event %s rule %s step %s dead-lettered as %s: %s",
+            self.event.id,
+            self.rule.id,
+            step.key,
+            letter.id,
+            message,
+        )
+        return None

@@ -1,0 +1,265 @@
+"""Load and validate rule files into a RuleSet, reporting every problem at once (rules → decide)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from bridge.errors import Problem, RuleError
+from bridge.rules.checker import DURATION_HINT, parse_duration, suggest
+from bridge.rules.engine import RuleSet
+from bridge.rules.model import Dedupe, Rule, Throttle
+from bridge.rules.source import Node, parse
+from bridge.rules.steps import StepChecker
+from bridge.rules.when import WhenChecker
+from bridge.schema import ActionSchema, type_name
+from bridge.templates import Templates
+
+__all__ = ["DURATION_HINT", "FileChecker", "load_rules", "parse_duration", "rule_files", "suggest"]
+
+RULE_KEYS = (
+    "id",
+    "description",
+    "enabled",
+    "priority",
+    "stop",
+    "on",
+    "when",
+    "dedupe",
+    "throttle",
+    "actions",
+)
+DEDUPE_KEYS = ("key", "ttl")
+THROTTLE_KEYS = ("key", "limit", "per")
+_RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def rule_files(rules_dir: Path) -> list[Path]:
+    """Rule files under the directory: `*.yaml`/`*.yml`, not tests, not hidden, sorted."""
+    found = []
+    for path in rules_dir.rglob("*"):
+        relative = path.relative_to(rules_dir)
+        if path.suffix not in (".yaml", ".yml") or not path.is_file():
+            continue
+        if path.name.endswith((".test.yaml", ".test.yml")):
+            continue
+        if any(part == "tests" or part.startswith(".") for part in relative.parts):
+            continue
+        found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(rules_dir).as_posix())
+
+
+def display_name(path: Path) -> str:
+    """The path as a person would type it: relative to the working directory when inside it."""
+    try:
+        return (
+            Path(os.path.relpath(path)).as_posix()
+            if path.is_absolute() and _inside_cwd(path)
+            else path.as_posix()
+        )
+    except ValueError:  # another drive on Windows
+        return path.as_posix()
+
+
+def _inside_cwd(path: Path) -> bool:
+    return path.resolve().is_relative_to(Path.cwd().resolve())
+
+
+def load_rules(
+    rules_dir: Path, *, templates: Templates, actions: Mapping[str, ActionSchema]
+) -> RuleSet:
+    """Every rule under `rules_dir`; RuleError listing every problem of every file otherwise."""
+    if not rules_dir.is_dir():
+        name = display_name(rules_dir)
+        raise RuleError([Problem(name, 1, 1, f"rules directory {name!r} does not exist")])
+    problems: list[Problem] = []
+    rules: list[Rule] = []
+    first_seen: dict[str, str] = {}  # rule id -> "file:line:column" of its first definition
+    for path in rule_files(rules_dir):
+        checker = FileChecker(display_name(path), templates=templates, actions=actions)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(checker.file, 1, 1, f"cannot read the file: {exc}"))
+            continue
+        rules.extend(checker.load(text))
+        for rule_id, id_node in checker.ids:
+            place = f"{checker.file}:{id_node.line}:{id_node.column}"
+            if rule_id in first_seen:
+                checker.error(
+                    id_node,
+                    f"duplicate rule id {rule_id!r}; also defined at {first_seen[rule_id]}; "
+                    "expected ids unique across all rule files",
+                )
+            else:
+                first_seen[rule_id] = place
+        problems.extend(sorted(checker.problems, key=lambda p: (p.line, p.column)))
+    if problems:
+        raise RuleError(problems)
+    return RuleSet(rules)
+
+
+class FileChecker(WhenChecker, StepChecker):
+    """Turns one file's Nodes into Rules, collecting every problem with its place."""
+
+    def load(self, text: str) -> list[Rule]:
+        """The valid rules of the file; `ids` gets every well-formed id, valid rule or not."""
+        root, source_problems = parse(text)
+        for sp in source_problems:
+            self.problems.append(Problem(self.file, sp.line, sp.column, sp.message))
+        if root is None:
+            return []
+        expected = "expected one rule (a mapping with id) or rules: [a list of rules]"
+        if not root.is_mapping:
+            self.error(
+                root, f"a rule file holds a mapping, not {type_name(root.plain())}; {expected}"
+            )
+            return []
+        if "rules" in root.value:
+            extra = [k for k in root.value if k != "rules"]
+            for key in extra:
+                self.error(root.keys[key], f"unknown key {key!r} beside 'rules'; {expected}")
+            items = root.value["rules"]
+            if not items.is_sequence:
+                self.error(items, f"'rules' must be a list of rules; {expected}")
+                return []
+            nodes = list(items.value)
+        else:
+            nodes = [root]
+        loaded: list[Rule] = []
+        for node in nodes:
+            rule = self.rule(node)
+            if rule is not None:
+                loaded.append(rule)
+        return loaded
+
+    def rule(self, node: Node) -> Rule | None:
+        self.rule_id = None
+        if not node.is_mapping:
+            self.error(
+                node,
+                f"a rule must be a mapping with id, on and actions, not {type_name(node.plain())}",
+            )
+            return None
+        before = len(self.problems)
+        m: dict[str, Node] = node.value
+        rule_id = self.rule_identity(node)
+        self.unknown_keys(node, RULE_KEYS, None)
+        description = self.scalar(m.get("description"), str, "description", "")
+        enabled = self.scalar(m.get("enabled"), bool, "enabled", True)
+        stop = self.scalar(m.get("stop"), bool, "stop", False)
+        priority = self.scalar(m.get("priority"), int, "priority", 0)
+        on = self.event_types(node)
+        when = self.when(m.get("when"), node)
+        dedupe = self.dedupe(m.get("dedupe"))
+        throttle = self.throttle(m.get("throttle"), rule_id or "")
+        steps = self.steps(m.get("actions"))
+        if len(self.problems) > before or rule_id is None:
+            return None
+        return Rule(
+            id=rule_id,
+            description=description,
+            enabled=enabled,
+            priority=priority,
+            stop=stop,
+            on=on,
+            when=when,
+            dedupe=dedupe,
+            throttle=throttle,
+            actions=steps,
+            file=self.file,
+            line=node.line,
+        )
+
+    def rule_identity(self, node: Node) -> str | None:
+        id_node = node.value.get("id")
+        if id_node is None:
+            self.error(
+                node, "rule has no 'id'; expected a unique id such as proof-approved-to-slack"
+            )
+            return None
+        value = id_node.value
+        if not isinstance(value, str) or not _RULE_ID.match(value):
+            self.error(
+                id_node,
+                f"rule id {value!r} is not valid; expected letters, digits, '-', '_' and '.' "
+                "(such as proof-approved-to-slack)",
+            )
+            return None
+        self.rule_id = value
+        self.ids.append((value, id_node))
+        return value
+
+    def event_types(self, rule: Node) -> tuple[str, ...]:
+        node = rule.value.get("on")
+        expected = "expected an event type, a glob such as lytho.proof.*, or a list of them"
+        if node is None:
+            self.error(
+                rule,
+                f"rule{' ' + repr(self.rule_id) if self.rule_id else ''} has no 'on'; {expected}",
+            )
+            return ()
+        items = node.value if node.is_sequence else [node]
+        if not items:
+            self.error(node, f"'on'{self.in_rule} is empty; {expected}")
+        types: list[str] = []
+        for item in items:
+            value = item.value
+            if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+                self.error(item, f"event type {value!r}{self.in_rule} is not valid; {expected}")
+            else:
+                types.append(value)
+        return tuple(dict.fromkeys(types))
+
+    # -- conditions --
+
+    def dedupe(self, node: Node | None) -> Dedupe | None:
+        if node is None:
+            return None
+        if not node.is_mapping:
+            self.error(node, f"'dedupe'{self.in_rule} must be a mapping {{key: …, ttl: …}}")
+            return None
+        self.unknown_keys(node, DEDUPE_KEYS, "dedupe")
+        key = self.template_string(node.value.get("key"), "dedupe.key", node)
+        ttl = self.duration(node.value.get("ttl"), "dedupe.ttl", node)
+        if key is None or ttl is None:
+            return None
+        return Dedupe(key=key, ttl_seconds=max(1, round(ttl)))
+
+    def throttle(self, node: Node | None, rule_id: str) -> Throttle | None:
+        if node is None:
+            return None
+        if not node.is_mapping:
+            self.error(
+                node, f"'throttle'{self.in_rule} must be a mapping {{key: …, limit: …, per: …}}"
+            )
+            return None
+        self.unknown_keys(node, THROTTLE_KEYS, "throttle")
+        m = node.value
+        key = self.template_string(m["key"], "throttle.key", node) if "key" in m else rule_id
+        limit_node = m.get("limit")
+        limit = None
+        if limit_node is None:
+            self.error(
+                node, f"throttle.limit is required{self.in_rule}; expected a positive integer"
+            )
+        elif (
+            isinstance(limit_node.value, bool)
+            or not isinstance(limit_node.value, int)
+            or limit_node.value < 1
+        ):
+            self.error(
+                limit_node,
+                f"throttle.limit{self.in_rule} must be a positive integer, "
+                f"not {limit_node.value!r}",
+            )
+        else:
+            limit = limit_node.value
+        per = self.duration(m.get("per"), "throttle.per", node)
+        if key is None or limit is None or per is None:
+            return None
+        return Throttle(key=key, limit=limit, per_seconds=max(1, round(per)))
+
+    # -- steps --

@@ -1,0 +1,218 @@
+"""What a loaded rule is: Rule, Step, Dedupe, Throttle, and the condition trace (rules → decide)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from bridge.events import Event
+
+if TYPE_CHECKING:
+    from bridge.templates import Templates
+
+
+class _Missing:
+    """The value of a path that does not resolve (distinct from a JSON null)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing()
+
+# Trace values are clipped so one huge field cannot bloat a stored trace.
+_CLIP_TEXT = 500
+_CLIP_ITEMS = 50
+
+
+def clip(value: Any, depth: int = 0) -> Any:
+    """A JSON-able, size-bounded copy of a value for traces."""
+    if isinstance(value, str):
+        return value if len(value) <= _CLIP_TEXT else value[:_CLIP_TEXT] + "…"
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth > 6:
+        return "…"
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        out = {str(k): clip(v, depth + 1) for k, v in items[:_CLIP_ITEMS]}
+        if len(items) > _CLIP_ITEMS:
+            out["…"] = f"{len(items) - _CLIP_ITEMS} more"
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        seq = list(value)
+        out_list = [clip(v, depth + 1) for v in seq[:_CLIP_ITEMS]]
+        if len(seq) > _CLIP_ITEMS:
+            out_list.append(f"… {len(seq) - _CLIP_ITEMS} more")
+        return out_list
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """One node of a condition trace: what was checked, against what, and why it failed."""
+
+    op: str
+    result: bool
+    path: str | None = None
+    expected: Any = MISSING
+    actual: Any = MISSING
+    reason: str | None = None
+    children: tuple[ConditionResult, ...] = ()
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The node as JSON-able data; absent fields are left out."""
+        out: dict[str, Any] = {"op": self.op, "result": self.result}
+        if self.path is not None:
+            out["path"] = self.path
+        if self.expected is not MISSING:
+            out["expected"] = clip(self.expected)
+        if self.actual is not MISSING:
+            out["actual"] = clip(self.actual)
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.line is not None:
+            out["line"] = self.line
+        if self.children:
+            out["children"] = [c.to_dict() for c in self.children]
+        return out
+
+    def failing(self) -> ConditionResult | None:
+        """The first leaf that made this node false (None when the node holds)."""
+        if self.result:
+            return None
+        if self.op == "not":
+            return self
+        for child in self.children:
+            found = child.failing()
+            if found is not None:
+                return found
+        return self
+
+
+class Condition(Protocol):
+    """A compiled condition: a fast boolean test, and an explanation for traces."""
+
+    line: int
+    test: Callable[[Scope], bool]
+
+    def explain(self, scope: Scope) -> ConditionResult: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def event_context(
+    event: Event, rule: Rule | None = None, steps: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The names templates and expressions see; never environment variables or secrets."""
+    return {
+        "event": {
+            "id": event.id,
+            "type": event.type,
+            "source": event.source,
+            "subject": event.subject,
+            "time": event.time,
+        },
+        "data": event.data,
+        "changes": {k: dict(v) for k, v in event.changes.items()},
+        "rule": {"id": rule.id, "description": rule.description} if rule else {},
+        "steps": dict(steps or {}),
+        "now": _now,
+    }
+
+
+class Scope:
+    """One event being matched; the template context is built only if an expression needs it."""
+
+    __slots__ = ("_context", "_context_rule", "event", "rule", "templates")
+
+    def __init__(self, event: Event, templates: Templates, rule: Rule | None = None) -> None:
+        self.event = event
+        self.templates = templates
+        self.rule = rule
+        self._context: dict[str, Any] | None = None
+        self._context_rule: Rule | None = None
+
+    def context(self) -> dict[str, Any]:
+        """The template context for the event and the rule being matched (built once per rule)."""
+        if self._context is None or self._context_rule is not self.rule:
+            self._context = event_context(self.event, self.rule)
+            self._context_rule = self.rule
+        return self._context
+
+
+@dataclass(frozen=True)
+class Dedupe:
+    """At most one run per rendered `key` while the key lives (`ttl_seconds`)."""
+
+    key: str
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """At most `limit` runs per rendered `key` in any window of `per_seconds`."""
+
+    key: str
+    limit: int
+    per_seconds: int
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One action of a rule; `with_` holds the parameters as written (templates unrendered)."""
+
+    index: int
+    uses: str
+    with_: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    if_: str | None = None
+    attempts: int = 5
+    backoff_seconds: float = 2.0
+    continue_on_error: bool = False
+    line: int = 0
+
+    @property
+    def key(self) -> str:
+        """The name its result is stored under: its `id`, or `step<index>`."""
+        return self.id if self.id is not None else f"step{self.index}"
+
+
+def _always(scope: Scope) -> bool:
+    return True
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """A loaded, validated rule with its conditions compiled."""
+
+    id: str
+    on: tuple[str, ...]
+    when: Condition
+    actions: tuple[Step, ...] = ()
+    description: str = ""
+    enabled: bool = True
+    priority: int = 0
+    stop: bool = False
+    dedupe: Dedupe | None = None
+    throttle: Throttle | None = None
+    file: str = ""
+    line: int = 0
+    # The compiled test of `when` bound once, so matching calls one function per rule.
+    matches: Callable[[Scope], bool] = field(default=_always, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "matches", self.when.test)
+
+    def __repr__(self) -> str:
+        return f"Rule({self.id!r}, on={list(self.on)}, file={self.file!r}:{self.line})"

@@ -1,0 +1,220 @@
+"""Check a rule's `actions:` steps against the action schemas (rules → decide)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.rules.checker import Checker, suggest
+from bridge.rules.model import Step
+from bridge.rules.source import Node
+from bridge.schema import ActionSchema, accepts, type_name
+
+STEP_KEYS = ("id", "uses", "with", "if", "retry", "continue_on_error")
+RETRY_KEYS = ("attempts", "backoff")
+_STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class StepChecker(Checker):
+    """Turns `actions:` nodes into Steps."""
+
+    def steps(self, node: Node | None) -> tuple[Step, ...]:
+        if node is None:
+            return ()
+        if not node.is_sequence:
+            self.error(
+                node, f"'actions'{self.in_rule} must be a list of steps (- uses: slack.post …)"
+            )
+            return ()
+        seen: dict[str, Node] = {}
+        steps = []
+        for index, item in enumerate(node.value):
+            step = self.step(item, index, seen)
+            if step is not None:
+                steps.append(step)
+        return tuple(steps)
+
+    def step(self, node: Node, index: int, seen: dict[str, Node]) -> Step | None:
+        if not node.is_mapping:
+            self.error(
+                node,
+                f"a step{self.in_rule} must be a mapping with uses and with, "
+                f"not {type_name(node.plain())}",
+            )
+            return None
+        before = len(self.problems)
+        m: dict[str, Node] = node.value
+        self.unknown_keys(node, STEP_KEYS, "step")
+        step_id = None
+        if "id" in m:
+            id_node = m["id"]
+            step_id = id_node.value
+            if not isinstance(step_id, str) or not _STEP_ID.match(step_id):
+                self.error(
+                    id_node,
+                    f"step id {step_id!r}{self.in_rule} is not valid; expected letters, digits "
+                    "and '_' starting with a letter (it is used as steps.<id> in templates)",
+                )
+            elif step_id in seen:
+                self.error(
+                    id_node,
+                    f"duplicate step id {step_id!r}{self.in_rule} "
+                    f"(first at line {seen[step_id].line}); "
+                    "expected step ids unique within a rule",
+                )
+            else:
+                seen[step_id] = id_node
+        uses = self.uses(m.get("uses"), node)
+        with_ = self.with_(m.get("with"), uses, node)
+        if_ = self.step_if(m.get("if"))
+        attempts, backoff = self.retry(m.get("retry"))
+        continue_on_error = self.scalar(
+            m.get("continue_on_error"), bool, "continue_on_error", False
+        )
+        if len(self.problems) > before or uses is None:
+            return None
+        return Step(
+            index=index,
+            id=step_id,
+            uses=uses,
+            with_=with_,
+            if_=if_,
+            attempts=attempts,
+            backoff_seconds=backoff,
+            continue_on_error=continue_on_error,
+            line=node.line,
+        )
+
+    def uses(self, node: Node | None, step: Node) -> str | None:
+        names = sorted(self.actions)
+        if node is None:
+            self.error(
+                step, f"step has no 'uses'{self.in_rule}; expected one of {', '.join(names)}"
+            )
+            return None
+        if not isinstance(node.value, str) or node.value not in self.actions:
+            self.error(
+                node,
+                f"unknown action {node.value!r}{self.in_rule}; "
+                f"{suggest(str(node.value), names)}expected one of {', '.join(names)}",
+            )
+            return None
+        return node.value
+
+    def with_(self, node: Node | None, uses: str | None, step: Node) -> dict[str, Any]:
+        if node is not None and not node.is_mapping:
+            self.error(
+                node,
+                f"'with'{self.in_rule} must be a mapping of parameters, "
+                f"not {type_name(node.plain())}",
+            )
+            return {}
+        given: dict[str, Node] = node.value if node is not None else {}
+        self.templates_in(given, "with")
+        schema = self.actions.get(uses) if uses else None
+        if schema is not None:
+            self.parameters(schema, given, node or step)
+        return {k: v.plain() for k, v in given.items()}
+
+    def templates_in(self, nodes: Mapping[str, Node] | list[Node], where: str) -> None:
+        items = (
+            nodes.items()
+            if isinstance(nodes, Mapping)
+            else ((str(i), n) for i, n in enumerate(nodes))
+        )
+        for key, node in items:
+            place = f"{where}.{key}"
+            if isinstance(node.value, str):
+                problem = self.templates.check_template(node.value)
+                if problem:
+                    self.error(node, f"invalid template in {place}{self.in_rule}: {problem}")
+            elif isinstance(node.value, dict | list):
+                self.templates_in(node.value, place)
+
+    def parameters(self, schema: ActionSchema, given: Mapping[str, Node], where: Node) -> None:
+        plain = {k: v.plain() for k, v in given.items()}
+        for problem in schema.problems(plain):
+            place = where
+            for key in given:
+                if problem.startswith(f"unknown parameter {key!r}"):
+                    place = where.keys.get(key, where)
+                    hint = suggest(key, schema.params)
+                    if hint:
+                        problem = problem.replace("; expected", f"; {hint}expected", 1)
+            self.error(place, f"{problem}{self.of_rule}")
+        for key, node in given.items():
+            param = schema.params.get(key)
+            if param is None or _has_template(node):
+                continue
+            value = node.plain()
+            if not accepts(param, value):
+                self.error(
+                    node,
+                    f"parameter {key!r} of {schema.name}{self.in_rule} must be "
+                    f"{' or '.join(param.types)}, not {type_name(value)}",
+                )
+            elif param.choices and value not in param.choices:
+                self.error(
+                    node,
+                    f"parameter {key!r} of {schema.name}{self.in_rule} is {value!r}; "
+                    "expected one of " + ", ".join(repr(c) for c in param.choices),
+                )
+            elif key == "template" and isinstance(value, str):
+                missing = self.templates.check_file(value)
+                if missing:
+                    self.error(node, f"{missing}{self.of_rule}")
+
+    def step_if(self, node: Node | None) -> str | None:
+        if node is None:
+            return None
+        value = node.value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if not isinstance(value, str):
+            self.error(
+                node, f"'if'{self.in_rule} must be an expression string, not {type_name(value)}"
+            )
+            return None
+        problem = self.templates.check_expression(value)
+        if problem:
+            self.error(node, f"invalid expression {value!r} in 'if'{self.in_rule}: {problem}")
+            return None
+        return value
+
+    def retry(self, node: Node | None) -> tuple[int, float]:
+        attempts, backoff = Step.attempts, Step.backoff_seconds
+        if node is None:
+            return attempts, backoff
+        if not node.is_mapping:
+            self.error(
+                node, f"'retry'{self.in_rule} must be a mapping {{attempts: 5, backoff: 2s}}"
+            )
+            return attempts, backoff
+        self.unknown_keys(node, RETRY_KEYS, "retry")
+        m = node.value
+        if "attempts" in m:
+            value = m["attempts"].value
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self.error(
+                    m["attempts"],
+                    f"retry.attempts{self.in_rule} must be a positive integer "
+                    f"(tries in all), not {value!r}",
+                )
+            else:
+                attempts = value
+        if "backoff" in m:
+            seconds = self.duration(m["backoff"], "retry.backoff", node)
+            backoff = seconds if seconds is not None else backoff
+        return attempts, backoff
+
+
+def _has_template(node: Node) -> bool:
+    value = node.value
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False

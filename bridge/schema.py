@@ -1,0 +1,74 @@
+"""Parameter schemas that actions declare and `bridge validate` checks rules against."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# JSON-ish type names a parameter may accept; "template" values are checked after rendering.
+TYPE_NAMES = ("string", "number", "integer", "boolean", "object", "array", "any")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an action."""
+
+    name: str
+    types: tuple[str, ...] = ("string",)
+    required: bool = False
+    description: str = ""
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class ActionSchema:
+    """What an action accepts: its parameters and the rules between them."""
+
+    name: str
+    description: str
+    params: Mapping[str, Param] = field(default_factory=dict)
+    # Groups of which at least one parameter must be given, e.g. (("text", "template", "blocks"),)
+    one_of: tuple[tuple[str, ...], ...] = ()
+
+    def problems(self, given: Mapping[str, Any]) -> list[str]:
+        """What is wrong with `given` before rendering: unknown, missing, or badly typed keys."""
+        found: list[str] = []
+        for key in given:
+            if key not in self.params:
+                found.append(
+                    f"unknown parameter {key!r} for {self.name}; expected one of "
+                    + ", ".join(sorted(self.params))
+                )
+        for param in self.params.values():
+            if param.required and param.name not in given:
+                found.append(f"{self.name} needs parameter {param.name!r}")
+        for group in self.one_of:
+            if not any(name in given for name in group):
+                found.append(f"{self.name} needs one of " + ", ".join(repr(g) for g in group))
+        return found
+
+
+def type_name(value: Any) -> str:
+    """The JSON type name of a value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return "null" if value is None else type(value).__name__
+
+
+def accepts(param: Param, value: Any) -> bool:
+    """Whether a rendered value fits the parameter's types."""
+    actual = type_name(value)
+    if "any" in param.types or actual in param.types:
+        return True
+    return actual == "integer" and "number" in param.types

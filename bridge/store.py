@@ -1,0 +1,198 @@
+"""Durable Redis writes: store events exactly once and enqueue their jobs atomically (→ queue).
+
+Jobs are written in arq's own format (JSON-serialized), so an arq worker runs them, but
+each write happens inside one Lua script: an event is either stored *and* queued, or
+neither, and a duplicate id is recognised in the same step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bridge.errors import StoreUnavailable
+from bridge.events import Event
+
+ARQ_JOB_PREFIX = "arq:job:"
+ARQ_RESULT_PREFIX = "arq:result:"
+# arq drops a job that has not started a day after it was due (its expires_extra_ms).
+JOB_EXPIRY_MS = 86_400_000
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes; anything not JSON-able (an exception in a result) as its repr."""
+    return json.dumps(value, separators=(",", ":"), default=repr).encode()
+
+
+def loads(raw: bytes | str) -> Any:
+    return json.loads(raw)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key lytbridge writes, in one place, under one prefix."""
+
+    prefix: str
+
+    def seen(self, event_id: str) -> str:
+        return f"{self.prefix}seen:{event_id}"
+
+    def event(self, event_id: str) -> str:
+        return f"{self.prefix}event:{event_id}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    def trace(self, event_id: str) -> str:
+        return f"{self.prefix}trace:{event_id}"
+
+    def steps(self, event_id: str, rule_id: str) -> str:
+        return f"{self.prefix}steps:{event_id}:{rule_id}"
+
+    def attempts(self, event_id: str, rule_id: str) -> str:
+        return f"{self.prefix}attempts:{event_id}:{rule_id}"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}dlq"
+
+    @property
+    def dead_letter_index(self) -> str:
+        return f"{self.prefix}dlq:index"
+
+    @property
+    def rules_status(self) -> str:
+        return f"{self.prefix}rules:status"
+
+    def handle_job_id(self, event_id: str) -> str:
+        return f"{self.prefix}handle:{event_id}"
+
+    def run_job_id(self, event_id: str, rule_id: str, retry: int = 0) -> str:
+        base = f"{self.prefix}run:{event_id}:{rule_id}"
+        return base if not retry else f"{base}:retry{retry}"
+
+
+# KEYS: queue, events index, then (seen, event, job) per event.
+# ARGV: dedup ttl s, event ttl s, now ms, job expiry ms, then (event id, event json, job id,
+# job payload) per event. Returns 1 per stored event, 0 per duplicate.
+_INGEST = """
+local out = {}
+local n = (#KEYS - 2) / 3
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]) * 1000)
+for i = 0, n - 1 do
+  local a = 5 + i * 4
+  if redis.call('SET', KEYS[3 + i * 3], '1', 'NX', 'EX', ARGV[1]) then
+    redis.call('SET', KEYS[4 + i * 3], ARGV[a + 1], 'EX', ARGV[2])
+    redis.call('ZADD', KEYS[2], ARGV[3], ARGV[a])
+    redis.call('PSETEX', KEYS[5 + i * 3], ARGV[4], ARGV[a + 3])
+    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[a + 2])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+# KEYS: queue, then (job key, result key) per job. ARGV: job expiry ms, then (job id, score,
+# payload) per job. A job whose id is queued, running or has a kept result is skipped.
+_ENQUEUE = """
+local out = {}
+local n = (#KEYS - 1) / 2
+for i = 0, n - 1 do
+  local a = 2 + i * 3
+  if redis.call('EXISTS', KEYS[2 + i * 2], KEYS[3 + i * 2]) == 0 then
+    redis.call('PSETEX', KEYS[2 + i * 2], ARGV[1], ARGV[a + 2])
+    redis.call('ZADD', KEYS[1], ARGV[a + 1], ARGV[a])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+
+def job_payload(function: str, args: Sequence[Any], enqueue_ms: int) -> bytes:
+    """A job in arq's format, serialized as JSON (the worker's job_deserializer)."""
+    return dumps({"t": None, "f": function, "a": list(args), "k": {}, "et": enqueue_ms})
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job to enqueue: arq function name, arguments, id, and an optional delay."""
+
+    function: str
+    args: tuple[Any, ...]
+    job_id: str
+    defer_seconds: float = 0.0
+
+
+class Store:
+    """Atomic writes of events and jobs to Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        queue_name: str,
+        *,
+        dedup_ttl: int,
+        event_ttl: int,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.queue_name = queue_name
+        self.dedup_ttl = dedup_ttl
+        self.event_ttl = event_ttl
+        self._ingest = redis.register_script(_INGEST)
+        self._enqueue = redis.register_script(_ENQUEUE)
+
+    async def ingest(self, events: Sequence[Event]) -> list[bool]:
+        """Store and enqueue each new event; False for a duplicate. Raises StoreUnavailable."""
+        now_ms = int(time.time() * 1000)
+        keys: list[str] = [self.queue_name, self.keys.events]
+        args: list[Any] = [self.dedup_ttl, self.event_ttl, now_ms, JOB_EXPIRY_MS]
+        for event in events:
+            job_id = self.keys.handle_job_id(event.id)
+            keys += [self.keys.seen(event.id), self.keys.event(event.id), ARQ_JOB_PREFIX + job_id]
+            payload = event.to_dict()
+            args += [
+                event.id,
+                dumps(payload),
+                job_id,
+                job_payload("handle_event", [payload], now_ms),
+            ]
+        try:
+            result = await self._ingest(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis cannot store events: {type(exc).__name__}") from exc
+        return [bool(flag) for flag in result]
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[bool]:
+        """Enqueue jobs unless a job of the same id exists; True for each one enqueued."""
+        if not jobs:
+            return []
+        now_ms = int(time.time() * 1000)
+        keys: list[str] = [self.queue_name]
+        args: list[Any] = [JOB_EXPIRY_MS]
+        for job in jobs:
+            keys += [ARQ_JOB_PREFIX + job.job_id, ARQ_RESULT_PREFIX + job.job_id]
+            score = now_ms + int(job.defer_seconds * 1000)
+            args += [job.job_id, score, job_payload(job.function, job.args, now_ms)]
+        try:
+            result = await self._enqueue(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis cannot enqueue jobs: {type(exc).__name__}") from exc
+        return [bool(flag) for flag in result]
+
+    async def get_event(self, event_id: str) -> Event | None:
+        raw = await self.redis.get(self.keys.event(event_id))
+        return None if raw is None else Event.from_dict(loads(raw))

@@ -1,0 +1,628 @@
+"""The sandboxed Jinja environment that renders action parameters, templates and conditions.
+
+Templates and expressions run in Jinja's immutable sandbox with strict undefined: no access
+to Python internals, files, network or the environment. Output is capped at 64 KiB, and the
+operations that could build a huge value from a small template (``*``, ``**``, ``%``, ``+``,
+``~``, padding, ``replace``, ``range``) are bounded on the way. CPU time is not bounded here:
+templates are written by rule authors, never taken from event data.
+
+In ``*.json.j2`` templates every value written with ``{{ … }}`` is JSON-escaped and
+Slack-escaped (``&``, ``<``, ``>``), so event data can neither break the JSON nor trigger an
+``<!channel>`` mention; ``| safe`` writes a value exactly as it is.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    BaseLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    Undefined,
+    nodes,
+)
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.environment import Template, TemplateExpression
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace, missing
+from markupsafe import Markup
+
+from bridge.errors import TemplateError
+
+MAX_OUTPUT = 64 * 1024  # bytes of rendered output, and of any string built on the way
+MAX_RANGE = 10_000  # items of range(); Jinja's own sandbox allows 100,000
+_CACHE_LIMIT = 4096  # compiled templates and expressions kept per Templates
+
+# A string that is exactly one `{{ … }}` keeps the native type of its value.
+_LONE = re.compile(r"\A\{\{-?(?P<expr>(?:(?!\}\}|\{\{).)*?)-?\}\}\Z", re.DOTALL)
+_WIDTH = re.compile(r"\d{6,}")  # a field width of a million or more in a format string
+_SLUG_STRIP = re.compile(r"[^\w\s-]")
+_SLUG_JOIN = re.compile(r"[-\s_]+")
+
+
+# --- helpers exposed as filters and globals ---------------------------------------------
+
+
+def now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def slack_escape(value: Any) -> str:
+    """Escape `&`, `<` and `>` so text cannot form Slack links or mentions (`<!channel>`)."""
+    if isinstance(value, SlackText):
+        return value
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return SlackText(text)
+
+
+class SlackText(str):
+    """A string already escaped for Slack (not escaped twice in JSON templates)."""
+
+    __slots__ = ()
+
+
+def _slack_deep(value: Any) -> Any:
+    """The value with every string inside escaped for Slack."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return slack_escape(value)
+    if isinstance(value, Mapping):
+        return {k: _slack_deep(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_slack_deep(v) for v in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def tojson(value: Any, indent: int | None = None) -> Markup:
+    """The value as JSON (non-ASCII kept, datetimes as ISO 8601)."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent, default=_json_default)
+    return Markup(text)  # noqa: S704 - JSON text, never HTML
+
+
+def _tojson_for_slack(value: Any, indent: int | None = None) -> Markup:
+    return tojson(_slack_deep(value), indent)
+
+
+def _to_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"datetimeformat cannot read {value!r} as a date") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise ValueError(f"datetimeformat cannot read {value!r} ({type(value).__name__}) as a date")
+
+
+def datetimeformat(value: Any, fmt: str = "%Y-%m-%d %H:%M UTC", tz: str = "UTC") -> str:
+    """Format a datetime, an ISO 8601 string or epoch seconds (UTC unless `tz` names a zone)."""
+    moment = _to_datetime(value)
+    if tz != "UTC":
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            moment = moment.astimezone(ZoneInfo(tz))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"datetimeformat: unknown time zone {tz!r}") from None
+    else:
+        moment = moment.astimezone(UTC)
+    return moment.strftime(fmt)
+
+
+def slugify(value: Any) -> str:
+    """`"Hero Banner (v2)"` → `"hero-banner-v2"`."""
+    text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode()
+    text = _SLUG_STRIP.sub("", text).strip().lower()
+    return _SLUG_JOIN.sub("-", text).strip("-")
+
+
+def _bounded_range(*args: int) -> range:
+    rng = range(*args)
+    if len(rng) > MAX_RANGE:
+        raise OverflowError(f"range of {len(rng)} items; the sandbox allows {MAX_RANGE}")
+    return rng
+
+
+# --- bounds on what a template may build ------------------------------------------------
+
+
+def _too_big(what: str) -> SecurityError:
+    return SecurityError(f"{what} would exceed the {MAX_OUTPUT // 1024} KiB limit")
+
+
+def _check_size(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_OUTPUT:
+        raise _too_big("the string")
+    if isinstance(value, list | tuple) and len(value) > MAX_RANGE:
+        raise _too_big("the list")
+    return value
+
+
+def _check_format(fmt: Any) -> None:
+    if isinstance(fmt, str) and _WIDTH.search(fmt):
+        raise SecurityError("field widths of a million characters or more are not allowed")
+
+
+def _checked_concat(parts: tuple[Any, ...]) -> str:
+    text = "".join(str(p) for p in parts)
+    return str(_check_size(text))
+
+
+class _Namespace(Namespace):
+    """`namespace()` whose attributes cannot hold oversized strings."""
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        super().__setitem__(name, _check_size(value))
+
+
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator with `~` concatenation routed through a size check."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.concat_checked((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+_PADDING = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, bounded in size, reading dict keys before dict methods."""
+
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _CodeGenerator
+
+    @staticmethod
+    def concat_checked(parts: tuple[Any, ...]) -> str:
+        return _checked_concat(parts)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _is_int(left) and _is_int(right):
+            if right > 0 and abs(left) > 1 and right * abs(left).bit_length() > MAX_OUTPUT * 8:
+                raise _too_big("the number")
+        elif operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and _is_int(times):
+                    limit = MAX_OUTPUT if isinstance(seq, str) else MAX_RANGE
+                    if len(seq) * times > limit:
+                        raise _too_big("the repetition")
+        elif operator == "%":
+            _check_format(left)
+        return _check_size(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        name = getattr(__obj, "__name__", "")
+        if isinstance(owner, str):
+            if name in _PADDING and any(_is_int(a) and a > MAX_OUTPUT for a in args):
+                raise _too_big(f"str.{name}()")
+            if name == "replace" and len(args) >= 2:
+                old, new = str(args[0]), str(args[1])
+                grows = (len(owner) + 1) * len(new) if not old else owner.count(old) * len(new)
+                if grows > MAX_OUTPUT:
+                    raise _too_big("str.replace()")
+        return _check_size(super().call(__context, __obj, *args, **kwargs))
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Event data is JSON: `data.items` means the key "items", not dict.items().
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        if isinstance(obj, str) and attribute in ("format", "format_map"):
+            return self.unsafe_undefined(obj, attribute)
+        return super().getattr(obj, attribute)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_WIDTH_FILTERS = frozenset({"do_center", "do_indent", "do_truncate", "do_wordwrap"})
+
+
+def _bounded_filter(func: Callable[..., Any], *, check_format: bool = False) -> Callable[..., Any]:
+    # functools.wraps also copies Jinja's pass_context/pass_environment marker.
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        if check_format and args:
+            _check_format(args[0])
+        widths = args[1:]
+        if func.__name__ in _WIDTH_FILTERS and any(_is_int(a) and a > MAX_OUTPUT for a in widths):
+            raise _too_big(f"the {func.__name__[3:]} filter")
+        if func.__name__ == "do_replace" and len(args) >= 4:
+            source, old, new = str(args[1]), str(args[2]), str(args[3])
+            if (source.count(old) if old else len(source) + 1) * len(new) > MAX_OUTPUT:
+                raise _too_big("the replace filter")
+        return _check_size(func(*args, **kwargs))
+
+    return functools.wraps(func)(bounded)
+
+
+# --- messages a person can act on -------------------------------------------------------
+
+_current_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "bridge_template_context", default=None
+)
+
+
+def _path_of(target: object) -> str | None:
+    """The dotted name under which `target` sits in the context being rendered, if any."""
+    context = _current_context.get()
+    if context is None:
+        return None
+    queue: list[tuple[str, Any]] = [(k, v) for k, v in context.items() if k != "now"]
+    seen = 0
+    while queue and seen < 500:
+        name, value = queue.pop(0)
+        seen += 1
+        if value is target:
+            return name
+        if isinstance(value, Mapping) and name.count(".") < 4:
+            queue.extend((f"{name}.{k}", v) for k, v in value.items() if isinstance(k, str))
+    return None
+
+
+class _Undefined(StrictUndefined):
+    """Strict undefined whose message names the variable: "'data' has no attribute 'asset'"."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint or self._undefined_obj is missing:
+            return str(super()._undefined_message)
+        owner = _path_of(self._undefined_obj)
+        if owner is None:
+            return str(super()._undefined_message)
+        if isinstance(self._undefined_name, str):
+            return f"{owner!r} has no attribute {self._undefined_name!r}"
+        return f"{owner!r} has no element {self._undefined_name!r}"
+
+
+# --- the template directory -------------------------------------------------------------
+
+
+class _DirectoryLoader(BaseLoader):
+    """Loads `*.j2` files from one directory; names never escape it (`..`, symlinks)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def get_source(self, environment: Any, template: str) -> tuple[str, str, Callable[[], bool]]:
+        path = self.resolve(template)
+        if path is None or not path.is_file():
+            raise TemplateNotFound(template)
+        mtime = path.stat().st_mtime
+        source = path.read_text(encoding="utf-8")
+        return source, template, lambda: path.is_file() and path.stat().st_mtime == mtime
+
+    def resolve(self, name: str) -> Path | None:
+        if not name.endswith(".j2") or "\\" in name or name.startswith("/"):
+            return None
+        root = self.directory.resolve()
+        path = (root / name).resolve()
+        return path if path.is_relative_to(root) else None
+
+
+# --- Templates ------------------------------------------------------------------------
+
+
+def _build_env(loader: BaseLoader | None, *, for_json: bool) -> _Sandbox:
+    env = _Sandbox(
+        undefined=_Undefined,
+        autoescape=False,
+        loader=loader,
+        keep_trailing_newline=True,
+        auto_reload=True,
+        finalize=_finalize_json if for_json else None,
+    )
+    env.globals.clear()
+    env.globals.update({"range": _bounded_range, "dict": dict, "namespace": _Namespace, "now": now})
+    for name in ("center", "indent", "truncate", "wordwrap", "replace", "join", "format"):
+        env.filters[name] = _bounded_filter(env.filters[name], check_format=name == "format")
+    env.filters.update(
+        {
+            "tojson": _tojson_for_slack if for_json else tojson,
+            "datetimeformat": datetimeformat,
+            "dateformat": datetimeformat,
+            "slugify": slugify,
+            "slack_escape": slack_escape,
+        }
+    )
+    return env
+
+
+def _finalize_json(value: Any) -> Any:
+    """How `{{ value }}` is written into a JSON template."""
+    if isinstance(value, (Markup, Undefined)):
+        return value
+    if isinstance(value, str):
+        text = value if isinstance(value, SlackText) else slack_escape(value)
+        return json.dumps(text, ensure_ascii=False)[1:-1]
+    return json.dumps(_slack_deep(value), ensure_ascii=False, default=_json_default)
+
+
+def _native(value: Any) -> Any:
+    """A rendered value as JSON-able data: tuples become lists, datetimes ISO strings."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if value is None or isinstance(value, bool | int | float | dict | list):
+        return value
+    if isinstance(value, str):
+        return str(_check_size(str(value)))
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _short(source: str) -> str:
+    return source if len(source) <= 60 else source[:57] + "..."
+
+
+def _error_line(exc: BaseException, filename: str | None) -> int | None:
+    """The template line where a render error happened, from Jinja's rewritten traceback."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if filename is not None and tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, UndefinedError | SecurityError | TemplateSyntaxError):
+        return str(exc.message if isinstance(exc, TemplateSyntaxError) else exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Templates:
+    """Compiles and renders templates and expressions; compiled forms are cached."""
+
+    def __init__(self, templates_dir: Path | None = None) -> None:
+        self.templates_dir = templates_dir
+        loader = _DirectoryLoader(templates_dir) if templates_dir is not None else None
+        self._loader = loader
+        self._env = _build_env(loader, for_json=False)
+        self._json_env = _build_env(loader, for_json=True)
+        self._templates: dict[str, Template] = {}
+        self._expressions: dict[str, TemplateExpression] = {}
+
+    # -- compiling (cached) --
+
+    def _template(self, source: str) -> Template:
+        compiled = self._templates.get(source)
+        if compiled is None:
+            if len(self._templates) >= _CACHE_LIMIT:
+                self._templates.clear()
+            compiled = self._templates[source] = self._env.from_string(source)
+        return compiled
+
+    def _expression(self, source: str) -> TemplateExpression:
+        compiled = self._expressions.get(source)
+        if compiled is None:
+            if len(self._expressions) >= _CACHE_LIMIT:
+                self._expressions.clear()
+            compiled = self._env.compile_expression(source, undefined_to_none=False)
+            self._expressions[source] = compiled
+        return compiled
+
+    @staticmethod
+    def _strip_braces(expression: str) -> str:
+        lone = _LONE.match(expression.strip())
+        return lone.group("expr").strip() if lone else expression.strip()
+
+    # -- rendering --
+
+    def render_value(self, value: Any, context: Mapping[str, Any]) -> Any:
+        """Render each string in `value` (dicts, lists walked); a lone `{{ x }}` keeps x's type."""
+        token = _current_context.set(context)
+        try:
+            return self._render_value(value, context)
+        finally:
+            _current_context.reset(token)
+
+    def _render_value(self, value: Any, context: Mapping[str, Any]) -> Any:
+        if isinstance(value, str):
+            return self._render_string(value, context)
+        if isinstance(value, Mapping):
+            return {k: self._render_value(v, context) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._render_value(v, context) for v in value]
+        return value
+
+    def _render_string(self, source: str, context: Mapping[str, Any]) -> Any:
+        if "{" not in source:
+            return source
+        lone = _LONE.match(source)
+        if lone is not None:
+            try:
+                expression = self._expression(lone.group("expr").strip())
+            except TemplateSyntaxError:
+                pass  # Not a lone expression after all; the template path reports errors.
+            else:
+                try:
+                    return _native(expression(context))
+                except Exception as exc:
+                    raise TemplateError(f"template {_short(source)!r}: {_message(exc)}") from exc
+        try:
+            template = self._template(source)
+        except TemplateSyntaxError as exc:
+            raise TemplateError(self._syntax_message(exc, source)) from exc
+        where = f"template {_short(source)!r}"
+        return self._render(template, context, where, inline=True, template_source=source)
+
+    def _render(
+        self,
+        template: Template,
+        context: Mapping[str, Any],
+        where: str,
+        *,
+        inline: bool = False,
+        template_source: str | None = None,
+    ) -> str:
+        chunks: list[str] = []
+        size = 0
+        try:
+            for chunk in template.generate(context):
+                size += len(chunk) if size < MAX_OUTPUT // 4 else len(chunk.encode())
+                if size > MAX_OUTPUT:
+                    raise TemplateError(
+                        f"{where}: output exceeds the {MAX_OUTPUT // 1024} KiB limit"
+                    )
+                chunks.append(chunk)
+        except TemplateError:
+            raise
+        except Exception as exc:
+            line = _error_line(exc, template.filename)
+            if line is None:
+                at = where
+            elif inline:
+                at = f"{where} (line {line})" if "\n" in (template_source or "") else where
+            else:
+                at = f"{where}:{line}"
+            raise TemplateError(f"{at}: {_message(exc)}") from exc
+        return "".join(chunks)
+
+    def render_file(self, name: str, context: Mapping[str, Any]) -> Any:
+        """Render a template file; `*.json.j2` output is parsed as JSON, anything else is text."""
+        where = self._file_label(name)
+        env = self._json_env if name.endswith(".json.j2") else self._env
+        token = _current_context.set(context)
+        try:
+            try:
+                template = env.get_template(name)
+            except TemplateNotFound:
+                raise TemplateError(self._not_found(name)) from None
+            except TemplateSyntaxError as exc:
+                raise TemplateError(f"{where}:{exc.lineno}: {exc.message}") from exc
+            text = self._render(template, context, where)
+        finally:
+            _current_context.reset(token)
+        if env is not self._json_env:
+            return text
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            line = exc.lineno if isinstance(exc, json.JSONDecodeError) else 1
+            shown = text.splitlines()[line - 1] if text.splitlines() else ""
+            raise TemplateError(
+                f"{where}: output is not valid JSON: {problem} at output line {line}: "
+                f"{_short(shown.strip())!r}"
+            ) from None
+
+    def evaluate(self, expression: str, context: Mapping[str, Any]) -> Any:
+        """The value of an expression written without braces (`data.amount > 1000`)."""
+        source = self._strip_braces(expression)
+        try:
+            compiled = self._expression(source)
+        except TemplateSyntaxError as exc:
+            raise TemplateError(f"expression {_short(source)!r}: {exc.message}") from exc
+        token = _current_context.set(context)
+        try:
+            return _native(compiled(context))
+        except Exception as exc:
+            raise TemplateError(f"expression {_short(source)!r}: {_message(exc)}") from exc
+        finally:
+            _current_context.reset(token)
+
+    # -- checking (for the loader and `bridge validate`) --
+
+    def check_template(self, source: str) -> str | None:
+        """What is wrong with a template string, or None when it compiles."""
+        if "{" not in source:
+            return None
+        lone = _LONE.match(source)
+        if lone is not None:
+            try:
+                self._expression(lone.group("expr").strip())
+                return None
+            except TemplateSyntaxError:
+                pass
+        try:
+            self._template(source)
+        except TemplateSyntaxError as exc:
+            return self._syntax_message(exc, source, prefix=False)
+        return None
+
+    def check_expression(self, expression: str) -> str | None:
+        """What is wrong with an expression, or None when it compiles."""
+        source = self._strip_braces(expression)
+        if not source:
+            return "empty expression"
+        try:
+            self._expression(source)
+        except TemplateSyntaxError as exc:
+            return str(exc.message)
+        return None
+
+    def check_file(self, name: str) -> str | None:
+        """What is wrong with a template file (missing, outside the directory, bad syntax)."""
+        if self._loader is None:
+            return f"template {name!r} given but no templates directory is configured"
+        env = self._json_env if name.endswith(".json.j2") else self._env
+        try:
+            env.get_template(name)
+        except TemplateNotFound:
+            return self._not_found(name)
+        except TemplateSyntaxError as exc:
+            return f"{self._file_label(name)}:{exc.lineno}: {exc.message}"
+        return None
+
+    def names(self) -> Iterator[str]:
+        """The template files available, relative to the templates directory."""
+        if self.templates_dir is None or not self.templates_dir.is_dir():
+            return
+        for path in sorted(self.templates_dir.rglob("*.j2")):
+            yield path.relative_to(self.templates_dir).as_posix()
+
+    # -- messages --
+
+    def _file_label(self, name: str) -> str:
+        if self.templates_dir is None:
+            return name
+        return (self.templates_dir / name).as_posix()
+
+    def _not_found(self, name: str) -> str:
+        if self._loader is None:
+            return f"template {name!r} given but no templates directory is configured"
+        if self._loader.resolve(name) is None:
+            return (
+                f"template name {name!r} is not allowed; expected a *.j2 file inside "
+                f"{self.templates_dir}"
+            )
+        return f"template {name!r} not found in {self.templates_dir}"
+
+    @staticmethod
+    def _syntax_message(exc: TemplateSyntaxError, source: str, *, prefix: bool = True) -> str:
+        where = f" (template line {exc.lineno})" if "\n" in source.strip() else ""
+        text = f"{exc.message}{where}"
+        return f"template {_short(source)!r}: invalid template: {text}" if prefix else text

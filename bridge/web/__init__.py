@@ -1,0 +1,1 @@
+"""The web process: webhooks, health, metrics and the admin surface."""

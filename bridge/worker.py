@@ -1,0 +1,148 @@
+"""The worker process: an arq Worker running the jobs, kept alive across Redis outages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from arq import Worker
+from arq.worker import func
+from redis.exceptions import RedisError
+
+from bridge.context import Context, build_context, job_deserializer, job_serializer
+from bridge.jobs import MAX_PICKUPS, handle_event, job_timeout, run_rule
+from bridge.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+HEALTH_CHECK_INTERVAL = 10
+# Heroku sends SIGKILL 30 s after SIGTERM: finish running jobs within 20 s, then re-queue.
+JOB_COMPLETION_WAIT = 20
+RULES_RELOAD_INTERVAL = 2.0
+
+
+def health_check_key(settings: Settings) -> str:
+    return f"{settings.queue_name}:health-check"
+
+
+def make_worker(context: Context, *, burst: bool = False) -> Worker:
+    """An arq Worker for the bridge's jobs on the context's Redis and queue."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["bridge"] = context
+
+    timeout = job_timeout(context)
+    return Worker(
+        functions=[
+            func(handle_event, name="handle_event", timeout=timeout, max_tries=MAX_PICKUPS),
+            # run_rule counts its own tries per step; arq's count only bounds crash loops.
+            func(run_rule, name="run_rule", timeout=timeout, max_tries=MAX_PICKUPS + 1),
+        ],
+        queue_name=context.settings.queue_name,
+        redis_pool=context.redis,
+        burst=burst,
+        poll_delay=0 if burst else context.settings.worker_poll_delay,
+        max_jobs=context.settings.worker_max_jobs,
+        job_timeout=timeout,
+        keep_result=3600,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        health_check_key=health_check_key(context.settings),
+        handle_signals=False,
+        job_completion_wait=JOB_COMPLETION_WAIT,
+        on_startup=on_startup,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+    )
+
+
+async def _reload_rules(context: Context) -> None:
+    while True:
+        await asyncio.sleep(RULES_RELOAD_INTERVAL)
+        try:
+            await asyncio.to_thread(context.rules.reload_if_changed)
+        except Exception:
+            logger.exception("reloading rules failed; keeping the current set")
+
+
+async def run_worker(
+    context: Context,
+    stop: asyncio.Event,
+    *,
+    burst: bool = False,
+    completion_wait: float = JOB_COMPLETION_WAIT,
+) -> None:
+    """Run jobs until `stop` is set (then finish running jobs within `completion_wait`)."""
+    reloader = asyncio.create_task(_reload_rules(context))
+    delay = 0.5
+    try:
+        while not stop.is_set():
+            worker = make_worker(context, burst=burst)
+            main = asyncio.create_task(worker.async_run())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if main.done():
+                exc = main.exception() if not main.cancelled() else None
+                if exc is None:
+                    return  # burst mode: the queue is empty
+                if not isinstance(exc, RedisError | OSError):
+                    raise exc
+                logger.warning(
+                    "worker lost Redis (%s); reconnecting in %.1f s", type(exc).__name__, delay
+                )
+                await _cancel_tasks(worker)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            await _drain(worker, main, completion_wait)
+    finally:
+        reloader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloader
+
+
+async def _drain(worker: Worker, main: asyncio.Task[None], completion_wait: float) -> None:
+    """Stop picking jobs, let running ones finish, cancel (and so re-queue) the rest."""
+    worker.allow_pick_jobs = False
+    running = [t for t in worker.tasks.values() if not t.done()]
+    logger.info(
+        "worker stopping: waiting up to %.0f s for %d running jobs", completion_wait, len(running)
+    )
+    if running:
+        await asyncio.wait(running, timeout=completion_wait)
+    await _cancel_tasks(worker)
+    main.cancel()
+    with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+        await main
+    with contextlib.suppress(RedisError, OSError):
+        await worker.pool.delete(worker.health_check_key)
+
+
+async def _cancel_tasks(worker: Worker) -> None:
+    tasks = [t for t in worker.tasks.values() if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop` (the worker then drains)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def worker_main(settings: Settings) -> None:
+    """`bridge worker`: run until SIGTERM/SIGINT."""
+    context = await build_context(settings)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    try:
+        await run_worker(context, stop)
+    finally:
+        await context.close()

@@ -1,0 +1,70 @@
+"""Settings from the environment: defaults, per-source overrides, clear errors, masked secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.settings import Secret, Settings
+
+
+def test_defaults_follow_the_design() -> None:
+    s = Settings.from_env({})
+    assert s.redis_url == "redis://localhost:6379/0"
+    assert s.port == 8000
+    assert s.host == "0.0.0.0"
+    assert str(s.rules_dir) == "rules"
+    assert s.slack_api_url == "https://slack.com/api/"
+    assert s.lytho_api_url == "https://openapi.lytho.io/v1/"
+    assert s.max_body_bytes == 1024 * 1024
+    assert s.allow_unsigned is False
+
+
+def test_per_source_secret_wins_over_the_default() -> None:
+    s = Settings.from_env(
+        {
+            "BRIDGE_WEBHOOK_SECRET": "whsec_ZGVmYXVsdA==",
+            "BRIDGE_WEBHOOK_SECRET_MY_SHOP": "whsec_c2hvcA==",
+            "BRIDGE_WEBHOOK_SCHEME_MY_SHOP": "github",
+        }
+    )
+    assert s.secret_for("my-shop") == Secret("whsec_c2hvcA==")
+    assert s.scheme_for("my-shop") == "github"
+    assert s.secret_for("other") == Secret("whsec_ZGVmYXVsdA==")
+    assert s.scheme_for("other") == "standard"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BRIDGE_ALLOW_UNSIGNED": "yes"}, "BRIDGE_ALLOW_UNSIGNED has value 'yes'; use 0 or 1"),
+        ({"PORT": "eighty"}, "PORT has value 'eighty'; expected a whole number"),
+        ({"BRIDGE_POLL_INTERVAL": "2"}, "BRIDGE_POLL_INTERVAL has value 2; the minimum is 5"),
+        (
+            {"BRIDGE_WEBHOOK_SCHEME_SHOP": "hmac"},
+            "BRIDGE_WEBHOOK_SCHEME_SHOP has value 'hmac'; use standard or github",
+        ),
+        (
+            {"SLACK_API_URL": "slack.com"},
+            "SLACK_API_URL has value 'slack.com'; expected an http(s):// URL",
+        ),
+        (
+            {"REDIS_URL": "localhost:6379"},
+            "REDIS_URL must start with redis://, rediss:// or unix://",
+        ),
+    ],
+)
+def test_bad_values_say_which_variable_and_what_is_expected(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert str(info.value) == message
+
+
+def test_secrets_never_show_in_repr() -> None:
+    s = Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-very-secret", "LYTHO_API_KEY": "k-secret-1"})
+    text = repr(s) + str(s)
+    assert "xoxb-very-secret" not in text and "k-secret-1" not in text
+    assert "**********" in text
+    assert set(s.secrets()) == {"xoxb-very-secret", "k-secret-1"}

@@ -1,0 +1,227 @@
+"""POST /hooks/{source}: the status contract, over real HTTP against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bridge.redis_server import EmbeddedRedis
+from tests.helpers import SECRET, Bridge, running_bridge, signed_headers, wait_for
+
+EVENT = {"id": "evt-1", "type": "lytho.asset.updated", "data": {"status": "approved"}}
+
+
+@pytest.fixture
+def bridge(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Bridge]:
+    with running_bridge(redis_url, key_prefix, tmp_path) as b:
+        b.start_web()
+        yield b
+
+
+def assert_nothing_stored(bridge: Bridge) -> None:
+    assert bridge.queued() == 0
+    assert bridge.stored_events() == 0
+
+
+def test_signed_webhook_is_stored_queued_and_acknowledged(bridge: Bridge) -> None:
+    response = bridge.post(EVENT)
+    assert response.status_code == 202
+    assert response.json() == {"accepted": ["evt-1"], "duplicates": []}
+    assert bridge.queued() == 1
+    stored = json.loads(bridge.redis.get(f"{bridge.settings.key_prefix}event:evt-1"))
+    assert stored["type"] == "lytho.asset.updated"
+    assert stored["source"] == "demo"
+    assert stored["data"] == {"status": "approved"}
+
+
+def test_a_duplicate_id_answers_2xx_and_is_not_queued_again(bridge: Bridge) -> None:
+    assert bridge.post(EVENT).status_code == 202
+    again = bridge.post(EVENT)
+    assert again.status_code == 200
+    assert again.json() == {"accepted": [], "duplicates": ["evt-1"]}
+    assert bridge.queued() == 1
+
+
+def test_an_array_without_ids_takes_the_webhook_id_and_index(bridge: Bridge) -> None:
+    body = [{"type": "shop.order.paid", "data": {"n": 1}}, {"type": "shop.order.paid"}]
+    response = bridge.post(body, msg_id="msg_batch")
+    assert response.status_code == 202
+    assert response.json()["accepted"] == ["msg_batch:0", "msg_batch:1"]
+
+
+def test_bad_signature_is_401_and_nothing_is_stored(bridge: Bridge) -> None:
+    raw = json.dumps(EVENT).encode()
+    headers = signed_headers(raw)
+    response = bridge.post(raw.replace(b"approved", b"rejected"), headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "bad_signature",
+        "message": "webhook-signature does not match the body",
+    }
+    assert_nothing_stored(bridge)
+
+
+def test_stale_timestamp_is_401(bridge: Bridge) -> None:
+    raw = json.dumps(EVENT).encode()
+    response = bridge.post(raw, headers=signed_headers(raw, stamp=int(time.time()) - 600))
+    assert response.status_code == 401
+    assert response.json()["message"].startswith("webhook-timestamp is 6")
+    assert response.json()["message"].endswith("s off; at most 300 s allowed")
+    assert_nothing_stored(bridge)
+
+
+def test_missing_signature_is_401(bridge: Bridge) -> None:
+    response = bridge.post(EVENT, headers={"content-type": "application/json"})
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "bad_signature",
+        "message": "missing header webhook-id, webhook-timestamp, webhook-signature",
+    }
+    assert_nothing_stored(bridge)
+
+
+def test_malformed_json_is_400(bridge: Bridge) -> None:
+    response = bridge.post(b'{"type": "x.y", ')
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "bad_event",
+        "message": "malformed JSON at line 1 column 17: Expecting property name enclosed in "
+        "double quotes",
+    }
+    assert_nothing_stored(bridge)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"data": {}}', "'type' is required"),
+        (b'[{"type": "a.b"}, 3]', "item 1: expected a JSON object, got a number"),
+        (b'"hello"', "expected a JSON object or an array of them, got a string"),
+        (b"[" * 100_000 + b"]" * 100_000, "the JSON is nested too deeply"),
+        (b'{"type": "a.b", "n": ' + b"9" * 5000 + b"}", None),
+        (b'{"type": "a.b", "n": NaN}', "the JSON cannot be accepted: NaN is not valid JSON"),
+        (
+            b'{"type": "bad type!"}',
+            "'type' 'bad type!' is not a valid event type; expected "
+            "dotted words such as lytho.asset.updated",
+        ),
+    ],
+)
+def test_bad_events_are_400_with_the_reason(
+    bridge: Bridge, body: bytes, message: str | None
+) -> None:
+    response = bridge.post(body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_event"
+    if message is not None:
+        assert response.json()["message"] == message
+    else:
+        assert "integer string conversion" in response.json()["message"]
+    assert_nothing_stored(bridge)
+
+
+def test_oversized_body_is_413_without_storing(bridge: Bridge) -> None:
+    raw = json.dumps({"type": "a.b", "data": "x" * (1024 * 1024)}).encode()
+    response = bridge.post(raw)
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "body_too_large",
+        "message": "the body is over the limit of 1048576 bytes",
+    }
+    assert_nothing_stored(bridge)
+
+
+def test_oversized_chunked_body_is_413(bridge: Bridge) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"type": "a.b", "data": "'
+        for _ in range(300):
+            yield b"x" * 4096
+        yield b'"}'
+
+    headers = {"content-type": "application/json"}
+    response = httpx.post(f"{bridge.web_url}/hooks/demo", content=chunks(), headers=headers)
+    assert response.status_code == 413
+    assert_nothing_stored(bridge)
+
+
+def test_wrong_content_type_is_415(bridge: Bridge) -> None:
+    raw = b"type=a.b"
+    headers = signed_headers(raw) | {"content-type": "application/x-www-form-urlencoded"}
+    response = bridge.post(raw, headers=headers)
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": "unsupported_media_type",
+        "message": "content type 'application/x-www-form-urlencoded' is not JSON; send "
+        "application/json",
+    }
+    assert_nothing_stored(bridge)
+
+
+def test_unknown_source_is_404(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    with running_bridge(
+        redis_url, key_prefix, tmp_path, BRIDGE_WEBHOOK_SECRET="", BRIDGE_WEBHOOK_SECRET_SHOP=SECRET
+    ) as bridge:
+        bridge.start_web()
+        assert bridge.post(EVENT, source="shop").status_code == 202
+        response = bridge.post(EVENT, source="other")
+        assert response.status_code == 404
+        assert response.json()["error"] == "unknown_source"
+        assert response.json()["message"].startswith("no webhook source 'other' is configured")
+        assert bridge.post(EVENT, source="bad.name").status_code == 404
+
+
+def test_github_scheme_for_one_source(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    from bridge.ingress.signatures import sign_github
+
+    with running_bridge(
+        redis_url,
+        key_prefix,
+        tmp_path,
+        BRIDGE_WEBHOOK_SECRET_GH="gh-secret",
+        BRIDGE_WEBHOOK_SCHEME_GH="github",
+    ) as bridge:
+        bridge.start_web()
+        raw = json.dumps(EVENT).encode()
+        good = {
+            "content-type": "application/json",
+            "x-hub-signature-256": sign_github("gh-secret", raw),
+            "x-github-delivery": "d-1",
+        }
+        assert bridge.post(raw, source="gh", headers=good).status_code == 202
+        bad = good | {"x-hub-signature-256": sign_github("other", raw)}
+        assert bridge.post(raw, source="gh", headers=bad).status_code == 401
+
+
+def test_redis_down_is_503_and_recovers(key_prefix: str, tmp_path: Path) -> None:
+    server = EmbeddedRedis().start()
+    try:
+        with running_bridge(server.url, key_prefix, tmp_path) as bridge:
+            bridge.start_web()
+            server.stop()
+            response = bridge.post(EVENT | {"id": "during-outage"})
+            assert response.status_code == 503
+            assert response.json() == {
+                "error": "store_unavailable",
+                "message": "events cannot be stored right now; retry later",
+            }
+            health = httpx.get(f"{bridge.web_url}/readyz")
+            assert health.status_code == 503
+            assert "Redis is unreachable; check REDIS_URL" in health.json()["problems"]
+            assert httpx.get(f"{bridge.web_url}/healthz").status_code == 200
+            server.start()
+            # The sender retries the same delivery: it was never stored, so now it is.
+            response = wait_for(
+                lambda: (
+                    (r := bridge.post(EVENT | {"id": "during-outage"})).status_code == 202 and r
+                ),
+                what="the web process to reach Redis again",
+            )
+            assert response.json()["accepted"] == ["during-outage"]
+            assert bridge.queued() == 1
+    finally:
+        server.close()
