@@ -90,6 +90,89 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0 if response.is_success else 1
 
 
+def _with_context(work: Any) -> Any:
+    """Run `work(context)` against the configured Redis, closing it afterwards."""
+    from bridge.context import build_context
+
+    async def main() -> Any:
+        context = await build_context(_settings(), load_rules=False)
+        try:
+            return await work(context)
+        finally:
+            await context.close()
+
+    return asyncio.run(main())
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from bridge.admin import event_with_trace
+    from bridge.report import trace_lines
+
+    found = _with_context(lambda ctx: event_with_trace(ctx, args.event_id))
+    if found is None:
+        print(
+            f"no event {args.event_id!r} is stored (unknown, or older than BRIDGE_TRACE_TTL)",
+            file=sys.stderr,
+        )
+        return 1
+    print("\n".join(trace_lines(*found)))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from bridge.admin import replay
+
+    run = _with_context(lambda ctx: replay(ctx, args.event_id))
+    if run is None:
+        print(f"no event {args.event_id!r} is stored", file=sys.stderr)
+        return 1
+    print(f"event {args.event_id} queued again as run {run}; see: bridge trace {args.event_id}")
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from bridge import admin
+    from bridge.report import table
+
+    if args.action == "list":
+        letters = _with_context(lambda ctx: admin.dead_letters(ctx, args.limit))
+        if not letters:
+            print("no dead letters")
+            return 0
+        rows = [
+            (
+                dl.id,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(dl.failed_at)),
+                dl.event_id,
+                dl.rule_id + (f"@{dl.run}" if dl.run else ""),
+                f"{dl.step} ({dl.uses})",
+                dl.attempts,
+                dl.error if len(dl.error) <= 70 else dl.error[:69] + "…",
+            )
+            for dl in letters
+        ]
+        print(table(("ID", "FAILED (UTC)", "EVENT", "RULE", "STEP", "TRIES", "ERROR"), rows))
+        return 0
+    if not args.id:
+        print(
+            f"bridge dlq {args.action} needs the ID that `bridge dlq list` shows", file=sys.stderr
+        )
+        return 2
+    if args.action == "retry":
+        letter = _with_context(lambda ctx: admin.retry_dead_letter(ctx, args.id))
+        if letter is None:
+            print(f"no dead letter {args.id!r}", file=sys.stderr)
+            return 1
+        print(f"retrying {letter.rule_id} for event {letter.event_id} from step {letter.step}")
+        return 0
+    dropped = _with_context(lambda ctx: admin.drop_dead_letter(ctx, args.id))
+    if not dropped:
+        print(f"no dead letter {args.id!r}", file=sys.stderr)
+        return 1
+    print(f"dropped {args.id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge",
@@ -113,6 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--id", help="webhook-id to send (default: a new one)")
     send.add_argument("--github", action="store_true", help="sign with X-Hub-Signature-256")
     send.set_defaults(func=cmd_send)
+
+    trace = sub.add_parser("trace", help="print what happened to one event")
+    trace.add_argument("event_id")
+    trace.set_defaults(func=cmd_trace)
+
+    replay = sub.add_parser("replay", help="match and run a stored event again (a new run)")
+    replay.add_argument("event_id")
+    replay.set_defaults(func=cmd_replay)
+
+    dlq = sub.add_parser("dlq", help="list, retry or drop dead letters")
+    dlq.add_argument("action", choices=("list", "retry", "drop"))
+    dlq.add_argument("id", nargs="?", help="a dead letter's ID, as `bridge dlq list` shows it")
+    dlq.add_argument("--limit", type=int, default=100)
+    dlq.set_defaults(func=cmd_dlq)
     return parser
 
 

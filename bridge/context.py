@@ -87,7 +87,9 @@ class Context:
         await self.redis.aclose(close_connection_pool=True)
 
 
-async def build_context(settings: Settings, *, redis: ArqRedis | None = None) -> Context:
+async def build_context(
+    settings: Settings, *, redis: ArqRedis | None = None, load_rules: bool = True
+) -> Context:
     """Build the context of a web or worker process (Starlette lifespan, arq on_startup)."""
     redis = redis or create_redis(settings)
     keys = Keys(settings.key_prefix)
@@ -100,7 +102,8 @@ async def build_context(settings: Settings, *, redis: ArqRedis | None = None) ->
     )
     tracer = Tracer(redis, keys, settings.trace_ttl_seconds, settings.secrets())
     rules = LiveRules(settings.rules_dir, settings.templates_dir)
-    rules.load()
+    if load_rules:
+        rules.load()
     http = httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False)
     return Context(
         settings=settings,

@@ -21,6 +21,7 @@ class DeadLetter:
     id: str
     event_id: str
     rule_id: str
+    run: str
     step: str
     uses: str
     error: str
@@ -32,9 +33,9 @@ class DeadLetter:
         return asdict(self)
 
 
-def dead_letter_id(event_id: str, rule_id: str) -> str:
+def dead_letter_id(event_id: str, rule_id: str, run: str = "") -> str:
     """A short, stable id: the same run dead-lettered again replaces its letter."""
-    return "dl_" + hashlib.sha256(f"{event_id}\x00{rule_id}".encode()).hexdigest()[:12]
+    return "dl_" + hashlib.sha256(f"{event_id}\x00{rule_id}\x00{run}".encode()).hexdigest()[:12]
 
 
 class DeadLetters:
@@ -46,12 +47,20 @@ class DeadLetters:
         self.keys = bridge.keys
 
     async def add(
-        self, event: Event, rule_id: str, step: str, uses: str, error: str, attempts: int
+        self,
+        event: Event,
+        rule_id: str,
+        run: str,
+        step: str,
+        uses: str,
+        error: str,
+        attempts: int,
     ) -> DeadLetter:
         letter = DeadLetter(
-            id=dead_letter_id(event.id, rule_id),
+            id=dead_letter_id(event.id, rule_id, run),
             event_id=event.id,
             rule_id=rule_id,
+            run=run,
             step=step,
             uses=uses,
             error=error,
@@ -85,10 +94,14 @@ class DeadLetters:
         letter = await self.get(letter_id)
         if letter is None:
             return None
-        await self.redis.hdel(self.keys.attempts(letter.event_id, letter.rule_id), letter.step)  # type: ignore[misc]
-        job_id = self.keys.run_job_id(letter.event_id, letter.rule_id, retry=time.time_ns())
+        attempts = self.keys.attempts(letter.event_id, letter.rule_id, letter.run)
+        await self.redis.hdel(attempts, letter.step)  # type: ignore[misc]
+        job_id = self.keys.run_job_id(
+            letter.event_id, letter.rule_id, letter.run, retry=time.time_ns()
+        )
         # Enqueue before removing the letter: a crash in between leaves a letter, never a loss.
-        await self.bridge.store.enqueue([Job("run_rule", (letter.event, letter.rule_id), job_id)])
+        job = Job("run_rule", (letter.event, letter.rule_id, letter.run), job_id)
+        await self.bridge.store.enqueue([job])
         await self.drop(letter_id)
         return letter
 

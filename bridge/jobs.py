@@ -47,8 +47,13 @@ def _bridge(ctx: dict[str, Any]) -> Context:
     return context
 
 
-async def handle_event(ctx: dict[str, Any], event_dict: dict[str, Any]) -> dict[str, Any]:
-    """Match the event against the rules, record why, and enqueue one run per matched rule."""
+async def handle_event(
+    ctx: dict[str, Any], event_dict: dict[str, Any], run: str = ""
+) -> dict[str, Any]:
+    """Match the event against the rules, record why, and enqueue one run per matched rule.
+
+    `run` names a replay: its rule runs are new runs, not resumptions of the first ones.
+    """
     bridge = _bridge(ctx)
     event = Event.from_dict(event_dict)
     rules = bridge.rules.current
@@ -69,9 +74,10 @@ async def handle_event(ctx: dict[str, Any], event_dict: dict[str, Any]) -> dict[
         "evaluated",
         rules=[e.to_dict() for e in evaluations],
         matched=[r.id for r in matched],
+        **({"run": run} if run else {}),
     )
     jobs = [
-        Job("run_rule", (event_dict, rule.id), bridge.keys.run_job_id(event.id, rule.id))
+        Job("run_rule", (event_dict, rule.id, run), bridge.keys.run_job_id(event.id, rule.id, run))
         for rule in matched
     ]
     await bridge.store.enqueue(jobs)
@@ -86,7 +92,9 @@ async def handle_event(ctx: dict[str, Any], event_dict: dict[str, Any]) -> dict[
     return {"matched": [r.id for r in matched]}
 
 
-async def run_rule(ctx: dict[str, Any], event_dict: dict[str, Any], rule_id: str) -> dict[str, Any]:
+async def run_rule(
+    ctx: dict[str, Any], event_dict: dict[str, Any], rule_id: str, run: str = ""
+) -> dict[str, Any]:
     """Run a rule's steps for an event in order, skipping those already finished."""
     bridge = _bridge(ctx)
     event = Event.from_dict(event_dict)
@@ -98,20 +106,23 @@ async def run_rule(ctx: dict[str, Any], event_dict: dict[str, Any], rule_id: str
         )
         logger.warning("event %s: rule %s no longer exists; run skipped", event.id, rule_id)
         return {"status": "skipped"}
-    return await RuleRun(bridge, event, rule, int(ctx.get("job_try") or 1)).run()
+    return await RuleRun(bridge, event, rule, run, int(ctx.get("job_try") or 1)).run()
 
 
 class RuleRun:
     """One run of one rule for one event, resumable from the steps stored in Redis."""
 
-    def __init__(self, bridge: Context, event: Event, rule: Rule, pickup: int) -> None:
+    def __init__(self, bridge: Context, event: Event, rule: Rule, run: str, pickup: int) -> None:
         self.bridge = bridge
         self.event = event
         self.rule = rule
+        self.run_name = run
         self.pickup = pickup
-        self.steps_key = bridge.keys.steps(event.id, rule.id)
-        self.attempts_key = bridge.keys.attempts(event.id, rule.id)
+        self.steps_key = bridge.keys.steps(event.id, rule.id, run)
+        self.attempts_key = bridge.keys.attempts(event.id, rule.id, run)
         self.started = time.monotonic()
+        # What every trace entry of this run says about whose run it is.
+        self.who: dict[str, str] = {"rule": rule.id} | ({"run": run} if run else {})
 
     async def run(self) -> dict[str, Any]:
         done = {
@@ -134,7 +145,7 @@ class RuleRun:
             if outcome is None:
                 return {"status": "dead_lettered", "step": step.key}
             results[step.key] = outcome
-        await self.bridge.tracer.record(self.event.id, "run", rule=self.rule.id, status="succeeded")
+        await self.bridge.tracer.record(self.event.id, "run", **self.who, status="succeeded")
         return {"status": "succeeded", "steps": list(results)}
 
     async def _run_step(
@@ -146,7 +157,7 @@ class RuleRun:
         redis = self.bridge.redis
         attempt = int(await redis.hincrby(self.attempts_key, step.key, 1))  # type: ignore[misc]
         await redis.expire(self.attempts_key, self.bridge.settings.trace_ttl_seconds)
-        trace = {"rule": self.rule.id, "step": step.key, "uses": step.uses, "attempt": attempt}
+        trace = {**self.who, "step": step.key, "uses": step.uses, "attempt": attempt}
         begun = time.monotonic()
         try:
             if not should_run(step, context, templates):
@@ -246,12 +257,12 @@ class RuleRun:
 
     async def _dead_letter(self, step: Step, message: str, attempts: int) -> None:
         letter = await DeadLetters(self.bridge).add(
-            self.event, self.rule.id, step.key, step.uses, message, attempts
+            self.event, self.rule.id, self.run_name, step.key, step.uses, message, attempts
         )
         await self.bridge.tracer.record(
             self.event.id,
             "run",
-            rule=self.rule.id,
+            **self.who,
             status="dead_lettered",
             dead_letter=letter.id,
             step=step.key,

@@ -53,11 +53,11 @@ class Keys:
     def trace(self, event_id: str) -> str:
         return f"{self.prefix}trace:{event_id}"
 
-    def steps(self, event_id: str, rule_id: str) -> str:
-        return f"{self.prefix}steps:{event_id}:{rule_id}"
+    def steps(self, event_id: str, rule_id: str, run: str = "") -> str:
+        return f"{self.prefix}steps:{event_id}:{run_name(rule_id, run)}"
 
-    def attempts(self, event_id: str, rule_id: str) -> str:
-        return f"{self.prefix}attempts:{event_id}:{rule_id}"
+    def attempts(self, event_id: str, rule_id: str, run: str = "") -> str:
+        return f"{self.prefix}attempts:{event_id}:{run_name(rule_id, run)}"
 
     @property
     def dead_letters(self) -> str:
@@ -71,12 +71,17 @@ class Keys:
     def rules_status(self) -> str:
         return f"{self.prefix}rules:status"
 
-    def handle_job_id(self, event_id: str) -> str:
-        return f"{self.prefix}handle:{event_id}"
+    def handle_job_id(self, event_id: str, run: str = "") -> str:
+        return f"{self.prefix}handle:{event_id}" + (f"@{run}" if run else "")
 
-    def run_job_id(self, event_id: str, rule_id: str, retry: int = 0) -> str:
-        base = f"{self.prefix}run:{event_id}:{rule_id}"
+    def run_job_id(self, event_id: str, rule_id: str, run: str = "", retry: int = 0) -> str:
+        base = f"{self.prefix}run:{event_id}:{run_name(rule_id, run)}"
         return base if not retry else f"{base}:retry{retry}"
+
+
+def run_name(rule_id: str, run: str) -> str:
+    """A rule's runs for one event: the first has no name; replays are `rule@replay-…`."""
+    return f"{rule_id}@{run}" if run else rule_id
 
 
 # KEYS: queue, events index, then (seen, event, job) per event.
