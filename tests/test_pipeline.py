@@ -170,3 +170,19 @@ def test_secrets_never_reach_logs_or_error_bodies(
         for secret in (wrong_token, SECRET, SECRET.removeprefix("whsec_")):
             assert secret not in everything
         assert "invalid_auth" in bridge.worker_logs()
+
+
+@pytest.mark.slow
+def test_sigterm_lets_a_running_job_finish_then_exits(bridge: Bridge) -> None:
+    httpx.post(f"{bridge.slack_url}/_sandbox/scenario", json={"kind": "delay", "seconds": 1.5})
+    worker = bridge.start_worker()
+    assert bridge.post(proof("p-9")).status_code == 202
+    wait_for(lambda: bridge.trace_has("p-9", "evaluated"), what="the evaluation")
+    wait_for(lambda: not bridge.slack.scenarios, what="the slow Slack call to start")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    assert [m["text"] for m in bridge.slack.received()] == [
+        "Proof Spring hero banner was approved by Ana"
+    ]
+    assert bridge.trace_has("p-9", "run", status="succeeded") is not None
+    assert "worker stopping: waiting up to 20 s for 1 running jobs" in bridge.worker_logs()

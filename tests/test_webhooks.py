@@ -225,3 +225,59 @@ def test_redis_down_is_503_and_recovers(key_prefix: str, tmp_path: Path) -> None
             assert bridge.queued() == 1
     finally:
         server.close()
+
+
+CLOUDEVENT = {
+    "specversion": "1.0",
+    "id": "ce-9",
+    "source": "/lytho/dam",
+    "type": "lytho.asset.created",
+    "data": {"id": 9},
+}
+
+
+def test_cloudevents_structured_batch_and_binary_over_http(bridge: Bridge) -> None:
+    raw = json.dumps(CLOUDEVENT).encode()
+    headers = signed_headers(raw) | {"content-type": "application/cloudevents+json"}
+    response = bridge.post(raw, source="cloudevents", headers=headers)
+    assert (response.status_code, response.json()["accepted"]) == (202, ["ce-9"])
+
+    batch = json.dumps([CLOUDEVENT | {"id": "ce-10"}, CLOUDEVENT | {"id": "ce-11"}]).encode()
+    headers = signed_headers(batch) | {"content-type": "application/cloudevents-batch+json"}
+    response = bridge.post(batch, source="cloudevents", headers=headers)
+    assert response.json()["accepted"] == ["ce-10", "ce-11"]
+
+    data = json.dumps({"id": 12}).encode()
+    headers = signed_headers(data) | {
+        "ce-specversion": "1.0",
+        "ce-id": "ce-12",
+        "ce-source": "/x",
+        "ce-type": "lytho.asset.deleted",
+    }
+    response = bridge.post(data, source="cloudevents", headers=headers)
+    assert response.json()["accepted"] == ["ce-12"]
+    stored = json.loads(bridge.redis.get(f"{bridge.settings.key_prefix}event:ce-12"))
+    assert (stored["type"], stored["source"], stored["data"]) == (
+        "lytho.asset.deleted",
+        "/x",
+        {"id": 12},
+    )
+
+
+def test_lytics_audience_webhook_over_http(bridge: Bridge) -> None:
+    body = {
+        "id": "lyt-1",
+        "data": {
+            "email": "ana@example.com",
+            "segment_events": [
+                {"id": "se-1", "event": "segment_entered", "slug": "vip", "enter": True}
+            ],
+        },
+    }
+    response = bridge.post(body, source="lytics")
+    assert (response.status_code, response.json()["accepted"]) == (202, ["se-1"])
+    stored = json.loads(bridge.redis.get(f"{bridge.settings.key_prefix}event:se-1"))
+    assert (stored["type"], stored["subject"]) == ("lytics.segment.entered", "vip")
+    bad = bridge.post({"id": "x", "data": {}}, source="lytics")
+    assert bad.status_code == 400
+    assert bad.json()["message"] == "'data.segment_events' must be a non-empty array"

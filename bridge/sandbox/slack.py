@@ -29,13 +29,14 @@ DEFAULT_CHANNELS = ("general", "random", "creative", "marketing", "sales", "aler
 ARCHIVED_CHANNELS = ("old-campaigns",)
 MAX_TEXT = 40_000
 MAX_BLOCKS = 50
+SCENARIOS = ("rate_limit", "status", "error", "hang", "delay")
 
 
 @dataclass
 class Scenario:
     """A queued misbehaviour: the next `count` calls answer this way."""
 
-    kind: str  # "rate_limit", "status", "error" or "hang"
+    kind: str  # "rate_limit", "status", "error", "hang" or "delay"
     count: int = 1
     retry_after: int = 1
     status: int = 500
@@ -181,7 +182,11 @@ def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
         channel = args.get("channel")
         cid = state.channel_id(str(channel)) if channel else None
         scenario = state.take_scenario(cid)
-        if scenario is not None and scenario.kind == "hang":
+        if scenario is not None and scenario.kind == "delay":
+            # A slow Slack: the message is posted, after `seconds`.
+            await asyncio.sleep(min(scenario.seconds, 120))
+            response: Response = _post_message(request, args, None)
+        elif scenario is not None and scenario.kind == "hang":
             # A request that never completes in time: the client gives up or dies first.
             with state._lock:
                 state.hanging += 1
@@ -190,7 +195,7 @@ def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
             finally:
                 with state._lock:
                     state.hanging -= 1
-            response: Response = Response("gateway timeout", status_code=504)
+            response = Response("gateway timeout", status_code=504)
         else:
             response = _post_message(request, args, scenario)
         body = response.body
@@ -284,8 +289,8 @@ def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
     async def scenario(request: Request) -> Response:
         raw = await request.json()
         kind = raw.get("kind")
-        if kind not in ("rate_limit", "status", "error", "hang"):
-            return JSONResponse({"error": "kind must be rate_limit, status, error or hang"}, 400)
+        if kind not in SCENARIOS:
+            return JSONResponse({"error": "kind must be one of " + ", ".join(SCENARIOS)}, 400)
         channel = raw.get("channel")
         item = Scenario(
             kind=kind,
