@@ -69,6 +69,8 @@ class RuleSet:
                 else:
                     self._exact.setdefault(pattern, []).append(rule)
         self._candidates: dict[str, tuple[Rule, ...]] = {}
+        # Per event type: (rule, its compiled test, stop), so matching reads no attributes.
+        self._plans: dict[str, tuple[tuple[Rule, Callable[[Scope], bool], bool], ...]] = {}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -95,13 +97,19 @@ class RuleSet:
 
     def evaluate(self, event: Event, templates: Templates) -> list[Evaluation]:
         """One Evaluation per candidate rule, in order; a matched rule with `stop` ends the list."""
+        plan = self._plans.get(event.type)
+        if plan is None:
+            plan = tuple((r, r.matches, r.stop) for r in self.candidates(event.type))
+            if len(self._plans) >= _CANDIDATE_CACHE_LIMIT:
+                self._plans.clear()
+            self._plans[event.type] = plan
         scope = Scope(event, templates)
         out = []
-        for rule in self.candidates(event.type):
+        for rule, matches, stop in plan:
             scope.rule = rule
-            matched = rule.matches(scope)
+            matched = matches(scope)
             out.append(Evaluation(rule, matched, scope))
-            if matched and rule.stop:
+            if matched and stop:
                 break
         return out
 

@@ -103,15 +103,22 @@ def _kind(value: Any) -> str:
 
 
 def show(value: Any) -> str:
+    """A value as a message shows it: YAML's true/false/null, Python's repr otherwise."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _is_a(value: Any) -> str:
+    """`'abc' is str`, or `value is null` (there is no point in saying `null is NoneType`)."""
+    if value is None:
+        return "value is null"
+    return f"{show(value)} is {type(value).__name__}"
+
+
 def _mismatch(actual: Any, expected: Any) -> str:
-    return (
-        f"type mismatch: {show(actual)} is {type(actual).__name__}, "
-        f"{show(expected)} is {type(expected).__name__}"
-    )
+    return f"type mismatch: {_is_a(actual)}, {_is_a(expected)}"
 
 
 def same(a: Any, b: Any) -> bool:
@@ -220,18 +227,7 @@ def _compile_regex(pattern: Any) -> Callable[[str], bool]:
     if not isinstance(pattern, str):
         raise OperandError(f"regex expects a pattern string, not {show(pattern)}")
     if _re2 is not None:
-        options = _re2.Options()
-        options.log_errors = False
-        try:
-            compiled = _re2.compile(pattern, options)
-        except _re2.error as exc:
-            detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
-            raise OperandError(
-                f"invalid regex {pattern!r}: {detail}; expected RE2 syntax "
-                "(no look-around or backreferences)"
-            ) from None
-        search = compiled.search
-        return lambda text: search(text) is not None
+        return _compile_re2(pattern)
     if len(pattern) > MAX_PATTERN:  # pragma: no cover - fallback without google-re2
         raise OperandError(f"regex longer than {MAX_PATTERN} characters")
     try:  # pragma: no cover - fallback without google-re2
@@ -241,6 +237,37 @@ def _compile_regex(pattern: Any) -> Callable[[str], bool]:
     return lambda text: (
         len(text) <= MAX_REGEX_INPUT and py_search(text) is not None
     )  # pragma: no cover
+
+
+def _compile_re2(pattern: str) -> Callable[[str], bool]:
+    options = _re2.Options()
+    options.log_errors = False  # RE2 would print every bad pattern to stderr
+    options.never_capture = True  # only "does it match" is asked
+    hint = "expected RE2 syntax (no look-around or backreferences)"
+    low = getattr(_re2, "_re2", None)
+    if low is None or not hasattr(low, "RE2"):  # pragma: no cover - other google-re2 layouts
+        try:
+            search = _re2.compile(pattern, options).search
+        except _re2.error as exc:
+            raise OperandError(f"invalid regex {pattern!r}: {_decode(exc.args)}; {hint}") from None
+        return lambda text: search(text) is not None
+    # The binding under re2's `search()` answers in a fifth of the time, without Match objects.
+    regexp = low.RE2(pattern.encode("utf-8", "surrogatepass"), options)
+    if not regexp.ok():
+        raise OperandError(f"invalid regex {pattern!r}: {_decode((regexp.error(),))}; {hint}")
+    anchor = low.RE2.Anchor.UNANCHORED
+    match = regexp.Match
+
+    def search_bytes(text: str) -> bool:
+        raw = text.encode("utf-8", "surrogatepass")
+        return bool(match(anchor, raw, 0, len(raw))[0][0] != -1)
+
+    return search_bytes
+
+
+def _decode(args: tuple[Any, ...]) -> str:
+    first = args[0] if args else ""
+    return first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
 
 
 def _numeric_order(op: str, bound: float) -> Check:
@@ -289,7 +316,7 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
                 return f"{show(actual)} is one of {show(list(options))}"
             if _kind(actual) not in kinds:
                 return (
-                    f"type mismatch: {show(actual)} is {type(actual).__name__}, "
+                    f"type mismatch: {_is_a(actual)}, "
                     f"the values are {'/'.join(sorted(kinds))}"
                 )
             return f"{show(actual)} is not one of {show(list(options))}"
@@ -311,7 +338,7 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
         def why_contains(actual: Any) -> str:
             if not isinstance(actual, list | tuple | str | Mapping):
                 return (
-                    f"type mismatch: {show(actual)} is {type(actual).__name__}; "
+                    f"type mismatch: {_is_a(actual)}; "
                     f"{op} needs a list, string or object"
                 )
             if isinstance(actual, str | Mapping) and not isinstance(expected, str):
@@ -338,7 +365,7 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
         def why_affix(actual: Any) -> str:
             if not isinstance(actual, str):
                 return _mismatch(actual, expected)
-            return f"{show(actual)} does not {op[:-4]} with {show(expected)}"
+            return f"{show(actual)} does not {op[:-5]} with {show(expected)}"
 
         return affix, why_affix
 

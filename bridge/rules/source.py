@@ -75,6 +75,8 @@ def parse(text: str) -> tuple[Node | None, list[SourceProblem]]:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context_mark is not None:
+            what += f" ({exc.context} at line {exc.context_mark.line + 1})"
         return None, [SourceProblem(line, column, f"invalid YAML: {what}")]
     except yaml.YAMLError as exc:
         return None, [SourceProblem(1, 1, f"invalid YAML: {exc}")]
