@@ -13,6 +13,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bridge.clients.outbound import guarded_client
 from bridge.live_rules import LiveRules
 from bridge.settings import Settings
 from bridge.store import Keys, Store, dumps
@@ -61,6 +62,7 @@ class Context:
     rules: LiveRules
     http: httpx.AsyncClient
     _slack: AsyncWebClient | None = None
+    _outbound: httpx.AsyncClient | None = None
     _aiohttp: aiohttp.ClientSession | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -80,8 +82,17 @@ class Context:
             )
         return self._slack
 
+    @property
+    def outbound(self) -> httpx.AsyncClient:
+        """The guarded HTTP client for URLs that rules name (http.post)."""
+        if self._outbound is None:
+            self._outbound = guarded_client(self.settings.http_allow)
+        return self._outbound
+
     async def close(self) -> None:
         await self.http.aclose()
+        if self._outbound is not None:
+            await self._outbound.aclose()
         if self._aiohttp is not None:
             await self._aiohttp.close()
         await self.redis.aclose(close_connection_pool=True)

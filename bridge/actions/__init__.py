@@ -40,9 +40,9 @@ class Action:
 
 def registry() -> dict[str, Action]:
     """Every action by its `uses:` name."""
-    from bridge.actions import slack
+    from bridge.actions import http, slack
 
-    return {action.name: action for action in (slack.POST,)}
+    return {action.name: action for action in (slack.POST, http.POST)}
 
 
 def action_schemas() -> dict[str, ActionSchema]:
