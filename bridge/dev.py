@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -64,14 +65,33 @@ async def _serve(settings: Settings) -> None:
         access_log=False,
     )
     server = uvicorn.Server(config)
+
+    def request_exit(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    # Our handlers stay in place around uvicorn's own, so Ctrl-C or SIGTERM always ends in
+    # a clean shutdown of both the web server and the worker (exit code 0).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_exit)
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(context, stop, completion_wait=5))
+    announce = asyncio.create_task(_announce(server, settings))
     try:
         await server.serve()
     finally:
+        announce.cancel()
         stop.set()
         await worker
         await context.close()
+        print("[dev] stopped", flush=True)
+
+
+async def _announce(server: uvicorn.Server, settings: Settings) -> None:
+    while not server.started:
+        await asyncio.sleep(0.05)
+    print(f"[dev] listening on http://{settings.host}:{settings.port}  (Ctrl-C stops)", flush=True)
+    if settings.webhook_secret is not None and settings.webhook_secret.get() == DEV_WEBHOOK_SECRET:
+        print("[dev] try: bridge send examples/events/proof-approved.json", flush=True)
 
 
 def run_dev(port: int | None = None) -> int:
@@ -85,8 +105,5 @@ def run_dev(port: int | None = None) -> int:
             print("[dev] webhooks are signed with the development secret (bridge send uses it)")
         rules = settings.rules_dir.resolve()
         print(f"[dev] rules from {rules}; templates from {settings.templates_dir.resolve()}")
-        print(f"[dev] listening on http://{settings.host}:{settings.port}  (Ctrl-C stops)")
-        if secret is not None and secret.get() == DEV_WEBHOOK_SECRET:
-            print("[dev] try: bridge send examples/events/proof-approved.json", flush=True)
         asyncio.run(_serve(settings))
     return 0
