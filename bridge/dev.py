@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -64,7 +65,7 @@ async def _serve(settings: Settings) -> None:
         log_level="warning",
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = DevServer(config, settings)
 
     def request_exit(signum: int, frame: object) -> None:
         server.should_exit = True
@@ -75,23 +76,31 @@ async def _serve(settings: Settings) -> None:
         signal.signal(sig, request_exit)
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(context, stop, completion_wait=5))
-    announce = asyncio.create_task(_announce(server, settings))
     try:
         await server.serve()
     finally:
-        announce.cancel()
         stop.set()
         await worker
         await context.close()
         print("[dev] stopped", flush=True)
 
 
-async def _announce(server: uvicorn.Server, settings: Settings) -> None:
-    while not server.started:
-        await asyncio.sleep(0.05)
-    print(f"[dev] listening on http://{settings.host}:{settings.port}  (Ctrl-C stops)", flush=True)
-    if settings.webhook_secret is not None and settings.webhook_secret.get() == DEV_WEBHOOK_SECRET:
-        print("[dev] try: bridge send examples/events/proof-approved.json", flush=True)
+class DevServer(uvicorn.Server):
+    """uvicorn, telling the person at the terminal once it really listens."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        settings = self.settings
+        print(f"[dev] listening on http://{settings.host}:{settings.port}  (Ctrl-C stops)")
+        secret = settings.webhook_secret
+        if secret is not None and secret.get() == DEV_WEBHOOK_SECRET:
+            print("[dev] try: bridge send examples/events/proof-approved.json", flush=True)
 
 
 def run_dev(port: int | None = None) -> int:
