@@ -13,7 +13,12 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bridge.clients.base import RetryPolicy
+from bridge.clients.lytho import LythoClient
+from bridge.clients.lytho_workflow import LythoWorkflowClient
+from bridge.clients.lytics import LyticsClient
 from bridge.clients.outbound import guarded_client
+from bridge.clients.ratelimit import DEFAULT_LIMITS, Limit, RateLimiter
 from bridge.live_rules import LiveRules
 from bridge.settings import Settings
 from bridge.store import Keys, Store, dumps
@@ -63,6 +68,7 @@ class Context:
     http: httpx.AsyncClient
     _slack: AsyncWebClient | None = None
     _outbound: httpx.AsyncClient | None = None
+    _limiter: RateLimiter | None = None
     _aiohttp: aiohttp.ClientSession | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +87,77 @@ class Context:
                 timeout=10,
             )
         return self._slack
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The rate limits of every API, shared by all processes through Redis."""
+        if self._limiter is None:
+            # Waiting longer than a fraction of a step raises RateLimited instead, so the
+            # job is deferred (no try spent) rather than hold a worker slot.
+            limits = dict(DEFAULT_LIMITS)
+            for api, configured in self.settings.rate_limits.items():
+                limits[api] = tuple(Limit(c, p, burst=b) for c, p, b in configured)
+            self._limiter = RateLimiter(
+                self.redis,
+                limits,
+                key_prefix=f"{self.settings.key_prefix}ratelimit:",
+                max_wait=self.settings.step_timeout_seconds / 3,
+            )
+        return self._limiter
+
+    def retry_policy(self) -> RetryPolicy:
+        """In-call retries that fit inside one step's timeout."""
+        budget = self.settings.step_timeout_seconds
+        return RetryPolicy(total=budget * 0.8, rate_limit_wait=budget / 4)
+
+    @property
+    def lytho(self) -> LythoClient | None:
+        """The Lytho DAM client, or None without LYTHO_API_KEY."""
+        key = self.settings.lytho_api_key
+        if key is None:
+            return None
+        if "lytho" not in self.extras:
+            self.extras["lytho"] = LythoClient(
+                self.http, self.settings.lytho_api_url, key, self.limiter, retry=self.retry_policy()
+            )
+        client: LythoClient = self.extras["lytho"]
+        return client
+
+    @property
+    def lytho_workflow(self) -> LythoWorkflowClient | None:
+        """The Lytho Workflow client, or None without its OAuth credentials."""
+        s = self.settings
+        if not (s.lytho_client_id and s.lytho_client_secret and s.lytho_token_url):
+            return None
+        if "lytho_workflow" not in self.extras:
+            self.extras["lytho_workflow"] = LythoWorkflowClient(
+                self.http,
+                s.lytho_workflow_api_url,
+                s.lytho_token_url,
+                s.lytho_client_id,
+                s.lytho_client_secret,
+                self.limiter,
+                retry=self.retry_policy(),
+            )
+        client: LythoWorkflowClient = self.extras["lytho_workflow"]
+        return client
+
+    @property
+    def lytics(self) -> LyticsClient | None:
+        """The Lytics client, or None without LYTICS_API_TOKEN."""
+        token = self.settings.lytics_api_token
+        if token is None:
+            return None
+        if "lytics" not in self.extras:
+            self.extras["lytics"] = LyticsClient(
+                self.http,
+                self.settings.lytics_api_url,
+                token,
+                self.limiter,
+                retry=self.retry_policy(),
+            )
+        client: LyticsClient = self.extras["lytics"]
+        return client
 
     @property
     def outbound(self) -> httpx.AsyncClient:

@@ -85,6 +85,35 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float 
     return value
 
 
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LIMIT_RE = re.compile(r"^(\d+)/(\d*)([smhd])(?::(\d+))?$")
+
+
+def parse_rate_limits(name: str, raw: str) -> tuple[tuple[int, float, int | None], ...]:
+    """`20/1m:1,30000/1d` → ((20, 60.0, 1), (30000, 86400.0, None)): count/period[:burst]."""
+    limits = []
+    for part in raw.split(","):
+        match = _LIMIT_RE.match(part.strip())
+        if not match:
+            raise ConfigError(
+                f"{name} has value {raw!r}; expected limits like 20/1m:1,30000/1d "
+                "(count/period[:burst], period in s, m, h or d)"
+            )
+        count, amount, unit, burst = match.groups()
+        period = int(amount or 1) * _PERIODS[unit]
+        if (
+            int(count) < 1
+            or period < 1
+            or (burst is not None and not 1 <= int(burst) <= int(count))
+        ):
+            raise ConfigError(
+                f"{name} has value {raw!r}; counts, periods and bursts must be "
+                "positive, and a burst at most its count"
+            )
+        limits.append((int(count), float(period), int(burst) if burst else None))
+    return tuple(limits)
+
+
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     raw = env.get(name)
     return Secret(raw) if raw else None
@@ -120,6 +149,10 @@ class Settings:
     http_allow: tuple[str, ...] = ()
     poll_interval: int = 60
     poll_intervals: Mapping[str, int] = field(default_factory=dict)
+    # Outbound rate limits per API, overriding the documented ones (other plans, tests).
+    rate_limits: Mapping[str, tuple[tuple[int, float, int | None], ...]] = field(
+        default_factory=dict
+    )
     slack_bot_token: Secret | None = None
     slack_api_url: str = "https://slack.com/api/"
     lytics_api_token: Secret | None = None
@@ -149,7 +182,11 @@ class Settings:
         secrets: dict[str, Secret] = {}
         schemes: dict[str, str] = {}
         intervals: dict[str, int] = {}
+        rate_limits: dict[str, tuple[tuple[int, float, int | None], ...]] = {}
         for name, value in env.items():
+            if name.startswith("BRIDGE_RATE_LIMIT_") and value:
+                api = name.removeprefix("BRIDGE_RATE_LIMIT_").lower()
+                rate_limits[api] = parse_rate_limits(name, value)
             if name.startswith("BRIDGE_WEBHOOK_SECRET_") and value:
                 secrets[name.removeprefix("BRIDGE_WEBHOOK_SECRET_")] = Secret(value)
             elif name.startswith("BRIDGE_WEBHOOK_SCHEME_"):
@@ -185,6 +222,7 @@ class Settings:
             ),
             poll_interval=_int(env, "BRIDGE_POLL_INTERVAL", 60, minimum=5),
             poll_intervals=intervals,
+            rate_limits=rate_limits,
             slack_bot_token=_secret(env, "SLACK_BOT_TOKEN"),
             slack_api_url=_url(env, "SLACK_API_URL", "https://slack.com/api/", trailing_slash=True),
             lytics_api_token=_secret(env, "LYTICS_API_TOKEN"),

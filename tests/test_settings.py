@@ -68,3 +68,21 @@ def test_secrets_never_show_in_repr() -> None:
     assert "xoxb-very-secret" not in text and "k-secret-1" not in text
     assert "**********" in text
     assert set(s.secrets()) == {"xoxb-very-secret", "k-secret-1"}
+
+
+def test_rate_limits_per_api_can_be_configured() -> None:
+    s = Settings.from_env(
+        {"BRIDGE_RATE_LIMIT_LYTHO": "20/1m:1, 30000/1d", "BRIDGE_RATE_LIMIT_X": "5/s"}
+    )
+    assert s.rate_limits == {
+        "lytho": ((20, 60.0, 1), (30000, 86400.0, None)),
+        "x": ((5, 1.0, None),),
+    }
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"BRIDGE_RATE_LIMIT_LYTHO": "twenty a minute"})
+    assert str(info.value) == (
+        "BRIDGE_RATE_LIMIT_LYTHO has value 'twenty a minute'; expected limits like "
+        "20/1m:1,30000/1d (count/period[:burst], period in s, m, h or d)"
+    )
+    with pytest.raises(ConfigError, match="a burst at most its count"):
+        Settings.from_env({"BRIDGE_RATE_LIMIT_LYTHO": "2/1m:5"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from bridge.schema import ActionSchema
@@ -38,11 +39,13 @@ class Action:
         return self.schema.name
 
 
+@cache
 def registry() -> dict[str, Action]:
     """Every action by its `uses:` name."""
-    from bridge.actions import http, slack
+    from bridge.actions import http, lytho, lytics, slack
 
-    return {action.name: action for action in (slack.POST, http.POST)}
+    actions = (slack.POST, http.POST, *lytics.ACTIONS, *lytho.ACTIONS)
+    return {action.name: action for action in actions}
 
 
 def action_schemas() -> dict[str, ActionSchema]:

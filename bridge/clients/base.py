@@ -168,6 +168,10 @@ class ApiClient:
             where = f"{method} {shown_path(request.url)}"
             try:
                 response = await self._http.send(request)
+            except httpx.UnsupportedProtocol:
+                raise PermanentError(
+                    f"{where} cannot be sent: {self.base_url} is not an http(s) URL"
+                ) from None
             except httpx.TransportError as exc:
                 failures += 1
                 problem = (

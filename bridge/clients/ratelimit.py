@@ -133,7 +133,8 @@ class RateLimiter:
 
     def keys(self, api: str) -> list[str]:
         """The Redis keys holding the state of `api`'s limits."""
-        return [f"{self._prefix}{api}:{limit.name}" for limit in self.limits(api)]
+        # The hash tag keeps one API's keys in one slot, as a Redis Cluster needs for a script.
+        return [f"{self._prefix}{{{api}}}:{limit.name}" for limit in self.limits(api)]
 
     async def try_acquire(self, api: str) -> float:
         """Book one request now and return 0, or return the seconds to wait (booking none)."""

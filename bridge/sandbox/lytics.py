@@ -1,0 +1,514 @@
+"""A local Lytics API that answers as lytics-openapi.yaml describes (sandbox)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import re
+import uuid
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bridge.sandbox._common import (
+    ApiError,
+    Gcra,
+    SandboxCore,
+    SandboxMiddleware,
+    control_routes,
+    http_exception_handler,
+    now_iso,
+    rate_limits,
+    read_json,
+    wrap,
+)
+
+MAX_SCAN_LIMIT = 100
+JOB_STATUSES = {"pending", "running", "complete", "failed", "cancelled"}
+_IN_SEGMENT = re.compile(r'^\s*in_segment\(\s*"([^"]+)"\s*\)\s*$')
+
+
+def lytics_error(status: int, message: str) -> dict[str, Any]:
+    return {"data": None, "message": message, "status": status}
+
+
+def ok(data: Any = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"status": 200, "message": "success"}
+    if data is not None:
+        body["data"] = data
+    body.update(extra)
+    return JSONResponse(body)
+
+
+def _hex(n: int) -> str:
+    return uuid.UUID(int=n * 7919 + 0x5EED).hex
+
+
+def _seed() -> dict[str, Any]:
+    t0 = "2026-09-15T10:00:00Z"
+    first = ["Ada", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gia", "Hugo", "Ivy", "Jon", "Kai", "Liv"]
+    profiles: dict[str, dict[str, Any]] = {}
+    for n, name in enumerate(first * 2):
+        uid = f"uid{n:03d}"
+        segments = ["all_users"]
+        if n % 3 == 0:
+            segments.append("high_value_users")
+        if n % 4 == 0:
+            segments.append("cart_abandoners")
+        profiles[uid] = {
+            "_uid": uid,
+            "email": f"{name.lower()}{n}@example.com",
+            "first_name": name,
+            "last_name": "Sample",
+            "segments": segments,
+            "scores": {"frequency": float(n % 10) * 10, "momentum": float(n % 7) * 14},
+            "created": t0,
+            "last_active_ts": t0,
+        }
+    segment_defs = [
+        ("all_users", "All Users", "audience", "*"),
+        ("high_value_users", "High Value Users", "audience", "score_value > 50"),
+        ("cart_abandoners", "Cart Abandoners", "behavioral", "cart_abandoned = true"),
+    ]
+    segment_map: dict[str, dict[str, Any]] = {}
+    for n, (slug, name, kind, ql) in enumerate(segment_defs):
+        segment_map[slug] = {
+            "id": _hex(100 + n),
+            "slug_name": slug,
+            "name": name,
+            "kind": kind,
+            "filter_ql": ql,
+            "created": t0,
+            "modified": t0,
+        }
+    connections = {
+        _hex(200): {
+            "id": _hex(200),
+            "name": "Warehouse",
+            "type": "bigquery",
+            "auth_id": _hex(201),
+            "config": {"dataset": "marketing"},
+            "created": t0,
+            "modified": t0,
+        }
+    }
+    jobs = {
+        _hex(300 + n): {
+            "id": _hex(300 + n),
+            "type": job_type,
+            "status": status,
+            "connection_id": _hex(200),
+            "config": {},
+            "created": t0,
+            "modified": t0,
+        }
+        for n, (job_type, status) in enumerate(
+            [("import", "complete"), ("export", "running"), ("export", "pending")]
+        )
+    }
+    return {
+        "accounts": {
+            "12345": {
+                "aid": "12345",
+                "name": "ACME Corp",
+                "created": t0,
+                "modified": t0,
+            }
+        },
+        "profiles": profiles,
+        "segments": segment_map,
+        "connections": connections,
+        "jobs": jobs,
+        "datamodels": {
+            "default": {
+                "id": _hex(400),
+                "name": "default",
+                "fields": [
+                    {"name": "email", "as": "email", "type": "string", "is_by": True},
+                    {"name": "event", "as": "event", "type": "string", "is_by": False},
+                ],
+                "created": t0,
+                "modified": t0,
+            }
+        },
+    }
+
+
+class LyticsSandbox:
+    """The state and endpoints of one Lytics sandbox."""
+
+    def __init__(self, token: str, rate_limit_per_minute: float | None, burst: int) -> None:
+        self.token = token
+        self.core = SandboxCore(lytics_error)
+        self.limiter = Gcra(rate_limits(rate_limit_per_minute, burst, None))
+        self.reset()
+
+    def reset(self) -> None:
+        with self.core.lock:
+            seeded = _seed()
+            self.accounts: dict[str, dict[str, Any]] = seeded["accounts"]
+            self.profiles: dict[str, dict[str, Any]] = seeded["profiles"]
+            self.segments: dict[str, dict[str, Any]] = seeded["segments"]
+            self.connections: dict[str, dict[str, Any]] = seeded["connections"]
+            self.jobs: dict[str, dict[str, Any]] = seeded["jobs"]
+            self.datamodels: dict[str, dict[str, Any]] = seeded["datamodels"]
+            self.collected: dict[str, list[dict[str, Any]]] = {}
+            self.work: dict[str, dict[str, Any]] = {}
+            self.counter = 1000
+            self.limiter.reset()
+
+    def guard(self, request: Request) -> None:
+        # The spec allows the token in the header or as `?key=`.
+        given = request.headers.get("authorization") or request.query_params.get("key")
+        if given != self.token:
+            raise ApiError(401, "Not authorized")
+        if self.limiter.limits and self.limiter.check("all") > 0:
+            # Lytics sends no Retry-After and no rate-limit headers.
+            raise ApiError(429, "Too many requests")
+
+    def _new_id(self) -> str:
+        self.counter += 1
+        return _hex(self.counter)
+
+    def _segment(self, slug_or_id: str) -> dict[str, Any] | None:
+        if slug_or_id in self.segments:
+            return self.segments[slug_or_id]
+        return next((s for s in self.segments.values() if s["id"] == slug_or_id), None)
+
+    def _segment_view(self, segment: dict[str, Any]) -> dict[str, Any]:
+        slug = segment["slug_name"]
+        size = sum(1 for p in self.profiles.values() if slug in p["segments"])
+        return {**copy.deepcopy(segment), "size": size}
+
+    # Accounts.
+
+    async def list_accounts(self, request: Request) -> Response:
+        with self.core.lock:
+            return ok(copy.deepcopy(list(self.accounts.values())))
+
+    async def get_account(self, request: Request) -> Response:
+        with self.core.lock:
+            found = self.accounts.get(request.path_params["aid"])
+            if found is None:
+                raise ApiError(404, "account not found")
+            return ok(copy.deepcopy(found))
+
+    # Segments.
+
+    async def list_segments(self, request: Request) -> Response:
+        with self.core.lock:
+            return ok([self._segment_view(s) for s in self.segments.values()])
+
+    async def get_segment(self, request: Request) -> Response:
+        with self.core.lock:
+            found = self._segment(request.path_params["slug_or_id"])
+            if found is None:
+                raise ApiError(404, "segment not found")
+            return ok(self._segment_view(found))
+
+    async def scan(self, request: Request) -> Response:
+        try:
+            limit = int(request.query_params.get("limit", MAX_SCAN_LIMIT))
+        except ValueError:
+            raise ApiError(400, "limit must be a whole number") from None
+        if not 1 <= limit <= MAX_SCAN_LIMIT:
+            raise ApiError(400, f"limit must be between 1 and {MAX_SCAN_LIMIT}")
+        body = await read_json(request)
+        if not isinstance(body, dict) or ("filter" in body) == ("id" in body):
+            raise ApiError(400, "send exactly one of filter or id")
+        offset = _decode_cursor(request.query_params.get("next", ""))
+        with self.core.lock:
+            if "id" in body:
+                segment = self._segment(str(body["id"]))
+                if segment is None:
+                    raise ApiError(400, f"unknown segment {body['id']}")
+                slug = segment["slug_name"]
+            else:
+                match = _IN_SEGMENT.match(str(body["filter"]))
+                if match is None or self._segment(match.group(1)) is None:
+                    raise ApiError(400, 'the sandbox understands only in_segment("slug")')
+                slug = match.group(1)
+            members = [p for p in self.profiles.values() if slug in p["segments"]]
+            page = copy.deepcopy(members[offset : offset + limit])
+            more = offset + limit < len(members)
+            return ok(
+                page, total=len(members), _next=_encode_cursor(offset + limit) if more else ""
+            )
+
+    # Entities.
+
+    async def entity(self, request: Request) -> Response:
+        table, field, value = (request.path_params[k] for k in ("table", "field", "value"))
+        fields = [f for f in request.query_params.get("fields", "").split(",") if f]
+        with self.core.lock:
+            found = None
+            if table == "user":
+                found = next(
+                    (p for p in self.profiles.values() if str(p.get(field)) == value), None
+                )
+            if found is None:
+                raise ApiError(404, "entity not found")
+            profile = copy.deepcopy(found)
+        if fields:
+            profile = {k: v for k, v in profile.items() if k in fields}
+        return ok(profile)
+
+    # Data models.
+
+    async def list_datamodels(self, request: Request) -> Response:
+        with self.core.lock:
+            return ok(copy.deepcopy(list(self.datamodels.values())))
+
+    async def get_datamodel(self, request: Request) -> Response:
+        with self.core.lock:
+            found = self.datamodels.get(request.path_params["name"])
+            if found is None:
+                raise ApiError(404, "data model not found")
+            return ok(copy.deepcopy(found))
+
+    # Connections.
+
+    async def list_connections(self, request: Request) -> Response:
+        with self.core.lock:
+            return ok(copy.deepcopy(list(self.connections.values())))
+
+    def _connection(self, request: Request) -> dict[str, Any]:
+        found = self.connections.get(request.path_params["id"])
+        if found is None:
+            raise ApiError(404, "connection not found")
+        return found
+
+    async def get_connection(self, request: Request) -> Response:
+        with self.core.lock:
+            return ok(copy.deepcopy(self._connection(request)))
+
+    async def create_connection(self, request: Request) -> Response:
+        fields = _connection_request(await read_json(request))
+        with self.core.lock:
+            stamp = now_iso()
+            conn = {"id": self._new_id(), **fields, "created": stamp, "modified": stamp}
+            self.connections[conn["id"]] = conn
+            return ok(copy.deepcopy(conn))
+
+    async def update_connection(self, request: Request) -> Response:
+        fields = _connection_request(await read_json(request))
+        with self.core.lock:
+            conn = self._connection(request)
+            # A PUT is the whole connection: optional fields not sent are dropped.
+            for key in ("auth_id", "config"):
+                conn.pop(key, None)
+            conn.update(fields, modified=now_iso())
+            return ok(copy.deepcopy(conn))
+
+    async def delete_connection(self, request: Request) -> Response:
+        with self.core.lock:
+            self._connection(request)
+            del self.connections[request.path_params["id"]]
+            return ok()
+
+    # Jobs and work.
+
+    async def list_jobs(self, request: Request) -> Response:
+        with self.core.lock:
+            return ok(copy.deepcopy(list(self.jobs.values())))
+
+    def _job(self, request: Request) -> dict[str, Any]:
+        found = self.jobs.get(request.path_params["id"])
+        if found is None:
+            raise ApiError(404, "job not found")
+        return found
+
+    async def get_job(self, request: Request) -> Response:
+        with self.core.lock:
+            return ok(copy.deepcopy(self._job(request)))
+
+    async def create_job(self, request: Request) -> Response:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        for key in ("type", "connection_id"):
+            if not isinstance(body.get(key), str) or not body[key]:
+                raise ApiError(400, f"{key} is required")
+        config = body.get("config", {})
+        if not isinstance(config, dict):
+            raise ApiError(400, "config must be an object")
+        with self.core.lock:
+            if body["connection_id"] not in self.connections:
+                raise ApiError(400, f"unknown connection {body['connection_id']}")
+            stamp = now_iso()
+            job = {
+                "id": self._new_id(),
+                "type": body["type"],
+                "status": "pending",
+                "connection_id": body["connection_id"],
+                "config": config,
+                "created": stamp,
+                "modified": stamp,
+            }
+            self.jobs[job["id"]] = job
+            return ok(copy.deepcopy(job))
+
+    async def cancel_job(self, request: Request) -> Response:
+        with self.core.lock:
+            job = self._job(request)
+            job.update(status="cancelled", modified=now_iso())
+            return ok()
+
+    async def create_work(self, request: Request) -> Response:
+        body = await read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("workflow_id"), str):
+            raise ApiError(400, "workflow_id is required")
+        if not isinstance(body.get("config", {}), dict) or not isinstance(
+            body.get("verbose_logging", False), bool
+        ):
+            raise ApiError(400, "config must be an object and verbose_logging a boolean")
+        with self.core.lock:
+            work_id = self._new_id()
+            self.work[work_id] = copy.deepcopy(body)
+            return ok({"id": work_id})
+
+    # Collect.
+
+    async def collect(self, request: Request) -> Response:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be one JSON object")
+        stream = request.query_params.get("stream") or "default"
+        # An event with no fields at all identifies nobody: Lytics drops it.
+        rejected = 0 if body else 1
+        with self.core.lock:
+            if body:
+                self.collected.setdefault(stream, []).append(copy.deepcopy(body))
+        return ok({"message_count": 1, "rejected_count": rejected})
+
+    # Controls.
+
+    async def control_job(self, request: Request) -> Response:
+        """Change a job's status (and error), as Lytics would while running it."""
+        body = await read_json(request)
+        if not isinstance(body, dict) or body.get("status") not in JOB_STATUSES:
+            raise ApiError(400, f"status must be one of {', '.join(sorted(JOB_STATUSES))}")
+        with self.core.lock:
+            job = self._job(request)
+            job.update({k: v for k, v in body.items() if k in ("status", "error")})
+            job["modified"] = now_iso()
+            return JSONResponse(copy.deepcopy(job))
+
+    async def control_members(self, request: Request) -> Response:
+        """Move profiles into (`add`) or out of (`remove`) a segment by `_uid`."""
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "send {add: [uid…], remove: [uid…]}")
+        with self.core.lock:
+            segment = self._segment(request.path_params["slug"])
+            if segment is None:
+                raise ApiError(404, "segment not found")
+            slug = segment["slug_name"]
+            for uid in body.get("add", []):
+                profile = self.profiles.setdefault(
+                    uid, {"_uid": uid, "segments": ["all_users"], "created": now_iso()}
+                )
+                if slug not in profile["segments"]:
+                    profile["segments"].append(slug)
+            for uid in body.get("remove", []):
+                member = self.profiles.get(uid)
+                if member and slug in member["segments"]:
+                    member["segments"].remove(slug)
+            return JSONResponse(self._segment_view(segment))
+
+    async def control_collected(self, request: Request) -> Response:
+        stream = request.query_params.get("stream")
+        with self.core.lock:
+            if stream:
+                return JSONResponse({stream: copy.deepcopy(self.collected.get(stream, []))})
+            return JSONResponse(copy.deepcopy(self.collected))
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> int:
+    if not cursor:
+        return 0
+    try:
+        kind, _, value = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        if kind == "offset" and int(value) >= 0:
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ApiError(400, "invalid next cursor")
+
+
+def _connection_request(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    for key in ("name", "type"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            raise ApiError(400, f"{key} is required")
+    if "auth_id" in body and not isinstance(body["auth_id"], str):
+        raise ApiError(400, "auth_id must be a string")
+    if "config" in body and not isinstance(body["config"], dict):
+        raise ApiError(400, "config must be an object")
+    return {k: copy.deepcopy(body[k]) for k in ("name", "type", "auth_id", "config") if k in body}
+
+
+def create_lytics_app(
+    token: str = "sandbox-lytics-token",  # noqa: S107 - a sandbox's demo credential
+    *,
+    rate_limit_per_minute: float | None = None,
+    rate_limit_burst: int = 10,
+) -> Starlette:
+    """A Lytics sandbox whose answers follow lytics-openapi.yaml.
+
+    Seeded with an account, 24 profiles in three segments, a connection, three jobs
+    and a data model. Past `rate_limit_per_minute` it answers 429 without Retry-After,
+    as Lytics does. `app.state.sandbox` is the state.
+    """
+    sandbox = LyticsSandbox(token, rate_limit_per_minute, rate_limit_burst)
+    core = sandbox.core
+
+    def api(path: str, handler: Any, method: str = "GET") -> Route:
+        return Route("/api/" + path, wrap(core, handler, sandbox.guard), methods=[method])
+
+    def control(path: str, handler: Any, method: str) -> Route:
+        return Route("/_sandbox/" + path, wrap(core, handler), methods=[method])
+
+    routes = [
+        api("account", sandbox.list_accounts),
+        api("account/{aid}", sandbox.get_account),
+        api("segment", sandbox.list_segments),
+        api("segment/scan", sandbox.scan, "POST"),
+        api("segment/{slug_or_id}", sandbox.get_segment),
+        api("entity/{table}/{field}/{value}", sandbox.entity),
+        api("datamodel", sandbox.list_datamodels),
+        api("datamodel/{name}", sandbox.get_datamodel),
+        api("connection", sandbox.list_connections),
+        api("connection", sandbox.create_connection, "POST"),
+        api("connection/{id}", sandbox.get_connection),
+        api("connection/{id}", sandbox.update_connection, "PUT"),
+        api("connection/{id}", sandbox.delete_connection, "DELETE"),
+        api("job", sandbox.list_jobs),
+        api("job", sandbox.create_job, "POST"),
+        api("job/{id}", sandbox.get_job),
+        api("job/{id}", sandbox.cancel_job, "DELETE"),
+        api("work", sandbox.create_work, "POST"),
+        api("collect", sandbox.collect, "POST"),
+        control("jobs/{id}", sandbox.control_job, "POST"),
+        control("segments/{slug}/members", sandbox.control_members, "POST"),
+        control("collected", sandbox.control_collected, "GET"),
+        *control_routes(core, sandbox.reset),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SandboxMiddleware, core=core)],
+        exception_handlers={HTTPException: http_exception_handler(core)},
+    )
+    app.state.sandbox = sandbox
+    return app
