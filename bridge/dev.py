@@ -17,6 +17,9 @@ from bridge.cli import DEV_WEBHOOK_SECRET, dev_settings
 from bridge.context import build_context
 from bridge.logs import configure_logging
 from bridge.redis_server import EmbeddedRedis, redis_answers
+from bridge.sandbox.lytho import create_lytho_app
+from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
+from bridge.sandbox.lytics import create_lytics_app
 from bridge.sandbox.server import ThreadedServer
 from bridge.sandbox.slack import DEFAULT_TOKEN, SlackSandbox, create_slack_app
 from bridge.settings import Secret, Settings
@@ -24,6 +27,11 @@ from bridge.web.app import create_app
 from bridge.worker import run_worker
 
 logger = logging.getLogger("bridge.dev")
+
+# The sandboxes' demo credentials (they guard nothing but a local sandbox).
+DEV_LYTHO_KEY = "sandbox-lytho-key"
+DEV_LYTICS_TOKEN = "sandbox-lytics-token"  # noqa: S105
+DEV_CLIENT_ID, DEV_CLIENT_SECRET = "sandbox-client", "sandbox-secret"
 
 
 def _print_slack(message: dict[str, Any]) -> None:
@@ -53,7 +61,37 @@ def dev_services(settings: Settings) -> Iterator[Settings]:
                 settings, slack_api_url=f"{server.url}/api/", slack_bot_token=Secret(DEFAULT_TOKEN)
             )
             print(f"[dev] no SLACK_BOT_TOKEN: Slack sandbox at {server.url}; messages print here")
+        if settings.lytho_api_key is None:
+            url = _sandbox(stack, create_lytho_app(DEV_LYTHO_KEY))
+            settings = replace(
+                settings, lytho_api_url=f"{url}/v1/", lytho_api_key=Secret(DEV_LYTHO_KEY)
+            )
+            print(f"[dev] no LYTHO_API_KEY: Lytho DAM sandbox at {url}/v1/")
+        if settings.lytho_workflow_client_missing:
+            url = _sandbox(stack, create_lytho_workflow_app(DEV_CLIENT_ID, DEV_CLIENT_SECRET))
+            settings = replace(
+                settings,
+                lytho_workflow_api_url=f"{url}/v1/",
+                lytho_token_url=f"{url}/oauth/token",
+                lytho_client_id=DEV_CLIENT_ID,
+                lytho_client_secret=Secret(DEV_CLIENT_SECRET),
+            )
+            print(f"[dev] no LYTHO_CLIENT_ID: Lytho Workflow sandbox at {url}/v1/")
+        if settings.lytics_api_token is None:
+            url = _sandbox(stack, create_lytics_app(DEV_LYTICS_TOKEN))
+            settings = replace(
+                settings, lytics_api_url=url, lytics_api_token=Secret(DEV_LYTICS_TOKEN)
+            )
+            print(f"[dev] no LYTICS_API_TOKEN: Lytics sandbox at {url}")
         yield settings
+
+
+def _sandbox(stack: contextlib.ExitStack, app: Any) -> str:
+    """Start a sandbox app on a free loopback port until the stack closes; its base URL."""
+    server = ThreadedServer(app)
+    server.start()
+    stack.callback(server.stop)
+    return server.url
 
 
 async def _serve(settings: Settings) -> None:

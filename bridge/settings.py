@@ -254,6 +254,11 @@ class Settings:
             log_format=log_format,
         )
 
+    @property
+    def lytho_workflow_client_missing(self) -> bool:
+        """Whether any of the Lytho Workflow credentials is missing."""
+        return not (self.lytho_client_id and self.lytho_client_secret and self.lytho_token_url)
+
     def secret_for(self, source: str) -> Secret | None:
         """The webhook secret of a source: its own wins over the default."""
         return self.webhook_secrets.get(source_env_suffix(source), self.webhook_secret)

@@ -35,6 +35,20 @@ def test_dev_services_start_an_embedded_redis_and_the_slack_sandbox(
             headers={"authorization": f"Bearer {settings.slack_bot_token.get()}"},
         )
         assert answer.json()["ok"] is True
+        # Without credentials, the Lytho and Lytics sandboxes answer in their place.
+        assert settings.lytho_api_key is not None and settings.lytics_api_token is not None
+        assets = httpx.get(
+            f"{settings.lytho_api_url}assets", headers={"x-api-key": settings.lytho_api_key.get()}
+        )
+        assert assets.status_code == 200 and assets.json()["content"]
+        segments = httpx.get(
+            f"{settings.lytics_api_url}/api/segment",
+            headers={"authorization": settings.lytics_api_token.get()},
+        )
+        assert segments.status_code == 200 and segments.json()["data"]
+        assert settings.lytho_token_url is not None and settings.lytho_token_url.endswith(
+            "/oauth/token"
+        )
     # Both are gone with the block.
     assert not dev.redis_answers("127.0.0.1", int(settings.redis_url.rsplit(":", 1)[1][:-2]))
 
