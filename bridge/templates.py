@@ -41,13 +41,14 @@ from markupsafe import Markup
 
 from bridge.errors import TemplateError
 
-MAX_OUTPUT = 64 * 1024  # bytes of rendered output, and of any string built on the way
+MAX_OUTPUT = 64 * 1024  # bytes of rendered output; characters of any string built on the way
 MAX_RANGE = 10_000  # items of range(); Jinja's own sandbox allows 100,000
 _CACHE_LIMIT = 4096  # compiled templates and expressions kept per Templates
 
 # A string that is exactly one `{{ … }}` keeps the native type of its value.
 _LONE = re.compile(r"\A\{\{-?(?P<expr>(?:(?!\}\}|\{\{).)*?)-?\}\}\Z", re.DOTALL)
-_WIDTH = re.compile(r"\d{6,}")  # a field width of a million or more in a format string
+# A %-format width or precision of a million or more, or taken from the arguments (`*`).
+_WIDTH = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(?:\*|\d{6,}|\d*\.(?:\*|\d{6,}))")
 _SLUG_STRIP = re.compile(r"[^\w\s-]")
 _SLUG_JOIN = re.compile(r"[-\s_]+")
 
@@ -163,7 +164,7 @@ def _check_size(value: Any) -> Any:
 
 def _check_format(fmt: Any) -> None:
     if isinstance(fmt, str) and _WIDTH.search(fmt):
-        raise SecurityError("field widths of a million characters or more are not allowed")
+        raise SecurityError("format widths of a million or more (or *) are not allowed")
 
 
 def _checked_concat(parts: tuple[Any, ...]) -> str:
@@ -270,20 +271,23 @@ _current_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars
 
 
 def _path_of(target: object) -> str | None:
-    """The dotted name under which `target` sits in the context being rendered, if any."""
+    """The dotted name under which `target` sits in the context being rendered, if only one."""
     context = _current_context.get()
     if context is None:
         return None
     queue: list[tuple[str, Any]] = [(k, v) for k, v in context.items() if k != "now"]
+    found: list[str] = []
     seen = 0
-    while queue and seen < 500:
+    # Small ints, short strings and None are shared objects: a name is given only when
+    # exactly one place holds the object, so the message never names the wrong field.
+    while queue and seen < 500 and len(found) < 2:
         name, value = queue.pop(0)
         seen += 1
         if value is target:
-            return name
+            found.append(name)
         if isinstance(value, Mapping) and name.count(".") < 4:
             queue.extend((f"{name}.{k}", v) for k, v in value.items() if isinstance(k, str))
-    return None
+    return found[0] if len(found) == 1 else None
 
 
 class _Undefined(StrictUndefined):
@@ -376,6 +380,8 @@ def _native(value: Any) -> Any:
         return str(_check_size(str(value)))
     if isinstance(value, tuple):
         return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     return str(value)
@@ -489,15 +495,21 @@ class Templates:
         template_source: str | None = None,
     ) -> str:
         chunks: list[str] = []
-        size = 0
+        chars = size = 0
+        exact = False  # UTF-8 bytes are counted once the text could reach the limit
         try:
             for chunk in template.generate(context):
-                size += len(chunk) if size < MAX_OUTPUT // 4 else len(chunk.encode())
+                chunks.append(chunk)
+                chars += len(chunk)
+                if exact:
+                    size += len(chunk.encode("utf-8", "surrogatepass"))
+                elif chars * 4 > MAX_OUTPUT:
+                    exact = True
+                    size = sum(len(c.encode("utf-8", "surrogatepass")) for c in chunks)
                 if size > MAX_OUTPUT:
                     raise TemplateError(
                         f"{where}: output exceeds the {MAX_OUTPUT // 1024} KiB limit"
                     )
-                chunks.append(chunk)
         except TemplateError:
             raise
         except Exception as exc:
@@ -514,6 +526,8 @@ class Templates:
     def render_file(self, name: str, context: Mapping[str, Any]) -> Any:
         """Render a template file; `*.json.j2` output is parsed as JSON, anything else is text."""
         where = self._file_label(name)
+        if self._loader is None:
+            raise TemplateError(self._not_found(name))
         env = self._json_env if name.endswith(".json.j2") else self._env
         token = _current_context.set(context)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bridge.rules.engine import Evaluation, RuleSet, should_run
+from bridge.rules.explain import describe, format_condition_tree
 from bridge.rules.loader import load_rules, parse_duration, rule_files
 from bridge.rules.model import (
     MISSING,
@@ -15,21 +16,43 @@ from bridge.rules.model import (
     event_context,
 )
 from bridge.rules.operators import OPERATORS
+from bridge.rules.testfiles import find_test_files
+from bridge.rules.testing import (
+    CaseResult,
+    Failure,
+    FileResult,
+    RenderedAction,
+    format_results,
+    render_actions,
+    run_test_file,
+    run_tests,
+)
 
 __all__ = [
     "MISSING",
     "OPERATORS",
+    "CaseResult",
     "Condition",
     "ConditionResult",
     "Dedupe",
     "Evaluation",
+    "Failure",
+    "FileResult",
+    "RenderedAction",
     "Rule",
     "RuleSet",
     "Step",
     "Throttle",
+    "describe",
     "event_context",
+    "find_test_files",
+    "format_condition_tree",
+    "format_results",
     "load_rules",
     "parse_duration",
+    "render_actions",
     "rule_files",
+    "run_test_file",
+    "run_tests",
     "should_run",
 ]

@@ -60,6 +60,7 @@ class Checker:
         self.problems: list[Problem] = []
         self.rule_id: str | None = None
         self.ids: list[tuple[str, Node]] = []
+        self.earlier: list[str] = []  # keys of the steps before the one being checked
 
     # -- reporting --
 

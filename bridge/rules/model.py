@@ -85,6 +85,14 @@ class ConditionResult:
             out["children"] = [c.to_dict() for c in self.children]
         return out
 
+    def failing_all(self) -> list[ConditionResult]:
+        """Every leaf (or `not`) that helped make this node false."""
+        if self.result:
+            return []
+        if self.op == "not" or not self.children:
+            return [self]
+        return [leaf for child in self.children for leaf in child.failing_all()]
+
     def failing(self) -> ConditionResult | None:
         """The first leaf that made this node false (None when the node holds)."""
         if self.result:

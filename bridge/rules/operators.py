@@ -315,10 +315,7 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
             if op == "not_in":
                 return f"{show(actual)} is one of {show(list(options))}"
             if _kind(actual) not in kinds:
-                return (
-                    f"type mismatch: {_is_a(actual)}, "
-                    f"the values are {'/'.join(sorted(kinds))}"
-                )
+                return f"type mismatch: {_is_a(actual)}, the values are {'/'.join(sorted(kinds))}"
             return f"{show(actual)} is not one of {show(list(options))}"
 
         if op == "in":
@@ -337,10 +334,7 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
 
         def why_contains(actual: Any) -> str:
             if not isinstance(actual, list | tuple | str | Mapping):
-                return (
-                    f"type mismatch: {_is_a(actual)}; "
-                    f"{op} needs a list, string or object"
-                )
+                return f"type mismatch: {_is_a(actual)}; {op} needs a list, string or object"
             if isinstance(actual, str | Mapping) and not isinstance(expected, str):
                 return _mismatch(actual, expected)
             if op == "not_contains":

@@ -6,6 +6,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import jinja2
+from jinja2 import nodes
+
 from bridge.rules.checker import Checker, suggest
 from bridge.rules.model import Step
 from bridge.rules.source import Node
@@ -14,6 +17,28 @@ from bridge.schema import ActionSchema, accepts, type_name
 STEP_KEYS = ("id", "uses", "with", "if", "retry", "continue_on_error")
 RETRY_KEYS = ("attempts", "backoff")
 _STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Only parses (never renders) templates, to find which `steps.<key>` they read.
+_PARSER = jinja2.Environment(autoescape=False)  # noqa: S701 - nothing is rendered
+
+
+def step_references(source: str) -> set[str]:
+    """The step keys a template reads as `steps.<key>` or `steps['<key>']`."""
+    if "steps" not in source:
+        return set()
+    try:
+        tree = _PARSER.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return set()  # reported by the template check
+    found = set()
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "steps":
+            found.add(attr.attr)
+    for item in tree.find_all(nodes.Getitem):
+        key = item.arg
+        named = isinstance(key, nodes.Const) and isinstance(key.value, str)
+        if named and isinstance(item.node, nodes.Name) and item.node.name == "steps":
+            found.add(key.value)  # type: ignore[attr-defined]
+    return found
 
 
 class StepChecker(Checker):
@@ -29,11 +54,27 @@ class StepChecker(Checker):
             return ()
         seen: dict[str, Node] = {}
         steps = []
+        self.earlier = []
         for index, item in enumerate(node.value):
             step = self.step(item, index, seen)
             if step is not None:
                 steps.append(step)
+            named = item.value.get("id") if item.is_mapping else None
+            key = named.value if named is not None else f"step{index}"
+            self.earlier.append(str(key))
         return tuple(steps)
+
+    def step_results_used(self, node: Node, source: str, where: str) -> None:
+        """Report `steps.<key>` references to steps that do not run before this one."""
+        earlier = self.earlier
+        for key in sorted(step_references(source) - set(earlier)):
+            hint = suggest(key, earlier)
+            known = f"earlier steps: {', '.join(earlier)}" if earlier else "no step runs before it"
+            self.error(
+                node,
+                f"{where}{self.in_rule} reads steps.{key}, which is not an earlier step; "
+                f"{hint}{known}",
+            )
 
     def step(self, node: Node, index: int, seen: dict[str, Node]) -> Step | None:
         if not node.is_mapping:
@@ -127,6 +168,8 @@ class StepChecker(Checker):
             place = f"{where}.{key}"
             if isinstance(node.value, str):
                 problem = self.templates.check_template(node.value)
+                if not problem:
+                    self.step_results_used(node, node.value, place)
                 if problem:
                     self.error(node, f"invalid template in {place}{self.in_rule}: {problem}")
             elif isinstance(node.value, dict | list):
@@ -180,6 +223,8 @@ class StepChecker(Checker):
         if problem:
             self.error(node, f"invalid expression {value!r} in 'if'{self.in_rule}: {problem}")
             return None
+        braced = value if "{{" in value else "{{ " + value + " }}"
+        self.step_results_used(node, braced, "'if'")
         return value
 
     def retry(self, node: Node | None) -> tuple[int, float]:

@@ -1,0 +1,361 @@
+"""Run rule test files (`*.test.yaml`): given events, expected matches and actions (rules → decide).
+
+Pure: no Redis, no network. Actions are rendered, never run; a step's result is a
+placeholder (`{{ steps.notify.ts }}` renders as `<steps.notify.ts>`), so templates that
+use earlier results still render.
+
+    cases:
+      - name: approved hero proof notifies and syncs
+        event: {type: lytho.proof.status_changed, data: {status: approved}}   # or event_file:
+        expect:
+          matched: [proof-approved-to-slack]                  # exactly these rules (any order)
+          actions:                                            # in order, each `with` a subset
+            - {uses: slack.post, with: {channel: "#creative"}}
+          not_matched_because: {other-rule: data.status}      # text found in its failing condition
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import Problem, TemplateError
+from bridge.events import Event
+from bridge.rules.checker import suggest
+from bridge.rules.engine import Evaluation, RuleSet, should_run
+from bridge.rules.explain import describe, format_condition_tree
+from bridge.rules.loader import display_name
+from bridge.rules.model import Rule, event_context
+from bridge.rules.source import Node, parse
+from bridge.rules.testfiles import CaseReader, find_test_files
+from bridge.templates import Templates
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One expectation that did not hold: what, expected, actual, and the condition to blame."""
+
+    what: str
+    expected: Any
+    actual: Any
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.what}: expected {_full(self.expected)}, got {_full(self.actual)}"
+        return f"{text}\n{self.detail}" if self.detail else text
+
+
+def _full(value: Any) -> str:
+    """A value in full (unlike traces, a test failure must show everything)."""
+    if isinstance(value, str):
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True)
+class RenderedAction:
+    """A step of a matched rule as it would run: its rendered parameters, or why it would not."""
+
+    rule: str
+    step: str
+    uses: str
+    with_: Mapping[str, Any]
+    skipped: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "step": self.step, "uses": self.uses}
+        out["with"] = dict(self.with_)
+        if self.skipped:
+            out["skipped"] = True
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class CaseResult:
+    """The outcome of one case."""
+
+    file: str
+    name: str
+    line: int
+    failures: list[Failure] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
+    actions: list[RenderedAction] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class FileResult:
+    """The cases of one test file, or the problems that kept it from running."""
+
+    file: str
+    cases: list[CaseResult] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and all(case.passed for case in self.cases)
+
+
+# --- finding and reading test files ------------------------------------------------------
+
+
+def run_tests(path: Path, ruleset: RuleSet, templates: Templates) -> list[FileResult]:
+    """Run every test file found at `path`."""
+    return [run_test_file(file, ruleset, templates) for file in find_test_files(path)]
+
+
+def run_test_file(path: Path, ruleset: RuleSet, templates: Templates) -> FileResult:
+    """Run the cases of one file; problems in the file itself are reported, not raised."""
+    result = FileResult(display_name(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        result.problems.append(Problem(result.file, 1, 1, f"cannot read the file: {exc}"))
+        return result
+    root, source_problems = parse(text)
+    result.problems.extend(
+        Problem(result.file, p.line, p.column, p.message) for p in source_problems
+    )
+    if root is None:
+        if not result.problems:
+            result.problems.append(
+                Problem(result.file, 1, 1, "empty test file; expected cases: [...]")
+            )
+        return result
+    reader = CaseReader(result.file, path.parent)
+    for case_node in reader.cases(root):
+        case = reader.case(case_node)
+        if case is not None:
+            name, event, expect = case
+            result.cases.append(
+                run_case(result.file, name, case_node.line, event, expect, ruleset, templates)
+            )
+    result.problems.extend(reader.problems)
+    return result
+
+
+# --- running a case ----------------------------------------------------------------------
+
+
+class _StepResult:
+    """A stand-in for an earlier step's result: any attribute renders as its own path."""
+
+    __slots__ = ("_path",)
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str) -> _StepResult:
+        return _StepResult(f"{self._path}.{name}")
+
+    def __getitem__(self, key: object) -> _StepResult:
+        return _StepResult(f"{self._path}.{key}")
+
+    def __str__(self) -> str:
+        return f"<{self._path}>"
+
+    __repr__ = __str__
+
+
+class _Steps(dict[str, Any]):
+    """`steps` for a dry run: every step id answers with a placeholder."""
+
+    def __missing__(self, key: str) -> _StepResult:
+        return _StepResult(f"steps.{key}")
+
+
+def render_actions(event: Event, rule: Rule, templates: Templates) -> list[RenderedAction]:
+    """The steps of a matched rule, parameters rendered, as `bridge fire --dry-run` shows them."""
+    rendered = []
+    context = event_context(event, rule)
+    context["steps"] = _Steps()
+    for step in rule.actions:
+        try:
+            if not should_run(step, context, templates):
+                rendered.append(RenderedAction(rule.id, step.key, step.uses, {}, skipped=True))
+                continue
+            params = templates.render_value(dict(step.with_), context)
+            template = params.get("template")
+            if isinstance(template, str) and template.endswith(".j2"):
+                templates.render_file(template, context)  # errors surface here, not in Slack
+        except TemplateError as exc:
+            rendered.append(RenderedAction(rule.id, step.key, step.uses, {}, error=str(exc)))
+            continue
+        rendered.append(RenderedAction(rule.id, step.key, step.uses, params))
+    return rendered
+
+
+def run_case(
+    file: str,
+    name: str,
+    line: int,
+    event: Event,
+    expect: Mapping[str, Node],
+    ruleset: RuleSet,
+    templates: Templates,
+) -> CaseResult:
+    """Evaluate one event and compare with the expectations."""
+    result = CaseResult(file, name, line)
+    result.evaluations = ruleset.evaluate(event, templates)
+    matched = [e.rule for e in result.evaluations if e.matched]
+    for rule in matched:
+        result.actions.extend(render_actions(event, rule, templates))
+    if "matched" in expect:
+        _check_matched(result, expect["matched"].plain(), ruleset)
+    for action in result.actions:
+        if action.error:
+            result.failures.append(
+                Failure(
+                    f"step {action.step} of rule {action.rule!r} renders", "no error", action.error
+                )
+            )
+    if "actions" in expect:
+        _check_actions(result, expect["actions"].plain())
+    if "not_matched_because" in expect:
+        _check_because(result, expect["not_matched_because"].plain(), ruleset)
+    return result
+
+
+def _check_matched(result: CaseResult, expected: list[str], ruleset: RuleSet) -> None:
+    actual = [e.rule.id for e in result.evaluations if e.matched]
+    if sorted(actual) == sorted(expected):
+        return
+    details = []
+    for rule_id in expected:
+        if rule_id in actual:
+            continue
+        details.append(_why_not(result, rule_id, ruleset))
+    for rule_id in actual:
+        if rule_id not in expected:
+            details.append(f"rule {rule_id!r} matched although not expected")
+    result.failures.append(Failure("matched", expected, actual, "\n".join(details) or None))
+
+
+def _why_not(result: CaseResult, rule_id: str, ruleset: RuleSet) -> str:
+    rule = ruleset.get(rule_id)
+    if rule is None:
+        hint = suggest(rule_id, [r.id for r in ruleset.rules])
+        return f"rule {rule_id!r} does not exist" + (f"; {hint.strip()}" if hint else "")
+    evaluation = next((e for e in result.evaluations if e.rule is rule), None)
+    if evaluation is None:
+        if not rule.enabled:
+            return f"rule {rule_id!r} is disabled"
+        stopped = next((e.rule.id for e in result.evaluations if e.matched and e.rule.stop), None)
+        if stopped:
+            return (
+                f"rule {rule_id!r} was not evaluated: "
+                f"rule {stopped!r} matched first with stop: true"
+            )
+        return f"rule {rule_id!r} is not for this event type (on: {', '.join(rule.on)})"
+    return f"rule {rule_id!r} did not match:\n{format_condition_tree(evaluation, indent=1)}"
+
+
+def _subset(expected: Any, actual: Any) -> bool:
+    """Whether `expected` is found in `actual`: mappings by their keys, everything else equal."""
+    if isinstance(expected, Mapping):
+        return isinstance(actual, Mapping) and all(
+            k in actual and _subset(v, actual[k]) for k, v in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(expected) == len(actual)
+            and all(_subset(e, a) for e, a in zip(expected, actual, strict=True))
+        )
+    return bool(expected == actual) and isinstance(expected, bool) == isinstance(actual, bool)
+
+
+def _check_actions(result: CaseResult, expected: list[dict[str, Any]]) -> None:
+    actual = [a for a in result.actions if not a.skipped and not a.error]
+    position = 0
+    for index, want in enumerate(expected):
+        found = None
+        for offset, action in enumerate(actual[position:]):
+            if _action_matches(want, action):
+                found = position + offset
+                break
+        if found is None:
+            result.failures.append(
+                Failure(
+                    f"action {index + 1} of expect.actions",
+                    want,
+                    [a.to_dict() for a in actual[position:]] or "no further actions",
+                    "expected actions are found in order; "
+                    "`with` is a subset of the rendered parameters",
+                )
+            )
+            return
+        position = found + 1
+
+
+def _action_matches(want: Mapping[str, Any], action: RenderedAction) -> bool:
+    if want.get("uses") != action.uses:
+        return False
+    if "rule" in want and want["rule"] != action.rule:
+        return False
+    if "step" in want and want["step"] != action.step:
+        return False
+    return _subset(want.get("with", {}), dict(action.with_))
+
+
+def _check_because(result: CaseResult, expected: Mapping[str, str], ruleset: RuleSet) -> None:
+    for rule_id, text in expected.items():
+        evaluation = next((e for e in result.evaluations if e.rule.id == rule_id), None)
+        if evaluation is None:
+            result.failures.append(
+                Failure(
+                    f"not_matched_because of {rule_id!r}",
+                    text,
+                    "rule not evaluated",
+                    _why_not(result, rule_id, ruleset),
+                )
+            )
+            continue
+        if evaluation.matched:
+            result.failures.append(
+                Failure(f"not_matched_because of {rule_id!r}", text, "it matched")
+            )
+            continue
+        described = [describe(node) for node in evaluation.conditions.failing_all()]
+        if not any(text in line for line in described):
+            result.failures.append(
+                Failure(
+                    f"not_matched_because of {rule_id!r}",
+                    text,
+                    described,
+                    format_condition_tree(evaluation, indent=1),
+                )
+            )
+
+
+# --- the report ---------------------------------------------------------------------
+
+
+def format_results(results: list[FileResult]) -> str:
+    """A report for `bridge test`: one line per case, details for failures, a summary."""
+    lines = []
+    passed = failed = 0
+    for file_result in results:
+        for problem in file_result.problems:
+            lines.append(f"ERROR {problem}")
+            failed += 1
+        for case in file_result.cases:
+            if case.passed:
+                passed += 1
+                lines.append(f"ok    {case.file}:{case.line}: {case.name}")
+                continue
+            failed += 1
+            lines.append(f"FAIL  {case.file}:{case.line}: {case.name}")
+            for failure in case.failures:
+                lines.extend("      " + text for text in str(failure).splitlines())
+    lines.append(f"{passed} passed, {failed} failed")
+    return "\n".join(lines)
