@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, ConfigError, RuleError
 from bridge.settings import Secret, Settings
 
 # The development secret `bridge dev` uses when no BRIDGE_WEBHOOK_SECRET is set, and that
@@ -88,6 +88,126 @@ def cmd_send(args: argparse.Namespace) -> int:
     response = httpx.post(url, content=body, headers=headers, timeout=10)
     print(f"{response.status_code} {response.text}")
     return 0 if response.is_success else 1
+
+
+def _load(rules_dir: Path, templates_dir: Path) -> tuple[Any, Any]:
+    """The rule set and templates of a folder; RuleError lists every problem."""
+    from bridge.actions import action_schemas
+    from bridge.rules import load_rules
+    from bridge.templates import Templates
+
+    templates = Templates(templates_dir if templates_dir.is_dir() else None)
+    return load_rules(rules_dir, templates=templates, actions=action_schemas()), templates
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check every rule file and template; `file:line:col: message` per problem."""
+    from bridge.errors import RuleError
+    from bridge.templates import Templates
+
+    settings = _settings()
+    rules_dir = Path(args.dir) if args.dir else settings.rules_dir
+    templates_dir = Path(args.templates) if args.templates else settings.templates_dir
+    problems: list[str] = []
+    count = 0
+    try:
+        ruleset, _ = _load(rules_dir, templates_dir)
+        count = len(ruleset.rules)
+    except RuleError as exc:
+        problems += [str(p) for p in exc.problems]
+    if templates_dir.is_dir():
+        templates = Templates(templates_dir)
+        for name in sorted(templates.names()):
+            problem = templates.check_file(name)
+            if problem:
+                problems.append(problem)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"ok: {count} rule(s) in {rules_dir}, templates in {templates_dir}")
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Run rule test files: given events, the rules that must match and the actions."""
+    from bridge.rules.testing import format_results, run_tests
+
+    settings = _settings()
+    ruleset, templates = _load(settings.rules_dir, settings.templates_dir)
+    path = Path(args.path) if args.path else settings.rules_dir
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist")
+    results = run_tests(path, ruleset, templates)
+    if not results:
+        print(f"no rule tests found in {path} (*.test.yaml, or YAML under tests/)")
+        return 1
+    print(format_results(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def read_event_file(path: Path) -> Any:
+    """The events of a JSON file: a generic event, a CloudEvent, or an array of either."""
+    from bridge.ingress.normalize import cloudevents_structured, generic_events
+    from bridge.ingress.webhooks import parse_json
+
+    payload = parse_json(path.read_bytes())
+    first = payload[0] if isinstance(payload, list) and payload else payload
+    if isinstance(first, dict) and "specversion" in first:
+        return cloudevents_structured(payload)
+    source = str(first.get("source", "cli")) if isinstance(first, dict) else "cli"
+    return generic_events(source, payload, f"fire-{uuid.uuid4().hex[:12]}")
+
+
+def cmd_fire(args: argparse.Namespace) -> int:
+    """Show which rules match an event and what they would do; or enqueue it."""
+    from bridge.rules import event_context
+    from bridge.rules.explain import format_condition_tree
+    from bridge.rules.testing import render_actions
+
+    settings = _settings()
+    events = read_event_file(Path(args.event))
+    if not args.dry_run:
+        from bridge.store import Store
+
+        async def enqueue(ctx: Any) -> list[bool]:
+            store: Store = ctx.store
+            stored: list[bool] = await store.ingest(events)
+            return stored
+
+        stored = _with_context(enqueue)
+        for event, new in zip(events, stored, strict=True):
+            state = "enqueued" if new else "duplicate, not enqueued"
+            print(f"{event.id} ({event.type}): {state}; see: bridge trace {event.id}")
+        return 0
+    ruleset, templates = _load(settings.rules_dir, settings.templates_dir)
+    for event in events:
+        evaluations = ruleset.evaluate(event, templates)
+        matched = [e for e in evaluations if e.matched]
+        print(
+            f"event {event.id} ({event.type}): {len(matched)} of {len(evaluations)} "
+            "candidate rules match"
+        )
+        for evaluation in evaluations:
+            print(format_condition_tree(evaluation, indent=1))
+            if evaluation.matched:
+                for action in render_actions(event, evaluation.rule, templates):
+                    shown = json.dumps(dict(action.with_), ensure_ascii=False, default=str)
+                    state = (
+                        " (skipped: if is false)"
+                        if action.skipped
+                        else f" (error: {action.error})"
+                        if action.error
+                        else ""
+                    )
+                    print(f"      → {action.step}: {action.uses} {shown}{state}")
+                    template = action.with_.get("template")
+                    if isinstance(template, str) and not action.skipped and not action.error:
+                        context = event_context(event, evaluation.rule)
+                        rendered = templates.render_file(template, context)
+                        text = json.dumps(rendered, ensure_ascii=False, indent=2, default=str)
+                        print("\n".join("          " + line for line in text.splitlines()))
+    return 0
 
 
 def _with_context(work: Any) -> Any:
@@ -197,6 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--github", action="store_true", help="sign with X-Hub-Signature-256")
     send.set_defaults(func=cmd_send)
 
+    validate = sub.add_parser("validate", help="check rule files and templates")
+    validate.add_argument("dir", nargs="?", help="the rules folder (default: BRIDGE_RULES_DIR)")
+    validate.add_argument(
+        "--templates", help="the templates folder (default: BRIDGE_TEMPLATES_DIR)"
+    )
+    validate.set_defaults(func=cmd_validate)
+
+    test = sub.add_parser("test", help="run rule test files (no network, no Redis)")
+    test.add_argument("path", nargs="?", help="a test file or folder (default: the rules folder)")
+    test.set_defaults(func=cmd_test)
+
+    fire = sub.add_parser("fire", help="show which rules match an event; or enqueue it")
+    fire.add_argument("event", help="a JSON file: an event, a CloudEvent, or an array")
+    fire.add_argument("--dry-run", action="store_true", help="explain only; enqueue nothing")
+    fire.set_defaults(func=cmd_fire)
+
     trace = sub.add_parser("trace", help="print what happened to one event")
     trace.add_argument("event_id")
     trace.set_defaults(func=cmd_trace)
@@ -218,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
+    except RuleError as exc:
+        print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return 1
     except BridgeError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.events import Event
+from bridge.rules.explain import stored_tree_lines
 
 OK, FAIL = "✓", "✗"
 
@@ -15,29 +16,6 @@ OK, FAIL = "✓", "✗"
 def _short(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def condition_lines(node: dict[str, Any], depth: int = 0) -> list[str]:
-    """A condition tree (ConditionResult.to_dict()) as ✓/✗ lines with the actual values."""
-    mark = OK if node.get("result") else FAIL
-    pad = "  " * depth
-    op = node.get("op", "?")
-    if op in ("all", "any", "not"):
-        head = f"{pad}{mark} {op}"
-    elif op == "expression":
-        head = f"{pad}{mark} {node.get('expected', '')}"
-    else:
-        path = node.get("path", "")
-        expected = f" {_short(node['expected'])}" if "expected" in node else ""
-        head = f"{pad}{mark} {path} {op}{expected}"
-    if "actual" in node:
-        head += f"  (actual {_short(node['actual'])})"
-    if node.get("reason"):
-        head += f"  — {node['reason']}"
-    lines = [head]
-    for child in node.get("children", ()):
-        lines += condition_lines(child, depth + 1)
-    return lines
 
 
 def _clock(at: float) -> str:
@@ -69,7 +47,7 @@ def trace_lines(event: Event, entries: Sequence[dict[str, Any]]) -> list[str]:
                 lines.append(f"    {mark} rule {evaluation.get('rule')}")
                 conditions = evaluation.get("conditions")
                 if conditions:
-                    lines += ["        " + line for line in condition_lines(conditions)]
+                    lines += ["        " + line for line in stored_tree_lines(conditions)]
         elif kind == "step":
             duration = f"  {entry['duration_ms']} ms" if "duration_ms" in entry else ""
             detail = ""

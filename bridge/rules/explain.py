@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from bridge.rules.engine import Evaluation
 from bridge.rules.model import MISSING, ConditionResult
 from bridge.rules.operators import show
@@ -42,3 +45,26 @@ def _tree(node: ConditionResult, depth: int, lines: list[str]) -> None:
     lines.append(f"{'  ' * depth}{'✓' if node.result else '✗'} {describe(node)}")
     for child in node.children:
         _tree(child, depth + 1, lines)
+
+
+def condition_from_dict(raw: Mapping[str, Any]) -> ConditionResult:
+    """A condition trace back from its stored form (`ConditionResult.to_dict()`)."""
+    return ConditionResult(
+        op=str(raw.get("op", "?")),
+        result=bool(raw.get("result")),
+        path=raw.get("path"),
+        expected=raw.get("expected", MISSING),
+        actual=raw.get("actual", MISSING),
+        reason=raw.get("reason"),
+        children=tuple(condition_from_dict(c) for c in raw.get("children", ())),
+        line=raw.get("line"),
+    )
+
+
+def stored_tree_lines(raw: Mapping[str, Any], depth: int = 0) -> list[str]:
+    """A stored condition trace as ✓/✗ lines (the conditions under the rule's root)."""
+    lines: list[str] = []
+    root = condition_from_dict(raw)
+    for child in root.children or (root,):
+        _tree(child, depth, lines)
+    return lines
