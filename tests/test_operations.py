@@ -57,7 +57,8 @@ def test_dead_letter_fixed_and_retried_from_the_command_line(
 
     code, out, _ = bridge_cli(capsys, "dlq", "list")
     assert code == 0
-    header, rule_line, row = out.splitlines()
+    header, separator, row = out.splitlines()
+    assert set(separator.replace(" ", "")) == {"-"}
     assert header.split() == ["ID", "FAILED", "(UTC)", "EVENT", "RULE", "STEP", "TRIES", "ERROR"]
     assert row.startswith(letter["id"])
     assert "op-1" in row and "notify (slack.post)" in row and "channel_not_found" in row
