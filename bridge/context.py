@@ -110,6 +110,14 @@ class Context:
         budget = self.settings.step_timeout_seconds
         return RetryPolicy(total=budget * 0.8, rate_limit_wait=budget / 4)
 
+    def client_options(self) -> dict[str, Any]:
+        return {"retry": self.retry_policy(), "timeout": self.api_timeout()}
+
+    def api_timeout(self) -> httpx.Timeout:
+        """One API request may use at most half a step, so a retry still fits."""
+        budget = self.settings.step_timeout_seconds
+        return httpx.Timeout(budget / 2, connect=min(5.0, budget / 4))
+
     @property
     def lytho(self) -> LythoClient | None:
         """The Lytho DAM client, or None without LYTHO_API_KEY."""
@@ -118,7 +126,7 @@ class Context:
             return None
         if "lytho" not in self.extras:
             self.extras["lytho"] = LythoClient(
-                self.http, self.settings.lytho_api_url, key, self.limiter, retry=self.retry_policy()
+                self.http, self.settings.lytho_api_url, key, self.limiter, **self.client_options()
             )
         client: LythoClient = self.extras["lytho"]
         return client
@@ -137,7 +145,7 @@ class Context:
                 s.lytho_client_id,
                 s.lytho_client_secret,
                 self.limiter,
-                retry=self.retry_policy(),
+                **self.client_options(),
             )
         client: LythoWorkflowClient = self.extras["lytho_workflow"]
         return client
@@ -154,7 +162,7 @@ class Context:
                 self.settings.lytics_api_url,
                 token,
                 self.limiter,
-                retry=self.retry_policy(),
+                **self.client_options(),
             )
         client: LyticsClient = self.extras["lytics"]
         return client

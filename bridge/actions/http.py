@@ -49,7 +49,7 @@ def request_headers(raw: Any) -> dict[str, str]:
 
 async def run(ctx: Context, call: StepCall) -> dict[str, Any]:
     url = str(call.params["url"])
-    endpoint = Endpoint(ctx.outbound, url)
+    endpoint = Endpoint(ctx.outbound, url, **ctx.client_options())
     response = await endpoint.request(
         "POST",
         url,

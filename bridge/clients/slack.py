@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +9,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bridge.clients.base import parse_retry_after
 from bridge.errors import ClientError, PermanentError, RateLimited
 
 # Slack error codes worth another try; every other `ok: false` error is permanent.
@@ -31,23 +30,13 @@ HINTS = {
 DEFAULT_RETRY_AFTER = 1.0
 
 
-def retry_after_seconds(headers: Mapping[str, Any], default: float = DEFAULT_RETRY_AFTER) -> float:
-    """Seconds to wait from a `Retry-After` header (seconds or HTTP date), else `default`."""
+def retry_after_seconds(headers: Mapping[str, Any]) -> float:
+    """Seconds to wait from a `Retry-After` header (any case; seconds or HTTP date)."""
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     if isinstance(value, list):
         value = value[0] if value else None
-    if value is None:
-        return default
-    text = str(value).strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return default
-    return max(0.0, when.timestamp() - time.time())
+    found = parse_retry_after(None if value is None else str(value))
+    return DEFAULT_RETRY_AFTER if found is None else found
 
 
 async def post_message(client: AsyncWebClient, **params: Any) -> dict[str, Any]:

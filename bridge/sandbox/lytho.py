@@ -403,7 +403,7 @@ class LythoSandbox:
 
     async def control_edit_asset(self, request: Request) -> Response:
         """Merge fields into an asset as if someone edited it in Lytho."""
-        body = await read_json(request)
+        body = _object_body(await read_json(request))
         with self.core.lock:
             asset = self._asset(request)
             asset.update({k: v for k, v in body.items() if k not in ("id", "version")})
@@ -411,7 +411,7 @@ class LythoSandbox:
             return JSONResponse(copy.deepcopy(asset))
 
     async def control_create_asset(self, request: Request) -> Response:
-        body = await read_json(request)
+        body = _object_body(await read_json(request))
         with self.core.lock:
             asset_id = self._new_id()
             stamp = now_iso()
@@ -442,6 +442,12 @@ class LythoSandbox:
                     {"assets": self.assets, "tags": self.tags, "collections": self.collections}
                 )
             )
+
+
+def _object_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "send the asset's fields as a JSON object")
+    return body
 
 
 def _check_metadata(items: Any) -> None:

@@ -1,0 +1,177 @@
+"""The Redis-shared rate limiter: GCRA across connections, processes and a live sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from clients_support import LYTHO_KEY, FakeSleep
+
+from bridge.clients import LYTHO_LIMITS, Limit, LythoClient, RateLimiter, RetryPolicy
+from bridge.errors import RateLimited
+from bridge.sandbox.lytho import create_lytho_app
+from bridge.sandbox.server import serve_in_thread
+from bridge.settings import Secret
+
+
+@pytest.fixture
+async def redis_clients(redis_url):
+    """Two independent connections to the same Redis, as two processes would have."""
+    first = aioredis.Redis.from_url(redis_url)
+    second = aioredis.Redis.from_url(redis_url)
+    yield first, second
+    await first.aclose()
+    await second.aclose()
+
+
+def test_lytho_limits_are_spaced_and_daily():
+    minute, day = LYTHO_LIMITS
+    assert (minute.interval, minute.tolerance) == (3.0, 0.0)
+    assert day.count == 30_000 and day.period == 86_400
+    with pytest.raises(ValueError):
+        Limit(0, 60)
+
+
+async def test_try_acquire_books_or_says_how_long_to_wait(redis_clients, key_prefix):
+    limiter = RateLimiter(redis_clients[0], {"api": [Limit(1, 10)]}, key_prefix=key_prefix)
+
+    assert await limiter.try_acquire("api") == 0
+    wait = await limiter.try_acquire("api")
+    assert 9 < wait <= 10
+    assert await limiter.try_acquire("unlimited") == 0
+    assert all(k.startswith(key_prefix) for k in limiter.keys("api"))
+
+
+async def test_several_limits_at_once(redis_clients, key_prefix):
+    # A burst of 3 is allowed by the first limit; the second allows only 2 per minute.
+    limits = {"api": [Limit(3, 1, burst=3), Limit(2, 60)]}
+    limiter = RateLimiter(redis_clients[0], limits, key_prefix=key_prefix)
+
+    assert [await limiter.try_acquire("api") for _ in range(2)] == [0, 0]
+    assert await limiter.try_acquire("api") > 1  # the per-minute quota holds it back
+
+
+async def test_two_limiters_on_two_connections_share_one_schedule(redis_clients, key_prefix):
+    limits = {"api": [Limit(1, 0.05, burst=1)]}
+    a = RateLimiter(redis_clients[0], limits, key_prefix=key_prefix)
+    b = RateLimiter(redis_clients[1], limits, key_prefix=key_prefix)
+
+    async def take(limiter: RateLimiter) -> None:
+        for _ in range(5):
+            await limiter.acquire("api")
+
+    started = time.monotonic()
+    await asyncio.gather(take(a), take(b))
+    elapsed = time.monotonic() - started
+
+    # Ten bookings 0.05 s apart on Redis' clock all fall inside the measured span, so it
+    # cannot be shorter than nine intervals, however late any answer arrives.
+    assert elapsed >= 9 * 0.05
+    assert a.waits["api"] + b.waits["api"] >= 8
+    assert a.waited_seconds["api"] + b.waited_seconds["api"] > 0.3
+
+
+async def test_a_wait_past_max_wait_raises_rate_limited(redis_clients, key_prefix):
+    sleep = FakeSleep()
+    limiter = RateLimiter(
+        redis_clients[0], {"api": [Limit(1, 60)]}, key_prefix=key_prefix, max_wait=5, sleep=sleep
+    )
+    await limiter.acquire("api")
+
+    with pytest.raises(RateLimited) as caught:
+        await limiter.acquire("api")
+
+    assert 59 < caught.value.retry_after <= 60
+    assert "rate limit of api" in str(caught.value)
+    assert sleep.delays == []
+
+
+WORKER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    import redis.asyncio as aioredis
+    from bridge.clients import Limit, RateLimiter
+
+    async def main(url, prefix, n):
+        client = aioredis.Redis.from_url(url)
+        limiter = RateLimiter(client, {"api": [Limit(1, 0.05, burst=1)]}, key_prefix=prefix)
+        waited = [await limiter.acquire("api") for _ in range(n)]
+        await client.aclose()
+        print(json.dumps(waited))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    """
+)
+
+
+@pytest.mark.slow
+async def test_two_processes_share_the_limit(redis_clients, redis_url, key_prefix):
+    redis = redis_clients[0]
+    seconds, micros = await redis.time()
+    before = seconds * 1_000_000 + micros
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, redis_url, key_prefix, "6"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    waited: list[float] = []
+    for proc in procs:
+        out, _ = await asyncio.to_thread(proc.communicate, timeout=30)
+        assert proc.returncode == 0
+        waited += json.loads(out)
+
+    # Every one of the twelve acquisitions was booked on the one schedule in Redis: its
+    # theoretical arrival time moved twelve intervals past the moment before they began.
+    (key,) = RateLimiter(redis, {"api": [Limit(1, 0.05, burst=1)]}, key_prefix=key_prefix).keys(
+        "api"
+    )
+    tat = int(await redis.get(key))
+    assert len(waited) == 12
+    assert tat - before >= 12 * 50_000
+    assert sum(1 for w in waited if w > 0) >= 5
+
+
+async def _burst(url: str, redis_clients, prefixes: list[str]) -> list[int]:
+    """Fourteen asset reads by two clients, each with its own limiter; the answers' statuses."""
+    limits = {"lytho": [Limit(1, 0.1, burst=1)]}
+    async with httpx.AsyncClient() as http:
+        clients = [
+            LythoClient(
+                http,
+                f"{url}/v1/",
+                Secret(LYTHO_KEY),
+                RateLimiter(redis, limits, key_prefix=prefix),
+                retry=RetryPolicy(rate_limit_wait=0),
+            )
+            for redis, prefix in zip(redis_clients, prefixes, strict=True)
+        ]
+        results = await asyncio.gather(
+            *(clients[n % 2].get_asset(1001 + n % 12) for n in range(14)),
+            return_exceptions=True,
+        )
+    return [429 if isinstance(r, RateLimited) else 200 for r in results]
+
+
+async def test_clients_sharing_a_limiter_never_meet_a_429(redis_clients, key_prefix):
+    # Each client keeps 0.1 s between requests. The sandbox allows one per 0.07 s with a
+    # burst of 2, which absorbs loopback jitter but not two clients pacing on their own.
+    app = create_lytho_app(
+        LYTHO_KEY, rate_limit_per_minute=850, rate_limit_burst=2, rate_limit_per_day=None
+    )
+    with serve_in_thread(app) as server:
+        shared = await _burst(server.url, redis_clients, [key_prefix, key_prefix])
+        app.state.sandbox.reset()
+        apart = await _burst(server.url, redis_clients, [f"{key_prefix}a:", f"{key_prefix}b:"])
+
+    assert shared == [200] * 14
+    assert 429 in apart
