@@ -161,9 +161,9 @@ def read_event_file(path: Path) -> Any:
 
 def cmd_fire(args: argparse.Namespace) -> int:
     """Show which rules match an event and what they would do; or enqueue it."""
-    from bridge.rules import event_context
+    from bridge.errors import TemplateError
     from bridge.rules.explain import format_condition_tree
-    from bridge.rules.testing import render_actions
+    from bridge.rules.testing import dry_run_context, render_actions
 
     settings = _settings()
     events = read_event_file(Path(args.event))
@@ -181,6 +181,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
             print(f"{event.id} ({event.type}): {state}; see: bridge trace {event.id}")
         return 0
     ruleset, templates = _load(settings.rules_dir, settings.templates_dir)
+    failed = False
     for event in events:
         evaluations = ruleset.evaluate(event, templates)
         matched = [e for e in evaluations if e.matched]
@@ -201,13 +202,19 @@ def cmd_fire(args: argparse.Namespace) -> int:
                         else ""
                     )
                     print(f"      → {action.step}: {action.uses} {shown}{state}")
+                    failed = failed or bool(action.error)
                     template = action.with_.get("template")
                     if isinstance(template, str) and not action.skipped and not action.error:
-                        context = event_context(event, evaluation.rule)
-                        rendered = templates.render_file(template, context)
+                        context = dry_run_context(event, evaluation.rule)
+                        try:
+                            rendered = templates.render_file(template, context)
+                        except TemplateError as exc:
+                            print(f"          (error: {exc})")
+                            failed = True
+                            continue
                         text = json.dumps(rendered, ensure_ascii=False, indent=2, default=str)
                         print("\n".join("          " + line for line in text.splitlines()))
-    return 0
+    return 1 if failed else 0
 
 
 def _with_context(work: Any) -> Any:

@@ -164,7 +164,7 @@ class RuleRun:
                 result: dict[str, Any] = {"skipped": True}
                 await self._finish(step, result, trace | {"status": "skipped"})
                 return result
-            params = templates.render_value(dict(step.with_), context)
+            params = templates.render_value(dict(step.with_), context, escape=step.escape)
             call = StepCall(params, context, self.event.id, self.rule.id, step.key)
             async with asyncio.timeout(self.bridge.settings.step_timeout_seconds):
                 result = await actions[step.uses].run(self.bridge, call)

@@ -30,6 +30,8 @@ class ActionSchema:
     params: Mapping[str, Param] = field(default_factory=dict)
     # Groups of which at least one parameter must be given, e.g. (("text", "template", "blocks"),)
     one_of: tuple[tuple[str, ...], ...] = ()
+    # How values inserted into the parameters are escaped: "slack" for mrkdwn, or None.
+    escape: str | None = None
 
     def problems(self, given: Mapping[str, Any]) -> list[str]:
         """What is wrong with `given` before rendering: unknown, missing, or badly typed keys."""

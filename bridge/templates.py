@@ -335,14 +335,14 @@ class _DirectoryLoader(BaseLoader):
 # --- Templates ------------------------------------------------------------------------
 
 
-def _build_env(loader: BaseLoader | None, *, for_json: bool) -> _Sandbox:
+def _build_env(loader: BaseLoader | None, *, for_json: bool, for_slack: bool = False) -> _Sandbox:
     env = _Sandbox(
         undefined=_Undefined,
         autoescape=False,
         loader=loader,
         keep_trailing_newline=True,
         auto_reload=True,
-        finalize=_finalize_json if for_json else None,
+        finalize=_finalize_json if for_json else (_finalize_slack if for_slack else None),
     )
     env.globals.clear()
     env.globals.update({"range": _bounded_range, "dict": dict, "namespace": _Namespace, "now": now})
@@ -358,6 +358,13 @@ def _build_env(loader: BaseLoader | None, *, for_json: bool) -> _Sandbox:
         }
     )
     return env
+
+
+def _finalize_slack(value: Any) -> Any:
+    """How `{{ value }}` is written into Slack mrkdwn given inline: escaped, unless `| safe`."""
+    if isinstance(value, (Markup, Undefined)):
+        return value
+    return slack_escape(value)
 
 
 def _finalize_json(value: Any) -> Any:
@@ -418,17 +425,24 @@ class Templates:
         self._loader = loader
         self._env = _build_env(loader, for_json=False)
         self._json_env = _build_env(loader, for_json=True)
+        self._slack_env = _build_env(loader, for_json=False, for_slack=True)
         self._templates: dict[str, Template] = {}
+        self._slack_templates: dict[str, Template] = {}
         self._expressions: dict[str, TemplateExpression] = {}
 
     # -- compiling (cached) --
 
-    def _template(self, source: str) -> Template:
-        compiled = self._templates.get(source)
+    def _template(self, source: str, escape: str | None = None) -> Template:
+        cache, env = (
+            (self._slack_templates, self._slack_env)
+            if escape == "slack"
+            else (self._templates, self._env)
+        )
+        compiled = cache.get(source)
         if compiled is None:
-            if len(self._templates) >= _CACHE_LIMIT:
-                self._templates.clear()
-            compiled = self._templates[source] = self._env.from_string(source)
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            compiled = cache[source] = env.from_string(source)
         return compiled
 
     def _expression(self, source: str) -> TemplateExpression:
@@ -447,24 +461,33 @@ class Templates:
 
     # -- rendering --
 
-    def render_value(self, value: Any, context: Mapping[str, Any]) -> Any:
-        """Render each string in `value` (dicts, lists walked); a lone `{{ x }}` keeps x's type."""
+    def render_value(
+        self, value: Any, context: Mapping[str, Any], *, escape: str | None = None
+    ) -> Any:
+        """Render each string in `value` (dicts, lists walked); a lone `{{ x }}` keeps x's type.
+
+        With `escape="slack"` every inserted value is escaped for Slack mrkdwn (`&`, `<`,
+        `>`), so event data cannot form mentions or links; the template's own text and
+        values marked `| safe` are left as written.
+        """
         token = _current_context.set(context)
         try:
-            return self._render_value(value, context)
+            return self._render_value(value, context, escape)
         finally:
             _current_context.reset(token)
 
-    def _render_value(self, value: Any, context: Mapping[str, Any]) -> Any:
+    def _render_value(self, value: Any, context: Mapping[str, Any], escape: str | None) -> Any:
         if isinstance(value, str):
-            return self._render_string(value, context)
+            return self._render_string(value, context, escape)
         if isinstance(value, Mapping):
-            return {k: self._render_value(v, context) for k, v in value.items()}
+            return {k: self._render_value(v, context, escape) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self._render_value(v, context) for v in value]
+            return [self._render_value(v, context, escape) for v in value]
         return value
 
-    def _render_string(self, source: str, context: Mapping[str, Any]) -> Any:
+    def _render_string(
+        self, source: str, context: Mapping[str, Any], escape: str | None = None
+    ) -> Any:
         if "{" not in source:
             return source
         lone = _LONE.match(source)
@@ -475,11 +498,15 @@ class Templates:
                 pass  # Not a lone expression after all; the template path reports errors.
             else:
                 try:
-                    return _native(expression(context))
+                    raw = expression(context)
+                    value = _native(raw)
                 except Exception as exc:
                     raise TemplateError(f"template {_short(source)!r}: {_message(exc)}") from exc
+                if escape == "slack" and not isinstance(raw, Markup | SlackText):
+                    value = _slack_deep(value)
+                return value
         try:
-            template = self._template(source)
+            template = self._template(source, escape)
         except TemplateSyntaxError as exc:
             raise TemplateError(self._syntax_message(exc, source)) from exc
         where = f"template {_short(source)!r}"

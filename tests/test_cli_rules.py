@@ -136,3 +136,20 @@ def test_fire_enqueues_like_a_webhook(
     code, out, _ = run(capsys, "fire", str(event))
     assert out == "o-2 (shop.order.paid): duplicate, not enqueued; see: bridge trace o-2\n"
     client.close()
+
+
+def test_expecting_no_actions_fails_when_one_runs(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "rules" / "orders.yaml").write_text(GOOD)
+    (project / "rules" / "tests" / "orders.test.yaml").write_text(
+        """
+cases:
+  - name: nothing happens (wrong on purpose)
+    event: {type: shop.order.paid, data: {id: 7, total: 1500}}
+    expect: {actions: []}
+"""
+    )
+    code, out, _ = run(capsys, "test")
+    assert code == 1
+    assert "expect.actions" in out and "`actions: []` means no action runs" in out

@@ -186,3 +186,12 @@ def test_sigterm_lets_a_running_job_finish_then_exits(bridge: Bridge) -> None:
     ]
     assert bridge.trace_has("p-9", "run", status="succeeded") is not None
     assert "worker stopping: waiting up to 20 s for 1 running jobs" in bridge.worker_logs()
+
+
+def test_event_data_cannot_mention_the_channel(bridge: Bridge) -> None:
+    bridge.start_worker()
+    event = proof("p-10")
+    event["data"] = {"status": "approved", "name": "<!channel> look", "by": "Eve & co"}
+    assert bridge.post(event).status_code == 202
+    [message] = wait_for(lambda: bridge.slack.received("#creative"), what="the message")
+    assert message["text"] == "Proof &lt;!channel&gt; look was approved by Eve &amp; co"

@@ -419,3 +419,27 @@ def test_compiled_forms_are_cached(templates: Templates) -> None:
         templates.evaluate("{{ data.id }}", CONTEXT)
     assert (templates._templates, templates._expressions) == first
     assert json.dumps(templates.render_value({"a": "{{ data.id }}"}, CONTEXT)) == '{"a": 7}'
+
+
+def test_slack_escaping_of_inline_parameters() -> None:
+    templates = Templates()
+    context = {"data": {"name": "<!channel> & <https://evil|click>", "n": 3, "tags": ["<b>"]}}
+    rendered = templates.render_value(
+        {
+            "text": "<!here> {{ data.name }} ({{ data.n }})",
+            "count": "{{ data.n }}",
+            "tags": "{{ data.tags }}",
+            "trusted": "{{ data.name | safe }}",
+        },
+        context,
+        escape="slack",
+    )
+    assert rendered == {
+        # The rule's own text may mention; the event's data cannot.
+        "text": "<!here> &lt;!channel&gt; &amp; &lt;https://evil|click&gt; (3)",
+        "count": 3,
+        "tags": ["&lt;b&gt;"],
+        "trusted": "<!channel> & <https://evil|click>",
+    }
+    # Without escaping (any other action), values are inserted as they are.
+    assert templates.render_value("{{ data.name }}", context) == context["data"]["name"]

@@ -33,6 +33,7 @@ SCHEMA = ActionSchema(
         "unfurl_links": Param("unfurl_links", ("boolean",)),
     },
     one_of=(("text", "template", "blocks"),),
+    escape="slack",
 )
 
 
@@ -53,7 +54,7 @@ def message_params(ctx: Context, call: StepCall) -> dict[str, Any]:
     if "template" in params:
         rendered = ctx.rules.templates.render_file(str(params["template"]), call.context)
         if isinstance(rendered, str):
-            out["text"] = rendered
+            out["text"] = rendered.rstrip("\n")
         elif isinstance(rendered, list):
             out["blocks"] = rendered
         elif isinstance(rendered, Mapping):

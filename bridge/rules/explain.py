@@ -65,6 +65,8 @@ def stored_tree_lines(raw: Mapping[str, Any], depth: int = 0) -> list[str]:
     """A stored condition trace as ✓/✗ lines (the conditions under the rule's root)."""
     lines: list[str] = []
     root = condition_from_dict(raw)
+    if root.op == "all" and not root.children:
+        return [f"{'  ' * depth}✓ (no conditions)"]
     for child in root.children or (root,):
         _tree(child, depth, lines)
     return lines

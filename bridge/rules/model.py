@@ -189,6 +189,8 @@ class Step:
     backoff_seconds: float = 2.0
     continue_on_error: bool = False
     line: int = 0
+    # How the action wants inserted values escaped (its schema's `escape`, e.g. "slack").
+    escape: str | None = None
 
     @property
     def key(self) -> str:

@@ -125,6 +125,7 @@ class StepChecker(Checker):
             backoff_seconds=backoff,
             continue_on_error=continue_on_error,
             line=node.line,
+            escape=self.actions[uses].escape if uses in self.actions else None,
         )
 
     def uses(self, node: Node | None, step: Node) -> str | None:

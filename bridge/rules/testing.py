@@ -31,7 +31,7 @@ from bridge.rules.loader import display_name
 from bridge.rules.model import Rule, event_context
 from bridge.rules.source import Node, parse
 from bridge.rules.testfiles import CaseReader, find_test_files
-from bridge.templates import Templates
+from bridge.templates import SlackText, Templates
 
 
 @dataclass(frozen=True)
@@ -146,24 +146,27 @@ def run_test_file(path: Path, ruleset: RuleSet, templates: Templates) -> FileRes
 # --- running a case ----------------------------------------------------------------------
 
 
-class _StepResult:
-    """A stand-in for an earlier step's result: any attribute renders as its own path."""
+class _StepResult(SlackText):
+    """A stand-in for an earlier step's result: any attribute renders as its own path.
 
-    __slots__ = ("_path",)
+    It is text that is already safe for Slack and JSON, so a placeholder such as
+    `<steps.notify.ts>` shows as written in every kind of template.
+    """
 
-    def __init__(self, path: str) -> None:
-        self._path = path
+    def __new__(cls, path: str) -> _StepResult:
+        found = super().__new__(cls, f"<{path}>")
+        found._path = path
+        return found
+
+    _path: str
 
     def __getattr__(self, name: str) -> _StepResult:
+        if name.startswith("__"):
+            raise AttributeError(name)
         return _StepResult(f"{self._path}.{name}")
 
     def __getitem__(self, key: object) -> _StepResult:
         return _StepResult(f"{self._path}.{key}")
-
-    def __str__(self) -> str:
-        return f"<{self._path}>"
-
-    __repr__ = __str__
 
 
 class _Steps(dict[str, Any]):
@@ -173,17 +176,23 @@ class _Steps(dict[str, Any]):
         return _StepResult(f"steps.{key}")
 
 
+def dry_run_context(event: Event, rule: Rule) -> dict[str, Any]:
+    """The template context of a run that has not happened: steps answer with placeholders."""
+    context = event_context(event, rule)
+    context["steps"] = _Steps()
+    return context
+
+
 def render_actions(event: Event, rule: Rule, templates: Templates) -> list[RenderedAction]:
     """The steps of a matched rule, parameters rendered, as `bridge fire --dry-run` shows them."""
     rendered = []
-    context = event_context(event, rule)
-    context["steps"] = _Steps()
+    context = dry_run_context(event, rule)
     for step in rule.actions:
         try:
             if not should_run(step, context, templates):
                 rendered.append(RenderedAction(rule.id, step.key, step.uses, {}, skipped=True))
                 continue
-            params = templates.render_value(dict(step.with_), context)
+            params = templates.render_value(dict(step.with_), context, escape=step.escape)
             template = params.get("template")
             if isinstance(template, str) and template.endswith(".j2"):
                 templates.render_file(template, context)  # errors surface here, not in Slack
@@ -276,6 +285,16 @@ def _subset(expected: Any, actual: Any) -> bool:
 
 def _check_actions(result: CaseResult, expected: list[dict[str, Any]]) -> None:
     actual = [a for a in result.actions if not a.skipped and not a.error]
+    if not expected and actual:
+        result.failures.append(
+            Failure(
+                "expect.actions",
+                [],
+                [a.to_dict() for a in actual],
+                "`actions: []` means no action runs",
+            )
+        )
+        return
     position = 0
     for index, want in enumerate(expected):
         found = None
