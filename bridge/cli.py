@@ -9,17 +9,37 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.errors import BridgeError, ConfigError, RuleError
 from bridge.settings import Secret, Settings
 
+T = TypeVar("T")
+
 # The development secret `bridge dev` uses when no BRIDGE_WEBHOOK_SECRET is set, and that
 # `bridge send` signs with by default. It is public, so it is refused outside `bridge dev`.
 DEV_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"lytbridge-dev-secret-not-for-prod").decode()
+
+
+def event_loop_name() -> str:
+    """uvloop where it is installed (Linux, macOS), else asyncio's own loop."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, on uvloop where it is installed."""
+    if event_loop_name() == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def _settings() -> Settings:
@@ -42,6 +62,8 @@ def cmd_web(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=20,
+        loop=event_loop_name(),
+        http="httptools",
     )
     return 0
 
@@ -52,7 +74,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings)
-    asyncio.run(worker_main(settings))
+    run_async(worker_main(settings))
     return 0
 
 

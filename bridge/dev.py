@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from bridge.cli import DEV_WEBHOOK_SECRET, dev_settings
+from bridge.cli import DEV_WEBHOOK_SECRET, dev_settings, run_async
 from bridge.context import build_context
 from bridge.logs import configure_logging
 from bridge.redis_server import EmbeddedRedis, redis_answers
@@ -102,6 +102,7 @@ async def _serve(settings: Settings) -> None:
         port=settings.port,
         log_level="warning",
         access_log=False,
+        http="httptools",
     )
     server = DevServer(config, settings)
 
@@ -152,5 +153,5 @@ def run_dev(port: int | None = None) -> int:
             print("[dev] webhooks are signed with the development secret (bridge send uses it)")
         rules = settings.rules_dir.resolve()
         print(f"[dev] rules from {rules}; templates from {settings.templates_dir.resolve()}")
-        asyncio.run(_serve(settings))
+        run_async(_serve(settings))
     return 0

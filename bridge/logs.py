@@ -39,8 +39,11 @@ class RedactingFormatter(logging.Formatter):
         return self.redact(json.dumps(entry))
 
 
-def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
+def configure_logging(settings: Settings, *, level: int | None = None) -> None:
     """Send the bridge's logs to stderr through the redacting formatter."""
+    if level is None:
+        level = logging.getLevelName(settings.log_level.upper())
+        assert isinstance(level, int)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         RedactingFormatter(settings.secrets(), as_json=settings.log_format == "json")
@@ -50,6 +53,8 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # arq logs each job at INFO; keep that for the worker but quiet the HTTP clients.
-    for noisy in ("httpx", "httpcore", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # arq logs two lines per job and the HTTP clients one per request: at INFO that costs
+    # more CPU than the work itself (docs/performance.md). Our own lines carry the ids.
+    quiet = logging.WARNING if level > logging.DEBUG else logging.DEBUG
+    for noisy in ("httpx", "httpcore", "asyncio", "arq.worker", "arq.jobs", "arq.connections"):
+        logging.getLogger(noisy).setLevel(quiet)

@@ -170,10 +170,11 @@ class Settings:
     dedup_ttl_seconds: int = 7 * 24 * 3600
     trace_ttl_seconds: int = 7 * 24 * 3600
     webhook_tolerance_seconds: int = 300
-    worker_poll_delay: float = 0.05
+    worker_poll_delay: float = 0.01
     worker_max_jobs: int = 50
     step_timeout_seconds: float = 10.0
     log_format: str = "text"
+    log_level: str = "info"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -200,6 +201,11 @@ class Settings:
         log_format = env.get("BRIDGE_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             raise ConfigError(f"BRIDGE_LOG_FORMAT has value {log_format!r}; use text or json")
+        log_level = (env.get("BRIDGE_LOG_LEVEL") or "info").lower()
+        if log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"BRIDGE_LOG_LEVEL has value {log_level!r}; use debug, info, warning or error"
+            )
         prefix = env.get("BRIDGE_KEY_PREFIX", "bridge:")
         redis_url = env.get("REDIS_URL") or "redis://localhost:6379/0"
         if not re.match(r"^(redis|rediss|unix)://", redis_url):
@@ -248,10 +254,11 @@ class Settings:
             dedup_ttl_seconds=_int(env, "BRIDGE_DEDUP_TTL", 7 * 24 * 3600, minimum=60),
             trace_ttl_seconds=_int(env, "BRIDGE_TRACE_TTL", 7 * 24 * 3600, minimum=60),
             webhook_tolerance_seconds=_int(env, "BRIDGE_WEBHOOK_TOLERANCE", 300, minimum=1),
-            worker_poll_delay=_float(env, "BRIDGE_WORKER_POLL_DELAY", 0.05, minimum=0.001),
+            worker_poll_delay=_float(env, "BRIDGE_WORKER_POLL_DELAY", 0.01, minimum=0.001),
             worker_max_jobs=_int(env, "BRIDGE_WORKER_MAX_JOBS", 50, minimum=1),
             step_timeout_seconds=_float(env, "BRIDGE_STEP_TIMEOUT", 10.0, minimum=0.1),
             log_format=log_format,
+            log_level=log_level,
         )
 
     @property

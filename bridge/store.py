@@ -168,13 +168,10 @@ class Store:
         for event in events:
             job_id = self.keys.handle_job_id(event.id)
             keys += [self.keys.seen(event.id), self.keys.event(event.id), ARQ_JOB_PREFIX + job_id]
-            payload = event.to_dict()
-            args += [
-                event.id,
-                dumps(payload),
-                job_id,
-                job_payload("handle_event", [payload], now_ms),
-            ]
+            encoded = dumps(event.to_dict())
+            # The job's only argument is the event: splice its JSON in, not encode it twice.
+            job = b'{"t":null,"f":"handle_event","a":[%s],"k":{},"et":%d}' % (encoded, now_ms)
+            args += [event.id, encoded, job_id, job]
         try:
             result = await self._ingest(keys=keys, args=args)
         except (RedisError, OSError) as exc:
