@@ -19,6 +19,7 @@ from bridge.clients.lytho_workflow import LythoWorkflowClient
 from bridge.clients.lytics import LyticsClient
 from bridge.clients.outbound import guarded_client
 from bridge.clients.ratelimit import DEFAULT_LIMITS, Limit, RateLimiter
+from bridge.limits import RunLimits
 from bridge.live_rules import LiveRules
 from bridge.settings import Settings
 from bridge.store import Keys, Store, dumps
@@ -87,6 +88,14 @@ class Context:
                 timeout=10,
             )
         return self._slack
+
+    @property
+    def run_limits(self) -> RunLimits:
+        """Dedupe and throttle of rule runs, shared through Redis."""
+        if "run_limits" not in self.extras:
+            self.extras["run_limits"] = RunLimits(self.redis, self.settings.key_prefix)
+        limits: RunLimits = self.extras["run_limits"]
+        return limits
 
     @property
     def limiter(self) -> RateLimiter:

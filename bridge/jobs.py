@@ -15,6 +15,7 @@ from typing import Any
 
 from arq import Retry
 
+from bridge import metrics
 from bridge.actions import StepCall, registry
 from bridge.context import Context
 from bridge.deadletters import DeadLetters
@@ -56,6 +57,7 @@ async def handle_event(
     """
     bridge = _bridge(ctx)
     event = Event.from_dict(event_dict)
+    metrics.event_handled(bridge, event, run)
     rules = bridge.rules.current
     if rules is None:
         await bridge.tracer.record(
@@ -69,16 +71,21 @@ async def handle_event(
         return {"matched": []}
     evaluations = rules.evaluate(event, bridge.rules.templates)
     matched = [e.rule for e in evaluations if e.matched]
+    metrics.rules_matched(bridge, [rule.id for rule in matched], run)
+    # A replay is an operator's explicit request: dedupe and throttle do not hold it back.
+    suppressed = {} if run else await _suppressed(bridge, event, matched)
+    runs = [rule for rule in matched if rule.id not in suppressed]
     await bridge.tracer.record(
         event.id,
         "evaluated",
         rules=[e.to_dict() for e in evaluations],
         matched=[r.id for r in matched],
+        **({"suppressed": suppressed} if suppressed else {}),
         **({"run": run} if run else {}),
     )
     jobs = [
         Job("run_rule", (event_dict, rule.id, run), bridge.keys.run_job_id(event.id, rule.id, run))
-        for rule in matched
+        for rule in runs
     ]
     await bridge.store.enqueue(jobs)
     logger.info(
@@ -89,7 +96,32 @@ async def handle_event(
         len(evaluations),
         (": " + ", ".join(r.id for r in matched)) if matched else "",
     )
-    return {"matched": [r.id for r in matched]}
+    return {"matched": [r.id for r in matched], "suppressed": list(suppressed)}
+
+
+async def _suppressed(
+    bridge: Context, event: Event, matched: list[Rule]
+) -> dict[str, dict[str, str]]:
+    """The matched rules that dedupe or throttle hold back, with why; books the others."""
+    found: dict[str, dict[str, str]] = {}
+    for rule in matched:
+        try:
+            held = await bridge.run_limits.admit(
+                rule, event.id, event_context(event, rule), bridge.rules.templates
+            )
+        except TemplateError as exc:
+            # A key that cannot render cannot dedupe: run rather than lose the action.
+            logger.warning(
+                "event %s rule %s: dedupe/throttle key failed (%s); running it",
+                event.id,
+                rule.id,
+                exc,
+            )
+            continue
+        if held is not None:
+            found[rule.id] = held.to_dict()
+            logger.info("event %s rule %s suppressed: %s", event.id, rule.id, held.reason)
+    return found
 
 
 async def run_rule(
@@ -213,6 +245,7 @@ class RuleRun:
     async def _trace(self, fields: dict[str, Any], begun: float | None) -> None:
         if begun is not None:
             fields["duration_ms"] = round((time.monotonic() - begun) * 1000, 1)
+        metrics.step_traced(self.bridge, fields)
         await self.bridge.tracer.record(self.event.id, "step", **fields)
 
     async def _failed(
@@ -259,6 +292,7 @@ class RuleRun:
         letter = await DeadLetters(self.bridge).add(
             self.event, self.rule.id, self.run_name, step.key, step.uses, message, attempts
         )
+        metrics.dead_lettered(self.bridge, self.rule.id)
         await self.bridge.tracer.record(
             self.event.id,
             "run",

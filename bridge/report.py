@@ -42,9 +42,12 @@ def trace_lines(event: Event, entries: Sequence[dict[str, Any]]) -> list[str]:
                 f"{when}  evaluated{run}: {len(matched)} of {len(rules)} candidate "
                 f"rules matched{note}"
             )
+            suppressed = entry.get("suppressed", {})
             for evaluation in rules:
                 mark = OK if evaluation.get("matched") else FAIL
-                lines.append(f"    {mark} rule {evaluation.get('rule')}")
+                held = suppressed.get(evaluation.get("rule"))
+                note = f"  (not run: {held['reason']})" if held else ""
+                lines.append(f"    {mark} rule {evaluation.get('rule')}{note}")
                 conditions = evaluation.get("conditions")
                 if conditions:
                     lines += ["        " + line for line in stored_tree_lines(conditions)]

@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from bridge import metrics
 from bridge.context import Context
 from bridge.errors import EventError, StoreUnavailable
 from bridge.events import Event
@@ -165,6 +166,7 @@ async def receive(request: Request) -> JSONResponse:
         return error(503, "store_unavailable", "events cannot be stored right now; retry later")
     accepted = [e.id for e, new in zip(events, stored, strict=True) if new]
     duplicates = [e.id for e, new in zip(events, stored, strict=True) if not new]
+    metrics.webhook_events(bridge, source, len(accepted), len(duplicates))
     if accepted:
         logger.info("webhook to %s accepted events %s", source, ", ".join(accepted))
     return JSONResponse(

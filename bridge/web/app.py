@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from bridge import metrics
 from bridge.context import Context, build_context
 from bridge.ingress.webhooks import receive
 from bridge.settings import Settings
+from bridge.web import admin, dashboard, prometheus
 from bridge.web.health import healthz, readyz
 
 
@@ -21,18 +23,27 @@ def create_app(settings: Settings | None = None, *, context: Context | None = No
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if context is not None:
             app.state.bridge = context
-            yield
+            metrics.of(context).start()
+            try:
+                yield
+            finally:
+                await metrics.of(context).stop()
             return
         built = await build_context(settings or Settings.from_env())
         app.state.bridge = built
+        metrics.of(built).start()
         try:
             yield
         finally:
+            await metrics.of(built).stop()
             await built.close()
 
-    routes = [
-        Route("/hooks/{source}", receive, methods=["POST"]),
+    routes: list[BaseRoute] = [
+        Route("/hooks/{source}", metrics.timed_webhook(receive), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", prometheus.metrics_endpoint, methods=["GET"]),
+        *admin.routes(),
+        *dashboard.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,361 @@
+"""Counters of every process, summed in Redis and shown at /metrics (operate the flow).
+
+Web and worker are separate processes and only web is scraped, so each process counts in
+memory and flushes its increments every `FLUSH_INTERVAL` seconds in one MULTI/EXEC
+pipeline (HINCRBY, HINCRBYFLOAT) under `<prefix>metrics:…`: no Redis round trip per event.
+The same flush keeps hourly buckets (events, matches and failures per rule) for the
+dashboard's charts and 24-hour numbers. Recording functions take the process's Context and
+never raise; bridge/web/prometheus.py shows the sums at /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from bridge.context import Context
+    from bridge.events import Event
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 2.0
+HOUR = 3600
+# Hourly buckets are kept a little over two days: the dashboard reads the last 24.
+HOUR_TTL = 49 * HOUR
+# Senders choose event types and (with unsigned webhooks) sources: past this many distinct
+# values of one label in a process, new ones are counted under "other".
+MAX_LABEL_VALUES = 200
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def series(name: str, labels: Mapping[str, str] | None = None) -> str:
+    """One series as the exposition writes it: `name{a="1",b="2"}`."""
+    if not labels:
+        return name
+    # Sorted names (histograms' `le` last) make one series one stored field.
+    names = sorted(labels, key=lambda k: (k == "le", k))
+    inner = ",".join(f'{k}="{_escape(str(labels[k]))}"' for k in names)
+    return f"{name}{{{inner}}}"
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else f"{bound:g}"
+
+
+def hour_of(at: float) -> int:
+    """The start (epoch seconds) of the hour that holds `at`."""
+    return int(at) // HOUR * HOUR
+
+
+class Metrics:
+    """The in-memory increments of one process and their periodic flush to Redis."""
+
+    def __init__(self, bridge: Context, *, interval: float = FLUSH_INTERVAL) -> None:
+        self.bridge = bridge
+        self.interval = interval
+        prefix = bridge.keys.prefix
+        self.counters_key = f"{prefix}metrics:counters"
+        self.last_fired_key = f"{prefix}metrics:last_fired"
+        self.hour_prefix = f"{prefix}metrics:hour:"
+        self._counts: defaultdict[str, float] = defaultdict(float)
+        self._hourly: defaultdict[tuple[int, str], int] = defaultdict(int)
+        self._last_fired: dict[str, float] = {}
+        self._label_values: defaultdict[str, set[str]] = defaultdict(set)
+        self._limiter_seen: dict[tuple[str, str], float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self._warned_at = 0.0
+
+    # --- recording (memory only) ------------------------------------------------------
+
+    def bounded(self, label: str, value: str) -> str:
+        """`value`, or "other" once `label` has MAX_LABEL_VALUES distinct values here."""
+        seen = self._label_values[label]
+        if value in seen:
+            return value
+        if len(seen) >= MAX_LABEL_VALUES:
+            return "other"
+        seen.add(value)
+        return value
+
+    def inc(self, name: str, labels: Mapping[str, str] | None = None, value: float = 1) -> None:
+        self._counts[series(name, labels)] += value
+        self._ensure_flusher()
+
+    def observe(
+        self,
+        name: str,
+        value: float,
+        labels: Mapping[str, str] | None = None,
+        buckets: Iterable[float] = LATENCY_BUCKETS,
+    ) -> None:
+        """Add one observation to a histogram (cumulative buckets, `_sum`, `_count`)."""
+        base = dict(labels or {})
+        for bound in (*buckets, math.inf):
+            if value <= bound:
+                self._counts[series(f"{name}_bucket", base | {"le": _le(bound)})] += 1
+        self._counts[series(f"{name}_sum", base)] += value
+        self._counts[series(f"{name}_count", base)] += 1
+        self._ensure_flusher()
+
+    def hourly(self, field: str, value: int = 1, at: float | None = None) -> None:
+        self._hourly[(hour_of(time.time() if at is None else at), field)] += value
+
+    def fired(self, rule_id: str, at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        self._last_fired[rule_id] = max(at, self._last_fired.get(rule_id, 0.0))
+
+    # --- flushing ---------------------------------------------------------------------
+
+    def _ensure_flusher(self) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        if self._stopped:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a synchronous caller): the next flush() takes the increments
+        self._task = loop.create_task(self._run(), name="lytbridge-metrics-flush")
+
+    def start(self) -> None:
+        """Flush every `interval` seconds from now on (also started by the first increment)."""
+        self._stopped = False
+        self._ensure_flusher()
+
+    async def stop(self) -> None:
+        """Stop the periodic flush and flush what is left."""
+        self._stopped = True
+        task, self._task = self._task, None
+        if task is not None:
+            self._wake.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush()
+
+    async def _run(self) -> None:
+        self._wake.clear()
+        try:
+            while not self._stopped:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                if not self._stopped:
+                    await self.flush()
+        except asyncio.CancelledError:
+            # The loop is ending (a worker shutting down): hand over what was counted since
+            # the last flush, then let go of the connection that took.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.flush(), 1.0)
+                await self.bridge.redis.connection_pool.disconnect()
+            raise
+
+    def _collect_limiter(self) -> None:
+        """Take the shared rate limiter's in-process wait counters as increments."""
+        limiter = self.bridge.limiter
+        for api, waits in list(limiter.waits.items()):
+            self._limiter_delta("lytbridge_rate_limiter_waits_total", api, float(waits))
+        for api, seconds in list(limiter.waited_seconds.items()):
+            self._limiter_delta("lytbridge_rate_limiter_wait_seconds_total", api, seconds)
+
+    def _limiter_delta(self, name: str, api: str, total: float) -> None:
+        delta = total - self._limiter_seen.get((name, api), 0.0)
+        if delta > 0:
+            self._limiter_seen[(name, api)] = total
+            self._counts[series(name, {"api": api})] += delta
+
+    async def flush(self) -> bool:
+        """Write the increments to Redis in one transaction; on failure keep them for later."""
+        with contextlib.suppress(Exception):
+            self._collect_limiter()
+        if not (self._counts or self._hourly or self._last_fired):
+            return True
+        counts, self._counts = self._counts, defaultdict(float)
+        hourly, self._hourly = self._hourly, defaultdict(int)
+        fired, self._last_fired = self._last_fired, {}
+        try:
+            async with self.bridge.redis.pipeline(transaction=True) as pipe:
+                for field, value in counts.items():
+                    if float(value).is_integer():
+                        pipe.hincrby(self.counters_key, field, int(value))
+                    else:
+                        pipe.hincrbyfloat(self.counters_key, field, value)
+                hours = set()
+                for (hour, field), value in hourly.items():
+                    pipe.hincrby(f"{self.hour_prefix}{hour}", field, value)
+                    hours.add(hour)
+                for hour in hours:
+                    pipe.expire(f"{self.hour_prefix}{hour}", HOUR_TTL)
+                if fired:
+                    pipe.hset(self.last_fired_key, mapping=fired)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            for field, value in counts.items():
+                self._counts[field] += value
+            for key, count in hourly.items():
+                self._hourly[key] += count
+            for rule_id, at in fired.items():
+                self.fired(rule_id, at)
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                logger.warning("metrics not flushed to Redis (%s); kept for later", exc)
+            return False
+        return True
+
+
+def of(bridge: Context) -> Metrics:
+    """The Metrics of a process (one per Context), created on first use."""
+    found = bridge.extras.get("metrics")
+    if found is None:
+        found = bridge.extras["metrics"] = Metrics(bridge)
+    metrics: Metrics = found
+    return metrics
+
+
+# --- what the flow records (one call per place; memory only, never raises) ----------------
+
+
+def _safely(record: Callable[..., None]) -> Callable[..., None]:
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            record(*args, **kwargs)
+        except Exception:  # metrics must never break the flow they watch
+            logger.exception("recording a metric failed")
+
+    wrapper.__doc__ = record.__doc__
+    wrapper.__name__ = record.__name__
+    return wrapper
+
+
+@_safely
+def webhook_answered(bridge: Context, source: str, status: int, seconds: float) -> None:
+    """A webhook request was answered with `status` after `seconds`."""
+    m = of(bridge)
+    label = "(unknown)" if status == 404 else m.bounded("source", source)
+    m.inc("lytbridge_webhook_requests_total", {"source": label, "status": str(status)})
+    if 200 <= status < 300:
+        m.observe("lytbridge_webhook_ack_seconds", seconds, {"source": label})
+
+
+@_safely
+def webhook_events(bridge: Context, source: str, accepted: int, duplicates: int) -> None:
+    """An acknowledged webhook carried `accepted` new and `duplicates` known events."""
+    m = of(bridge)
+    label = m.bounded("source", source)
+    if accepted:
+        m.inc("lytbridge_webhook_events_total", {"source": label, "outcome": "accepted"}, accepted)
+    if duplicates:
+        m.inc(
+            "lytbridge_webhook_events_total", {"source": label, "outcome": "duplicate"}, duplicates
+        )
+
+
+@_safely
+def event_handled(bridge: Context, event: Event, run: str = "") -> None:
+    """A worker matches an event against the rules (replays, with a `run`, are not counted)."""
+    if run:
+        return
+    m = of(bridge)
+    labels = {"source": m.bounded("source", event.source), "type": m.bounded("type", event.type)}
+    m.inc("lytbridge_events_total", labels)
+    m.hourly("events")
+
+
+@_safely
+def rules_matched(bridge: Context, rule_ids: Iterable[str], run: str = "") -> None:
+    """Rules matched an event (runs that dedupe or throttle then hold back included)."""
+    m = of(bridge)
+    for rule_id in rule_ids:
+        m.inc("lytbridge_rule_matches_total", {"rule": rule_id})
+        m.hourly(f"matches:{rule_id}")
+        m.fired(rule_id)
+
+
+@_safely
+def step_traced(bridge: Context, fields: Mapping[str, Any]) -> None:
+    """A step attempt ended; `fields` is its trace entry (rule, uses, status, duration_ms…)."""
+    m = of(bridge)
+    rule_id, uses, status = str(fields.get("rule")), str(fields.get("uses")), fields.get("status")
+    m.inc("lytbridge_steps_total", {"rule": rule_id, "uses": uses, "status": str(status)})
+    if "retry_in" in fields:
+        m.inc("lytbridge_step_retries_total", {"rule": rule_id, "uses": uses})
+    if "duration_ms" in fields and status != "skipped":
+        seconds = float(fields["duration_ms"]) / 1000
+        m.observe("lytbridge_step_duration_seconds", seconds, {"uses": uses}, STEP_BUCKETS)
+    if status == "failed":
+        m.hourly("failed")
+        m.hourly(f"failed:{rule_id}")
+
+
+@_safely
+def dead_lettered(bridge: Context, rule_id: str) -> None:
+    """A rule run exhausted its tries and became a dead letter."""
+    m = of(bridge)
+    m.inc("lytbridge_dead_letters_total", {"rule": rule_id})
+    m.hourly("dead")
+    m.hourly(f"dead:{rule_id}")
+
+
+def timed_webhook(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap the webhook endpoint: count each answer by status, time each acknowledgement."""
+
+    async def timed(request: Request) -> Response:
+        begun = time.perf_counter()
+        status = 500
+        try:
+            response = await endpoint(request)
+            status = response.status_code
+            return response
+        finally:
+            webhook_answered(
+                request.app.state.bridge,
+                str(request.path_params.get("source", "")),
+                status,
+                time.perf_counter() - begun,
+            )
+
+    return timed
+
+
+# --- reading (the web process) -----------------------------------------------------------
+
+
+async def hourly_stats(bridge: Context, hours: int = 24) -> list[tuple[int, dict[str, int]]]:
+    """The last `hours` hourly buckets, oldest first: (hour start, {field: count})."""
+    m = of(bridge)
+    await m.flush()
+    now = hour_of(time.time())
+    starts = [now - HOUR * i for i in range(hours - 1, -1, -1)]
+    async with bridge.redis.pipeline(transaction=False) as pipe:
+        for start in starts:
+            pipe.hgetall(f"{m.hour_prefix}{start}")
+        raws = await pipe.execute()
+    return [
+        (start, {k.decode(): int(v) for k, v in raw.items()})
+        for start, raw in zip(starts, raws, strict=True)
+    ]
+
+
+async def last_fired(bridge: Context) -> dict[str, float]:
+    """When each rule last matched an event (epoch seconds)."""
+    raw = await bridge.redis.hgetall(of(bridge).last_fired_key)  # type: ignore[misc]
+    return {k.decode(): float(v) for k, v in raw.items()}

@@ -1,0 +1,191 @@
+"""GET /metrics: every process's counts, summed in Redis, in Prometheus text format."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.context import Context
+from bridge.metrics import of, series
+from bridge.worker import health_check_key
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family of the exposition: its name, type and help text."""
+
+    name: str
+    kind: str  # counter, histogram or gauge
+    help: str
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "lytbridge_webhook_requests_total",
+        "counter",
+        "Webhook requests answered, by source and HTTP status.",
+    ),
+    Family(
+        "lytbridge_webhook_ack_seconds",
+        "histogram",
+        "Seconds from a webhook request to its 2xx acknowledgement (stored and queued).",
+    ),
+    Family(
+        "lytbridge_webhook_events_total",
+        "counter",
+        "Events in acknowledged webhooks, by source and outcome (accepted or duplicate).",
+    ),
+    Family(
+        "lytbridge_events_total",
+        "counter",
+        "Events matched against the rules by a worker, by source and type (replays excluded).",
+    ),
+    Family(
+        "lytbridge_rule_matches_total",
+        "counter",
+        "Events a rule matched, by rule (including runs held back by dedupe or throttle).",
+    ),
+    Family(
+        "lytbridge_steps_total",
+        "counter",
+        "Step attempts by rule, action and status (succeeded, failed, skipped, rate_limited).",
+    ),
+    Family(
+        "lytbridge_step_retries_total",
+        "counter",
+        "Failed step attempts that were scheduled to be tried again, by rule and action.",
+    ),
+    Family(
+        "lytbridge_step_duration_seconds",
+        "histogram",
+        "Seconds one step attempt took, by action.",
+    ),
+    Family(
+        "lytbridge_dead_letters_total",
+        "counter",
+        "Rule runs that exhausted their tries and became dead letters, by rule.",
+    ),
+    Family(
+        "lytbridge_rate_limiter_waits_total",
+        "counter",
+        "Outbound requests that waited for the shared rate limiter (or gave up), by API.",
+    ),
+    Family(
+        "lytbridge_rate_limiter_wait_seconds_total",
+        "counter",
+        "Seconds spent waiting for the shared rate limiter, by API.",
+    ),
+    Family("lytbridge_dead_letters", "gauge", "Dead letters waiting to be retried or dropped."),
+    Family("lytbridge_queue_jobs", "gauge", "Jobs in the queue (due now or deferred)."),
+    Family(
+        "lytbridge_worker_up",
+        "gauge",
+        "1 when a worker wrote its heartbeat in the last 11 s, else 0.",
+    ),
+    Family("lytbridge_rules", "gauge", "Rules of the rule set in force, by state."),
+    Family(
+        "lytbridge_rule_set_valid",
+        "gauge",
+        "1 when the rule files on disk are valid, 0 when the last good set is kept (or none).",
+    ),
+)
+_FAMILY = {f.name: f for f in FAMILIES}
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+async def gauges(bridge: Context) -> dict[str, float]:
+    """What is read at scrape time: dead letters, queue, worker heartbeat, rules."""
+    async with bridge.redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(bridge.keys.dead_letter_index)
+        pipe.zcard(bridge.settings.queue_name)
+        pipe.exists(health_check_key(bridge.settings))
+        dead, queued, heartbeat = await pipe.execute()
+    out = {
+        "lytbridge_dead_letters": float(dead),
+        "lytbridge_queue_jobs": float(queued),
+        "lytbridge_worker_up": 1.0 if heartbeat else 0.0,
+    }
+    live = bridge.rules
+    rules = live.current.rules if live.current is not None else ()
+    enabled = sum(1 for rule in rules if rule.enabled)
+    out[series("lytbridge_rules", {"state": "enabled"})] = float(enabled)
+    out[series("lytbridge_rules", {"state": "disabled"})] = float(len(rules) - enabled)
+    out["lytbridge_rule_set_valid"] = 1.0 if live.current is not None and not live.problems else 0.0
+    return out
+
+
+def _family_of(field: str) -> tuple[str, str]:
+    """(family name, the series' own name) of a stored series."""
+    name = field.split("{", 1)[0]
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = name.removesuffix(suffix)
+        if base != name and base in _FAMILY and _FAMILY[base].kind == "histogram":
+            return base, name
+    return name, name
+
+
+def _sort_key(field: str) -> tuple[str, str, int, float]:
+    """Series of one label set together; buckets in increasing `le`, then _sum, _count."""
+    name, _, rest = field.partition("{")
+    inner = rest[:-1]
+    le = math.inf
+    if name.endswith("_bucket"):
+        head, sep, tail = inner.rpartition('le="')
+        if sep:
+            raw = tail[:-1]
+            le = math.inf if raw == "+Inf" else float(raw)
+            inner = head.rstrip(",")
+    order = {"_bucket": 0, "_sum": 1, "_count": 2}
+    suffix = next((s for s in order if name.endswith(s)), "")
+    return inner, name.removesuffix(suffix) if suffix else name, order.get(suffix, 0), le
+
+
+def exposition(values: Mapping[str, float]) -> str:
+    """The Prometheus text exposition of stored series values."""
+    grouped: defaultdict[str, list[str]] = defaultdict(list)
+    for field in values:
+        name, _ = _family_of(field)
+        if name in _FAMILY:
+            grouped[name].append(field)
+    lines: list[str] = []
+    for family in FAMILIES:
+        lines.append(f"# HELP {family.name} {family.help}")
+        lines.append(f"# TYPE {family.name} {family.kind}")
+        for field in sorted(grouped.get(family.name, ()), key=_sort_key):
+            lines.append(f"{field} {_number(values[field])}")
+    return "\n".join(lines) + "\n"
+
+
+async def render(bridge: Context) -> str:
+    """Everything every process counted (this one's last increments included), and gauges."""
+    await of(bridge).flush()
+    raw = await bridge.redis.hgetall(of(bridge).counters_key)  # type: ignore[misc]
+    values = {k.decode(): float(v) for k, v in raw.items()}
+    values.update(await gauges(bridge))
+    return exposition(values)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """GET /metrics: Prometheus text format; 503 when Redis cannot be read."""
+    bridge: Context = request.app.state.bridge
+    try:
+        text = await render(bridge)
+    except (RedisError, OSError):
+        return JSONResponse(
+            {"error": "store_unavailable", "message": "metrics cannot be read from Redis now"},
+            status_code=503,
+        )
+    return Response(text, media_type=CONTENT_TYPE)
