@@ -88,7 +88,7 @@ async def handle_event(
         for rule in runs
     ]
     await bridge.store.enqueue(jobs)
-    logger.info(
+    logger.debug(
         "event %s (%s) matched %d of %d candidate rules%s",
         event.id,
         event.type,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ from bridge.rules import RuleSet, load_rules
 from bridge.templates import Templates
 
 logger = logging.getLogger(__name__)
+
+RELOAD_INTERVAL = 2.0
 
 
 def _fingerprint(*folders: Path) -> tuple[tuple[str, int, int], ...]:
@@ -64,3 +67,12 @@ class LiveRules:
         if _fingerprint(self.rules_dir, self.templates_dir) == self._fingerprint:
             return False
         return self.load()
+
+    async def watch(self, interval: float = RELOAD_INTERVAL) -> None:
+        """Reload changed rules and templates every `interval` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.reload_if_changed)
+            except Exception:
+                logger.exception("reloading rules failed; keeping the current set")

@@ -21,7 +21,6 @@ logger = logging.getLogger(__name__)
 HEALTH_CHECK_INTERVAL = 10
 # Heroku sends SIGKILL 30 s after SIGTERM: finish running jobs within 20 s, then re-queue.
 JOB_COMPLETION_WAIT = 20
-RULES_RELOAD_INTERVAL = 2.0
 
 
 def health_check_key(settings: Settings) -> str:
@@ -58,15 +57,6 @@ def make_worker(context: Context, *, burst: bool = False) -> Worker:
     )
 
 
-async def _reload_rules(context: Context) -> None:
-    while True:
-        await asyncio.sleep(RULES_RELOAD_INTERVAL)
-        try:
-            await asyncio.to_thread(context.rules.reload_if_changed)
-        except Exception:
-            logger.exception("reloading rules failed; keeping the current set")
-
-
 async def run_worker(
     context: Context,
     stop: asyncio.Event,
@@ -75,7 +65,7 @@ async def run_worker(
     completion_wait: float = JOB_COMPLETION_WAIT,
 ) -> None:
     """Run jobs until `stop` is set (then finish running jobs within `completion_wait`)."""
-    reloader = asyncio.create_task(_reload_rules(context))
+    reloader = asyncio.create_task(context.rules.watch())
     delay = 0.5
     try:
         while not stop.is_set():

@@ -195,3 +195,27 @@ def test_event_data_cannot_mention_the_channel(bridge: Bridge) -> None:
     assert bridge.post(event).status_code == 202
     [message] = wait_for(lambda: bridge.slack.received("#creative"), what="the message")
     assert message["text"] == "Proof &lt;!channel&gt; look was approved by Eve &amp; co"
+
+
+def test_a_broken_rule_change_keeps_the_last_good_set(bridge: Bridge) -> None:
+    worker = bridge.start_worker()
+    wait_for(lambda: "loaded 1 rules" in bridge.worker_logs(), what="the worker's first load")
+    bridge.write_rule("proof.yaml", RULE.replace("eq: approved", "equals: approved"))
+    wait_for(lambda: "is invalid" in bridge.worker_logs(), what="the worker to see the change")
+    ready = wait_for(
+        lambda: (
+            (r := httpx.get(f"{bridge.web_url}/readyz")).json()["checks"]["rules"] == "stale" and r
+        ),
+        what="/readyz to report the stale rule set",
+    )
+    assert ready.status_code == 200
+    assert ready.json()["warnings"] == [
+        "the rule files changed and are invalid; running the last good set"
+    ]
+    [error] = ready.json()["rule_errors"]
+    assert "unknown operator 'equals'" in error and error.startswith(f"{bridge.rules_dir}")
+    # Events still run on the last good set.
+    assert bridge.post(proof("p-11")).status_code == 202
+    messages = wait_for(lambda: bridge.slack.received("#creative"), what="the message")
+    assert [m["text"] for m in messages] == ["Proof Spring hero banner was approved by Ana"]
+    assert worker.poll() is None

@@ -173,7 +173,7 @@ def test_trace_shows_missing_and_type_mismatch(tmp_path: Path, templates: Templa
     priority, due = alternatives["children"]
     assert priority["reason"] == "type mismatch: 3 is int, the values are str"
     assert due["op"] == "expr"
-    assert due["reason"].startswith("error: expression 'data.due_in_days < 3': ")
+    assert due["reason"].startswith("missing: expression 'data.due_in_days < 3': ")
     assert "'data' has no attribute 'due_in_days'" in due["reason"]
     assert "actual" not in due
 

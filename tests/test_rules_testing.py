@@ -288,7 +288,7 @@ cases:
         "data.status changed {'to': 'approved'} (not changed)",
         "data.tags contains 'hero' (missing)",
         "data.priority in ['high', 'urgent'] (missing)",
-        "data.due_in_days < 3 (error: expression 'data.due_in_days < 3': "
+        "data.due_in_days < 3 (missing: expression 'data.due_in_days < 3': "
         "'data' has no attribute 'due_in_days')",
     ]
     assert failure.detail is not None and failure.detail.startswith("  ✗ proof-approved-to-slack")
@@ -424,7 +424,7 @@ def test_format_condition_tree_for_dry_run(project: Path) -> None:
             "  ✗ any (no alternative holds)",
             "    ✗ data.priority in ['high', 'urgent'] "
             "(actual 3: type mismatch: 3 is int, the values are str)",
-            "    ✗ data.due_in_days < 3 (error: expression 'data.due_in_days < 3': "
+            "    ✗ data.due_in_days < 3 (missing: expression 'data.due_in_days < 3': "
             "'data' has no attribute 'due_in_days')",
         ]
     )

@@ -168,7 +168,7 @@ async def receive(request: Request) -> JSONResponse:
     duplicates = [e.id for e, new in zip(events, stored, strict=True) if not new]
     metrics.webhook_events(bridge, source, len(accepted), len(duplicates))
     if accepted:
-        logger.info("webhook to %s accepted events %s", source, ", ".join(accepted))
+        logger.debug("webhook to %s accepted events %s", source, ", ".join(accepted))
     return JSONResponse(
         {"accepted": accepted, "duplicates": duplicates}, status_code=202 if accepted else 200
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from jinja2.exceptions import UndefinedError
+
 from bridge.errors import TemplateError
 from bridge.rules.model import MISSING, ConditionResult, Scope
 from bridge.rules.operators import OperandError, compile_operator, compile_path, equals, show
@@ -144,7 +146,9 @@ class ExpressionCondition:
         try:
             return scope.templates.evaluate(self.source, scope.context()), None
         except TemplateError as exc:
-            return MISSING, f"error: {exc}"
+            # A field the event does not have is "missing", as for path conditions.
+            kind = "missing" if isinstance(exc.__cause__, UndefinedError) else "error"
+            return MISSING, f"{kind}: {exc}"
 
     def _test(self, scope: Scope) -> bool:
         value, error = self._value(scope)

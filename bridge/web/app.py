@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,22 +23,21 @@ def create_app(settings: Settings | None = None, *, context: Context | None = No
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if context is not None:
-            app.state.bridge = context
-            metrics.of(context).start()
-            try:
-                yield
-            finally:
-                await metrics.of(context).stop()
-            return
-        built = await build_context(settings or Settings.from_env())
-        app.state.bridge = built
-        metrics.of(built).start()
+        bridge = context or await build_context(settings or Settings.from_env())
+        app.state.bridge = bridge
+        metrics.of(bridge).start()
+        # The web process follows rule changes too, so /readyz and the dashboard are current.
+        watcher = asyncio.create_task(bridge.rules.watch()) if context is None else None
         try:
             yield
         finally:
-            await metrics.of(built).stop()
-            await built.close()
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await metrics.of(bridge).stop()
+            if context is None:
+                await bridge.close()
 
     routes: list[BaseRoute] = [
         Route("/hooks/{source}", metrics.timed_webhook(receive), methods=["POST"]),

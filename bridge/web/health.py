@@ -31,17 +31,20 @@ async def readyz(request: Request) -> JSONResponse:
         checks["worker"] = "unknown"
         problems.append("Redis is unreachable; check REDIS_URL")
     live = bridge.rules
+    warnings: list[str] = []
     if live.current is None:
         checks["rules"] = "invalid"
         problems.append("no valid rule set is loaded")
     else:
         checks["rules"] = "ok" if not live.problems else "stale"
         if live.problems:
-            problems.append("the rule files changed and are invalid; running the last good set")
+            # Still ready: events are accepted and run on the last good set.
+            warnings.append("the rule files changed and are invalid; running the last good set")
     body = {
         "status": "ready" if not problems else "not ready",
         "checks": checks,
         "problems": problems,
+        "warnings": warnings,
         "rule_errors": live.problems,
     }
     return JSONResponse(body, status_code=200 if not problems else 503)
