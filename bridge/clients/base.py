@@ -16,6 +16,7 @@ import httpx
 
 from bridge.clients.ratelimit import Limiter
 from bridge.errors import ClientError, PermanentError, RateLimited
+from bridge.settings import Secret
 
 logger = logging.getLogger(__name__)
 
@@ -292,3 +293,29 @@ class ApiClient:
         where = f"{response.request.method} {shown_path(response.request.url)}"
         cls = PermanentError if permanent else ClientError
         return cls(self._message(where, response, hint), status=response.status_code)
+
+
+class KeyedClient(ApiClient):
+    """An API client that sends one secret credential in one header (Lytho, Lytics)."""
+
+    credential_header = "Authorization"
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        credential: Secret,
+        limiter: Limiter | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        super().__init__(http, base_url, limiter=limiter, retry=retry, timeout=timeout, sleep=sleep)
+        self._credential = credential
+
+    async def _auth_headers(self) -> dict[str, str]:
+        return {self.credential_header: self._credential.get()}
+
+    def _secrets(self) -> Iterable[str]:
+        return (self._credential.get(),)

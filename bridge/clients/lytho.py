@@ -10,12 +10,8 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote
 
-import httpx
-
-from bridge.clients.base import ApiClient, RetryPolicy, Sleep
-from bridge.clients.ratelimit import Limiter
+from bridge.clients.base import KeyedClient
 from bridge.errors import ClientError, PermanentError
-from bridge.settings import Secret
 
 logger = logging.getLogger(__name__)
 
@@ -46,32 +42,13 @@ def _path(name: str, **ids: Id) -> str:
     return LYTHO_PATHS[name].format(**{k: quote(str(v), safe="") for k, v in ids.items()})
 
 
-class LythoClient(ApiClient):
+class LythoClient(KeyedClient):
     """The Lytho DAM API with an `x-api-key`; every write sends the whole object back."""
 
     api = "Lytho"
     limiter_key = "lytho"
     credential_hint = "check LYTHO_API_KEY"
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        base_url: str,
-        api_key: Secret,
-        limiter: Limiter | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: httpx.Timeout | None = None,
-        sleep: Sleep | None = None,
-    ) -> None:
-        super().__init__(http, base_url, limiter=limiter, retry=retry, timeout=timeout, sleep=sleep)
-        self._api_key = api_key
-
-    async def _auth_headers(self) -> dict[str, str]:
-        return {"x-api-key": self._api_key.get()}
-
-    def _secrets(self) -> Iterable[str]:
-        return (self._api_key.get(),)
+    credential_header = "x-api-key"
 
     async def _pages(
         self, path: str, params: Mapping[str, Any] | None = None, size: int = MAX_PAGE_SIZE

@@ -8,10 +8,8 @@ from urllib.parse import quote
 
 import httpx
 
-from bridge.clients.base import ApiClient, RetryPolicy, Sleep
-from bridge.clients.ratelimit import Limiter
+from bridge.clients.base import KeyedClient
 from bridge.errors import ClientError, PermanentError
-from bridge.settings import Secret
 
 # The one place that knows where data is collected: `POST /api/collect?stream=NAME` with
 # one JSON object as the body (lytics-openapi.yaml, CollectRequest).
@@ -19,7 +17,7 @@ COLLECT_PATH: Final = "api/collect"
 MAX_SCAN_LIMIT: Final = 100
 
 
-class LyticsClient(ApiClient):
+class LyticsClient(KeyedClient):
     """The Lytics API with its token in the `Authorization` header (no "Bearer").
 
     Answers come in an envelope `{status, message, data}`; methods return `data`.
@@ -28,26 +26,7 @@ class LyticsClient(ApiClient):
     api = "Lytics"
     limiter_key = "lytics"
     credential_hint = "check LYTICS_API_TOKEN"
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        base_url: str,
-        token: Secret,
-        limiter: Limiter | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: httpx.Timeout | None = None,
-        sleep: Sleep | None = None,
-    ) -> None:
-        super().__init__(http, base_url, limiter=limiter, retry=retry, timeout=timeout, sleep=sleep)
-        self._token = token
-
-    async def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": self._token.get()}
-
-    def _secrets(self) -> Iterable[str]:
-        return (self._token.get(),)
+    credential_header = "Authorization"
 
     async def _envelope(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = await self.request(method, path, **kwargs)

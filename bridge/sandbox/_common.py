@@ -8,16 +8,18 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ErrorBody = Callable[[int, str], dict[str, Any]]
@@ -371,3 +373,15 @@ def apply_patch(document: dict[str, Any], ops: list[Any]) -> dict[str, Any]:
         else:
             raise ApiError(400, f"unknown op {kind!r}")
     return doc
+
+
+def sandbox_app(routes: Sequence[BaseRoute], core: SandboxCore, sandbox: Any) -> Starlette:
+    """A sandbox's Starlette app: its routes, the request log and failure middleware, and
+    error bodies in the API's own shape; `app.state.sandbox` is its state."""
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SandboxMiddleware, core=core)],
+        exception_handlers={HTTPException: http_exception_handler(core)},
+    )
+    app.state.sandbox = sandbox
+    return app

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -19,13 +17,12 @@ from bridge.sandbox._common import (
     ApiError,
     Gcra,
     SandboxCore,
-    SandboxMiddleware,
     control_routes,
-    http_exception_handler,
     now_iso,
     page_params,
     rate_limits,
     read_json,
+    sandbox_app,
     trace_id,
     wrap,
 )
@@ -517,10 +514,4 @@ def create_lytho_app(
         control("state", sandbox.control_state, "GET"),
         *control_routes(core, sandbox.reset),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(SandboxMiddleware, core=core)],
-        exception_handlers={HTTPException: http_exception_handler(core)},
-    )
-    app.state.sandbox = sandbox
-    return app
+    return sandbox_app(routes, core, sandbox)

@@ -12,8 +12,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,14 +20,13 @@ from bridge.sandbox._common import (
     ApiError,
     Gcra,
     SandboxCore,
-    SandboxMiddleware,
     apply_patch,
     control_routes,
-    http_exception_handler,
     now_iso,
     page_params,
     rate_limits,
     read_json,
+    sandbox_app,
     trace_id,
     wrap,
 )
@@ -395,10 +392,4 @@ def create_lytho_workflow_app(
         Route("/_sandbox/expire-tokens", sandbox.control_expire_tokens, methods=["POST"]),
         *control_routes(core, sandbox.reset),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(SandboxMiddleware, core=core)],
-        exception_handlers={HTTPException: http_exception_handler(core)},
-    )
-    app.state.sandbox = sandbox
-    return app
+    return sandbox_app(routes, core, sandbox)

@@ -10,8 +10,6 @@ import uuid
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,12 +18,11 @@ from bridge.sandbox._common import (
     ApiError,
     Gcra,
     SandboxCore,
-    SandboxMiddleware,
     control_routes,
-    http_exception_handler,
     now_iso,
     rate_limits,
     read_json,
+    sandbox_app,
     wrap,
 )
 
@@ -505,10 +502,4 @@ def create_lytics_app(
         control("collected", sandbox.control_collected, "GET"),
         *control_routes(core, sandbox.reset),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(SandboxMiddleware, core=core)],
-        exception_handlers={HTTPException: http_exception_handler(core)},
-    )
-    app.state.sandbox = sandbox
-    return app
+    return sandbox_app(routes, core, sandbox)
