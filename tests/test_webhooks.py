@@ -201,7 +201,18 @@ def test_redis_down_is_503_and_recovers(key_prefix: str, tmp_path: Path) -> None
     server = EmbeddedRedis().start()
     try:
         with running_bridge(server.url, key_prefix, tmp_path) as bridge:
+            bridge.write_rule(
+                "r.yaml",
+                "id: r\non: lytho.asset.updated\nactions:\n  - uses: slack.post\n"
+                "    with: {channel: '#creative', text: 'asset {{ event.id }}'}\n",
+            )
+            bridge.start_slack()
             bridge.start_web()
+            worker = bridge.start_worker()
+            wait_for(
+                lambda: bridge.redis.exists(f"{key_prefix}queue:health-check"),
+                what="the worker's first heartbeat",
+            )
             server.stop()
             response = bridge.post(EVENT | {"id": "during-outage"})
             assert response.status_code == 503
@@ -213,6 +224,7 @@ def test_redis_down_is_503_and_recovers(key_prefix: str, tmp_path: Path) -> None
             assert health.status_code == 503
             assert "Redis is unreachable; check REDIS_URL" in health.json()["problems"]
             assert httpx.get(f"{bridge.web_url}/healthz").status_code == 200
+            wait_for(lambda: "worker lost Redis" in bridge.worker_logs(), what="the worker")
             server.start()
             # The sender retries the same delivery: it was never stored, so now it is.
             response = wait_for(
@@ -222,7 +234,10 @@ def test_redis_down_is_503_and_recovers(key_prefix: str, tmp_path: Path) -> None
                 what="the web process to reach Redis again",
             )
             assert response.json()["accepted"] == ["during-outage"]
-            assert bridge.queued() == 1
+            # The same worker process reconnects by itself and runs it.
+            messages = wait_for(lambda: bridge.slack.received(), what="the worker to recover")
+            assert [m["text"] for m in messages] == ["asset during-outage"]
+            assert worker.poll() is None
     finally:
         server.close()
 
