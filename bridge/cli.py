@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import base64
 import json
+import secrets
 import sys
 import time
 import uuid
@@ -402,6 +403,9 @@ def dev_settings(settings: Settings) -> Settings:
         changes["host"] = "127.0.0.1"
     if settings.webhook_secret is None and not settings.allow_unsigned:
         changes["webhook_secret"] = Secret(DEV_WEBHOOK_SECRET)
+    if settings.admin_token is None:
+        # A token for this run only, printed at start, so the dashboard works at once.
+        changes["admin_token"] = Secret(f"dev-{secrets.token_urlsafe(18)}")
     return replace(settings, **changes)
 
 

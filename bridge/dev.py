@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -139,7 +140,14 @@ class DevServer(uvicorn.Server):
         print(f"[dev] listening on http://{settings.host}:{settings.port}  (Ctrl-C stops)")
         secret = settings.webhook_secret
         if secret is not None and secret.get() == DEV_WEBHOOK_SECRET:
-            print("[dev] try: bridge send examples/events/proof-approved.json", flush=True)
+            print("[dev] try: bridge send examples/events/proof-approved.json")
+        token = settings.admin_token
+        if token is not None and token.get().startswith("dev-"):
+            print(
+                f"[dev] dashboard: http://{settings.host}:{settings.port}/login  "
+                f"token for this run: {token.get()}"
+            )
+        sys.stdout.flush()
 
 
 def run_dev(port: int | None = None) -> int:

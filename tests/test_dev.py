@@ -104,6 +104,15 @@ def test_bridge_dev_then_bridge_send_prints_the_slack_message(
             "[slack sandbox] #creative: Proof approved: Spring campaign hero banner [+2 blocks]"
         ]
         assert "127.0.0.1:" + str(port) in output.read_text()
+        # The dashboard works at once, with the token printed for this run.
+        [dashboard] = [x for x in output.read_text().splitlines() if "[dev] dashboard:" in x]
+        token = dashboard.rsplit(" ", 1)[1]
+        assert token.startswith("dev-")
+        rules = httpx.get(
+            f"http://127.0.0.1:{port}/api/rules", headers={"authorization": f"Bearer {token}"}
+        )
+        assert rules.status_code == 200
+        assert "proof-approved-to-slack" in rules.text
     finally:
         process.terminate()
         assert process.wait(30) == 0
