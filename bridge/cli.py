@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.errors import BridgeError, ConfigError, RuleError
+from bridge.ingress.pollers.backfill import add_backfill_command
 from bridge.settings import Secret, Settings
 
 T = TypeVar("T")
@@ -376,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("id", nargs="?", help="a dead letter's ID, as `bridge dlq list` shows it")
     dlq.add_argument("--limit", type=int, default=100)
     dlq.set_defaults(func=cmd_dlq)
+
+    add_backfill_command(sub)
     return parser
 
 

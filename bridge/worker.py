@@ -13,6 +13,7 @@ from arq.worker import func
 from redis.exceptions import RedisError
 
 from bridge.context import Context, build_context, job_deserializer, job_serializer
+from bridge.ingress.pollers.schedule import cron_jobs
 from bridge.jobs import MAX_PICKUPS, handle_event, job_timeout, run_rule
 from bridge.settings import Settings
 
@@ -52,6 +53,7 @@ def make_worker(context: Context, *, burst: bool = False) -> Worker:
         handle_signals=False,
         job_completion_wait=JOB_COMPLETION_WAIT,
         on_startup=on_startup,
+        cron_jobs=cron_jobs(context),
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
     )
@@ -105,9 +107,12 @@ async def _drain(worker: Worker, main: asyncio.Task[None], completion_wait: floa
     if running:
         await asyncio.wait(running, timeout=completion_wait)
     await _cancel_tasks(worker)
-    main.cancel()
-    with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-        await main
+    # Cancel arq's own poll loop as well as our wrapper of it, and wait for both: a loop
+    # left running would keep polling (and beating) after the worker said it stopped.
+    for task in (worker.main_task, main):
+        if task is not None:
+            task.cancel()
+    await asyncio.wait([t for t in (worker.main_task, main) if t is not None], timeout=5)
     with contextlib.suppress(RedisError, OSError):
         await worker.pool.delete(worker.health_check_key)
 

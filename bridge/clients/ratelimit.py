@@ -55,8 +55,10 @@ class Limit:
 
 
 # Lytho documents 20 requests/minute and 30,000/day; a public client met 429s on short
-# bursts, so the minute limit is spaced (one request every 3 s), never burst.
-LYTHO_LIMITS: tuple[Limit, ...] = (Limit(20, 60, burst=1), Limit(30_000, 86_400))
+# bursts, so the minute limit is spaced (one request every 3.15 s), never burst.
+# Spaced over 63 s rather than 60: network jitter must not put a 21st request into
+# Lytho's own 60-s window.
+LYTHO_LIMITS: tuple[Limit, ...] = (Limit(20, 63, burst=1), Limit(30_000, 86_400))
 # Lytho Workflow documents no limits of its own; it is the same vendor, so assume the same.
 LYTHO_WORKFLOW_LIMITS: tuple[Limit, ...] = LYTHO_LIMITS
 DEFAULT_LIMITS: Mapping[str, Sequence[Limit]] = {

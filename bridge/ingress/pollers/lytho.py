@@ -1,0 +1,243 @@
+"""Lytho DAM assets as events: a rolling rescan, page by page, against a snapshot (pollers).
+
+Lytho has no webhooks and no sort or filter by modification date, so every asset is
+read again, a few pages per run, in passes. An asset that is new, edited, tagged or
+untagged since the snapshot becomes an event when its page is read. An asset that a
+whole pass did not see may have moved between pages while they shifted, so it is only
+reported deleted after a GET of it answers 404.
+
+Redis (under `<prefix>poll:lytho:`): `assets` (id → compact fields), `seen` (ids read in
+this pass), `gone` (ids to confirm with a GET), `state` (`page`, `pass`, `seeded`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from bridge.clients.lytho import LYTHO_PATHS, MAX_PAGE_SIZE, LythoClient
+from bridge.errors import ClientError, ConfigError, PermanentError
+from bridge.events import Event
+from bridge.ingress.pollers import Budget, PollResult, Progress
+from bridge.ingress.pollers.schedule import POLL_RETRY
+from bridge.ingress.pollers.snapshot import (
+    Commit,
+    Compact,
+    Snapshot,
+    changes,
+    polled_event,
+    record,
+)
+
+if TYPE_CHECKING:
+    from bridge.context import Context
+
+SOURCE: Final = "lytho"
+CREATED: Final = "lytho.asset.created"
+UPDATED: Final = "lytho.asset.updated"
+DELETED: Final = "lytho.asset.deleted"
+TAGGED: Final = "lytho.asset.tagged"
+UNTAGGED: Final = "lytho.asset.untagged"
+EVENT_TYPES: Final = (CREATED, UPDATED, DELETED, TAGGED, UNTAGGED)
+# Fields whose change is `lytho.asset.updated`; tags have events of their own.
+COMPARED: Final = (
+    "name",
+    "fileName",
+    "description",
+    "fileType",
+    "fileSize",
+    "expirationDate",
+    "metadata",
+)
+
+
+def tag_names(asset: Mapping[str, Any]) -> list[str]:
+    """The names of an asset's tags, sorted (tags come as `{id, name}` objects)."""
+    names = []
+    for tag in asset.get("tags") or []:
+        name = tag.get("name") if isinstance(tag, Mapping) else tag
+        if name is not None:
+            names.append(str(name))
+    return sorted(set(names))
+
+
+def compact(asset: Mapping[str, Any]) -> Compact:
+    """What the snapshot keeps of an asset: the compared fields, its tags and version."""
+    out: Compact = {name: asset.get(name) for name in COMPARED}
+    metadata = asset.get("metadata")
+    if isinstance(metadata, list):
+        out["metadata"] = {
+            str(m.get("name")): m.get("value") for m in metadata if isinstance(m, Mapping)
+        }
+    out["tags"] = tag_names(asset)
+    out["id"] = asset.get("id")
+    out["version"] = asset.get("version")
+    out["modified"] = asset.get("modificationDate")
+    return out
+
+
+def _version(entry: Mapping[str, Any]) -> Any:
+    return entry.get("version") if entry.get("version") is not None else entry.get("modified")
+
+
+def asset_events(asset: Mapping[str, Any], old: Compact | None) -> list[Event]:
+    """The events of one asset read now, compared with its snapshot entry."""
+    new = compact(asset)
+    object_id = str(asset["id"])
+    version = _version(new)
+    when = asset.get("modificationDate")
+    time = when if isinstance(when, str) and when else None
+    data = dict(asset)
+    if old is None:
+        return [polled_event(SOURCE, CREATED, object_id, version, data, time=time)]
+    events = []
+    edited = changes(old, new, COMPARED)
+    if edited:
+        events.append(
+            polled_event(SOURCE, UPDATED, object_id, version, data, change=edited, time=time)
+        )
+    before, after = set(old.get("tags") or []), set(new["tags"])
+    tags = {"tags": {"from": sorted(before), "to": sorted(after)}}
+    if after - before:
+        added = {**data, "added_tags": sorted(after - before)}
+        events.append(
+            polled_event(SOURCE, TAGGED, object_id, version, added, change=tags, time=time)
+        )
+    if before - after:
+        removed = {**data, "removed_tags": sorted(before - after)}
+        events.append(
+            polled_event(SOURCE, UNTAGGED, object_id, version, removed, change=tags, time=time)
+        )
+    return events
+
+
+def deleted_event(object_id: str, old: Compact) -> Event:
+    """`lytho.asset.deleted`, with what the snapshot last knew of the asset."""
+    data = {k: v for k, v in old.items() if k not in ("version", "modified")}
+    data.setdefault("id", object_id)
+    return polled_event(SOURCE, DELETED, object_id, _version(old), data)
+
+
+class LythoAssetPoller:
+    """Rolling rescan of the Lytho DAM's assets (`BRIDGE_POLL_INTERVAL_LYTHO`)."""
+
+    name = SOURCE
+    event_types = EVENT_TYPES
+    page_size = MAX_PAGE_SIZE
+
+    def __init__(self, context: Context) -> None:
+        settings = context.settings
+        if settings.lytho_api_key is None:
+            raise ConfigError("the Lytho poller needs LYTHO_API_KEY")
+        # Its own client: no limiter of its own (the budget books each request) and no
+        # retries (a retry would send a request no slot was booked for).
+        self.client = LythoClient(
+            context.http, settings.lytho_api_url, settings.lytho_api_key, None, retry=POLL_RETRY
+        )
+        self.store = context.store
+        self.snapshot = Snapshot(context.redis, settings.key_prefix, self.name)
+
+    async def _page(self, page: int) -> tuple[list[dict[str, Any]], bool, int | None]:
+        """One page of assets: the items, whether it is the last page, and the total."""
+        body = await self.client.request_json(
+            "GET", LYTHO_PATHS["assets"], params={"page": page, "size": self.page_size}
+        )
+        if not isinstance(body, dict) or not isinstance(body.get("content"), list):
+            raise ClientError(f"GET assets: expected a page with 'content', got {body!r:.100}")
+        items = [a for a in body["content"] if isinstance(a, dict) and a.get("id") is not None]
+        pages = body.get("totalPages")
+        last = (
+            not body["content"]
+            or body.get("last") is True
+            or (isinstance(pages, int) and page + 1 >= pages)
+        )
+        total = body.get("totalElements")
+        return items, last, total if isinstance(total, int) else None
+
+    async def poll(self, budget: Budget) -> PollResult:
+        snap = self.snapshot
+        state = await snap.state()
+        seeded = state.get("seeded") == "1"
+        page = int(state.get("page", "0"))
+        passes = int(state.get("pass", "0"))
+        emitted = 0
+        missing: set[str] = set()
+        while True:
+            gone = sorted(await snap.members("gone"))
+            if gone:
+                for object_id in gone:
+                    if not await budget.slot():
+                        return PollResult(done=False, events=emitted)
+                    emitted += await self._confirm(object_id)
+                return PollResult(done=True, events=emitted)
+            if not await budget.slot():
+                return PollResult(done=False, events=emitted)
+            items, last, _ = await self._page(page)
+            ids = [str(a["id"]) for a in items]
+            known = await snap.get("assets", ids)
+            events: list[Event] = []
+            commit = Commit()
+            for asset in items:
+                object_id = str(asset["id"])
+                old, new = known.get(object_id), compact(asset)
+                if old != new:
+                    commit.put(snap.key("assets"), object_id, new)
+                    if seeded:
+                        events += asset_events(asset, old)
+            if last:
+                seen = await snap.members("seen")
+                missing = await snap.ids("assets") - seen - set(ids)
+                commit.delete(snap.key("seen"))
+                commit.add(snap.key("gone"), missing)
+                commit.state.update(page="0", seeded="1", **{"pass": str(passes + 1)})
+            else:
+                commit.add(snap.key("seen"), ids)
+                commit.state["page"] = str(page + 1)
+            emitted += await record(self.store, snap, events, commit)
+            if not last:
+                page += 1
+                continue
+            if not missing:
+                return PollResult(done=True, events=emitted)
+            seeded, page, passes = True, 0, passes + 1
+
+    async def _confirm(self, object_id: str) -> int:
+        """Read an asset that a pass did not see: deleted only if Lytho answers 404."""
+        snap = self.snapshot
+        old = (await snap.get("assets", [object_id]))[object_id]
+        commit = Commit()
+        commit.remove(snap.key("gone"), [object_id])
+        events: list[Event] = []
+        try:
+            asset = await self.client.get_asset(object_id)
+        except PermanentError as exc:
+            if exc.status != 404:
+                raise
+            commit.drop(snap.key("assets"), object_id)
+            if old is not None:
+                events.append(deleted_event(object_id, old))
+        else:
+            new = compact(asset)
+            if old != new:
+                commit.put(snap.key("assets"), object_id, new)
+                events += asset_events(asset, old)
+        return await record(self.store, snap, events, commit)
+
+    async def backfill(self, budget: Budget, progress: Progress) -> int:
+        page = done = new = 0
+        while await budget.slot():
+            items, last, total = await self._page(page)
+            # An id of its own per object version: a second backfill emits nothing again.
+            events = [
+                polled_event(
+                    SOURCE, CREATED, str(a["id"]), _version(compact(a)), dict(a), reason="backfill"
+                )
+                for a in items
+            ]
+            new += sum(await self.store.ingest(events)) if events else 0
+            done += len(items)
+            progress.advance(done, total)
+            if last:
+                break
+            page += 1
+        return new

@@ -1,0 +1,221 @@
+"""When pollers run: one arq cron tick every 5 s, one runner per poller, a share of each API.
+
+Every tick, each configured poller whose interval has elapsed runs, under a Redis lock
+(`SET NX PX`) so that one worker runs it however many workers tick. A run is time-boxed;
+a poller that stopped before the end of its cycle (time box or rate limit) carries on at
+the next tick from the cursor it keeps in Redis, and one that finished waits for its
+interval (`BRIDGE_POLL_INTERVAL`, `BRIDGE_POLL_INTERVAL_<POLLER>`).
+
+Pollers share each API's rate limiter with the actions and leave room for them: a
+poller's request goes only when the limiter has a slot free right now, it waits for a
+slot a little *longer* than an action would (so a waiting action books it first), and
+all pollers of an API together take at most `POLL_SHARE` of its limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from arq.cron import CronJob, cron
+from redis.exceptions import RedisError
+
+from bridge.clients.base import RetryPolicy
+from bridge.clients.ratelimit import Limit, RateLimiter
+from bridge.errors import ClientError, PermanentError, StoreUnavailable
+from bridge.ingress.pollers import POLLER_NAMES, Poller, PollResult, configured_pollers
+
+if TYPE_CHECKING:
+    from bridge.context import Context
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 5
+RUN_SECONDS = 10.0  # the time box of one poll run
+JOB_TIMEOUT = 15  # arq's timeout of the tick; a long one delays re-runs after SIGKILL
+LOCK_MS = 20_000  # outlives the run's hard stop (RUN_SECONDS + 2), expires if a worker dies
+# Pollers of one API take at most this share of its rate limits, so actions keep the rest.
+POLL_SHARE = 0.5
+# One try per request: a retry would send a request that no slot was booked for.
+POLL_RETRY = RetryPolicy(attempts=1, rate_limit_wait=0.0)
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def poll_interval(context: Context, name: str) -> int:
+    """Seconds between two cycles of a poller (its own setting, else the default)."""
+    settings = context.settings
+    return int(settings.poll_intervals.get(name, settings.poll_interval))
+
+
+def poll_limits(limits: tuple[Limit, ...]) -> tuple[Limit, ...]:
+    """The pollers' own budget: `POLL_SHARE` of each of an API's limits."""
+    return tuple(
+        Limit(max(1, math.floor(limit.count * POLL_SHARE)), limit.period) for limit in limits
+    )
+
+
+def poll_budget_limiter(context: Context) -> RateLimiter:
+    """The limiter of the pollers' share (one per context, state shared through Redis)."""
+    found: RateLimiter | None = context.extras.get("poll_budget_limiter")
+    if found is None:
+        shared = context.limiter
+        limits = {api: poll_limits(shared.limits(api)) for api in POLLER_NAMES}
+        found = RateLimiter(
+            context.redis,
+            {api: share for api, share in limits.items() if share},
+            key_prefix=f"{context.settings.key_prefix}poll:budget:",
+        )
+        context.extras["poll_budget_limiter"] = found
+    return found
+
+
+class RunBudget:
+    """The requests of one poll run: booked one by one, only while slots are free."""
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        budget: RateLimiter,
+        api: str,
+        seconds: float = RUN_SECONDS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limiter = limiter
+        self._budget = budget
+        self._api = api
+        self._clock = clock
+        self._deadline = clock() + seconds
+        spaced = [limit.interval for limit in limiter.limits(api)]
+        self._interval = min(spaced) if spaced else 0.0
+        # An action waiting for the same slot retries within 50 ms of it (RateLimiter's
+        # jitter); arriving later than that lets the action book it first.
+        self._grace = min(1.0, max(0.1, self._interval / 4))
+        self.requests = 0
+
+    def time_left(self) -> float:
+        return self._deadline - self._clock()
+
+    async def slot(self) -> bool:
+        if self.time_left() <= 0:
+            return False
+        if await self._budget.try_acquire(self._api) > 0:
+            return False  # the pollers' share is spent for now
+        wait = await self._limiter.try_acquire(self._api)
+        if wait > 0:
+            # A wait longer than one step means requests are booked ahead: actions are busy.
+            if wait > self._interval * 1.5 or wait + self._grace > self.time_left():
+                return False
+            await asyncio.sleep(wait + self._grace)
+            if await self._limiter.try_acquire(self._api) > 0:
+                return False
+        self.requests += 1
+        return True
+
+
+async def run_poller(context: Context, poller: Poller) -> str:
+    """Run one poller if it is due and no other worker runs it; say what happened."""
+    redis = context.redis
+    prefix = f"{context.settings.key_prefix}poll:{poller.name}:"
+    lock_key, due_key = prefix + "lock", prefix + "due"
+    token = uuid.uuid4().hex
+    if not await redis.set(lock_key, token, nx=True, px=LOCK_MS):
+        return "busy"
+    try:
+        if await redis.exists(due_key):
+            return "not due"
+        started = time.monotonic()
+        budget = RunBudget(context.limiter, poll_budget_limiter(context), poller.name)
+        result: PollResult | None = None
+        try:
+            async with asyncio.timeout(RUN_SECONDS + 2):
+                result = await poller.poll(budget)
+        except PermanentError as exc:
+            logger.error("poller %s stopped: %s", poller.name, exc)
+        except (ClientError, StoreUnavailable) as exc:
+            logger.warning("poller %s stopped early: %s; resuming next time", poller.name, exc)
+        except TimeoutError:
+            logger.warning("poller %s ran out of time; resuming next tick", poller.name)
+            result = PollResult(done=False)
+        except Exception:
+            logger.exception("poller %s failed", poller.name)
+        if result is not None and not result.done:
+            outcome = "partial"
+        else:
+            # A finished cycle (or an error, not to be retried every tick) waits for the
+            # interval, counted from the start of this run; the next tick may be up to a
+            # second early, so a second of slack keeps the cadence on the interval.
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            wait_ms = poll_interval(context, poller.name) * 1000 - elapsed_ms - 1000
+            if wait_ms > 0:
+                await redis.set(due_key, "1", px=wait_ms)
+            outcome = "done" if result is not None else "failed"
+        if result is not None:
+            logger.info(
+                "poller %s: %s, %d events, %d requests",
+                poller.name,
+                outcome,
+                result.events,
+                budget.requests,
+            )
+        return outcome
+    finally:
+        with contextlib.suppress(RedisError, OSError):
+            await redis.eval(_RELEASE, 1, lock_key, token)  # type: ignore[misc]
+
+
+async def tick(context: Context) -> dict[str, str]:
+    """Run every configured poller that is due, side by side; `{name: outcome}`."""
+    pollers = configured_pollers(context)
+    outcomes = await asyncio.gather(
+        *(run_poller(context, p) for p in pollers), return_exceptions=True
+    )
+    report: dict[str, str] = {}
+    for poller, outcome in zip(pollers, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, Exception):
+                raise outcome
+            logger.error(
+                "poller %s failed: %s",
+                poller.name,
+                outcome,
+                exc_info=(type(outcome), outcome, outcome.__traceback__),
+            )
+            report[poller.name] = "error"
+        else:
+            report[poller.name] = outcome
+    return report
+
+
+def cron_jobs(context: Context) -> list[CronJob]:
+    """The arq cron job that runs the pollers (none when no API is configured)."""
+    if not configured_pollers(context):
+        return []
+
+    async def poll(ctx: dict[str, Any]) -> dict[str, str]:
+        return await tick(context)
+
+    return [
+        cron(
+            poll,
+            # The job id derives from the name, and arq's job ids are global across queues:
+            # the key prefix keeps two bridges on one Redis from sharing a tick.
+            name=f"cron:{context.settings.key_prefix}poll",
+            second=set(range(0, 60, TICK_SECONDS)),
+            microsecond=0,
+            unique=True,
+            timeout=JOB_TIMEOUT,
+            max_tries=1,
+            keep_result=60,
+        )
+    ]
