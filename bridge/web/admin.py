@@ -1,4 +1,4 @@
-"""The admin JSON API under /api/: events and their traces, replays, rules, dead letters.
+"""The admin JSON API under /api/: events and their traces, replays, rules, dead letters, pollers.
 
 The queries here (recent events with their outcome, one event in full, the rules with
 their 24-hour numbers) also feed the dashboard. Every body goes through `redact`, so no
@@ -22,6 +22,7 @@ from bridge import admin, metrics
 from bridge.context import Context
 from bridge.errors import BridgeError
 from bridge.events import Event
+from bridge.ingress.pollers.schedule import poller_status
 from bridge.rules import event_context, should_run
 from bridge.store import loads
 from bridge.traces import redact
@@ -367,6 +368,10 @@ async def list_dead_letters(request: Request) -> Response:
     return ok(request, await dead_letter_list(_bridge(request), limit))
 
 
+async def list_pollers(request: Request) -> Response:
+    return ok(request, {"pollers": await poller_status(_bridge(request))})
+
+
 async def retry_dead_letter(request: Request) -> Response:
     letter_id = request.path_params["letter_id"]
     letter = await admin.retry_dead_letter(_bridge(request), letter_id)
@@ -400,6 +405,7 @@ def routes() -> list[Route]:
         Route("/api/events/{event_id:path}", api(get_event), methods=["GET"]),
         Route("/api/rules", api(list_rules), methods=["GET"]),
         Route("/api/dead-letters", api(list_dead_letters), methods=["GET"]),
+        Route("/api/pollers", api(list_pollers), methods=["GET"]),
         Route("/api/dead-letters/{letter_id}/retry", api(retry_dead_letter), methods=["POST"]),
         Route("/api/dead-letters/{letter_id}", api(drop_dead_letter), methods=["DELETE"]),
         Route("/api/{rest:path}", api(unknown), methods=every),

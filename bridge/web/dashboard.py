@@ -1,9 +1,10 @@
 """The dashboard: server-rendered pages to watch and operate the bridge (GET / and below).
 
 Login with BRIDGE_ADMIN_TOKEN, then: an overview with hourly charts, the rules with their
-24-hour numbers, recent events (refreshed live), one event's trace, and the dead letters
-with retry and drop buttons. Every POST carries the session's CSRF token; every page is
-rendered from redacted data, so no secret reaches the browser.
+24-hour numbers, recent events (refreshed live), one event's trace, the dead letters with
+retry and drop buttons, and the pollers with their last run, lag and budget. Every POST
+carries the session's CSRF token; every page is rendered from redacted data, so no secret
+reaches the browser.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from bridge import admin, metrics
 from bridge.context import Context
+from bridge.ingress.pollers.schedule import poller_status
 from bridge.web import prometheus
 from bridge.web.admin import (
     OUTCOMES,
@@ -106,13 +108,27 @@ def _ago(at: float | None) -> str:
     return f"{seconds} s ago"
 
 
+def _duration(seconds: float | None) -> str:
+    """`42 s`, `3 min 5 s`, `1 min`, `2 h 10 min`, `1 d 4 h`; a dash when unknown."""
+    if seconds is None:
+        return "—"
+    whole = int(seconds)
+    units = ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
+    for index, (size, unit) in enumerate(units[:-1]):
+        if whole >= size:
+            small, name = units[index + 1]
+            rest = whole % size // small
+            return f"{whole // size} {unit}" + (f" {rest} {name}" if rest else "")
+    return f"{whole} s"
+
+
 ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
     autoescape=True,
     trim_blocks=True,
     lstrip_blocks=True,
 )
-ENV.filters.update(show=_show, pretty=_pretty, utc=_utc, clock=_clock, ago=_ago)
+ENV.filters.update(show=_show, pretty=_pretty, utc=_utc, clock=_clock, ago=_ago, duration=_duration)
 
 
 def bar_chart(
@@ -381,6 +397,12 @@ async def dead_letters_page(request: Request) -> Response:
 
 
 @page
+async def pollers_page(request: Request) -> Response:
+    pollers = await poller_status(_bridge(request))
+    return render(request, "pollers.html", nav="pollers", pollers=pollers)
+
+
+@page
 async def retry_letter(request: Request) -> Response:
     letter_id = request.path_params["letter_id"]
     letter = await admin.retry_dead_letter(_bridge(request), letter_id)
@@ -426,5 +448,6 @@ def routes() -> list[BaseRoute]:
         Route("/dead-letters", dead_letters_page, methods=["GET"]),
         Route("/dead-letters/{letter_id}/retry", retry_letter, methods=["POST"]),
         Route("/dead-letters/{letter_id}/drop", drop_letter, methods=["POST"]),
+        Route("/pollers", pollers_page, methods=["GET"]),
         Mount("/static", app=_GuardedStatic(), name="static"),
     ]

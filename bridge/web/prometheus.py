@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.context import Context
+from bridge.ingress.pollers.schedule import poller_status
 from bridge.metrics import of, series
 from bridge.worker import health_check_key
 
@@ -96,6 +97,38 @@ FAMILIES: tuple[Family, ...] = (
         "gauge",
         "1 when the rule files on disk are valid, 0 when the last good set is kept (or none).",
     ),
+    Family(
+        "lytbridge_poller_last_run_timestamp_seconds",
+        "gauge",
+        "When the poller's last run ended (Unix time), by poller.",
+    ),
+    Family(
+        "lytbridge_poller_lag_seconds",
+        "gauge",
+        "Age of the poller's oldest observation: now minus the start of its last full pass.",
+    ),
+    Family("lytbridge_poller_runs_total", "counter", "Poll runs, by poller."),
+    Family("lytbridge_poller_events_total", "counter", "Events the poller emitted, by poller."),
+    Family(
+        "lytbridge_poller_errors_total",
+        "counter",
+        "Poll runs that ended in an error, by poller.",
+    ),
+    Family(
+        "lytbridge_poller_requests_total",
+        "counter",
+        "Requests the poller made to its API (booked against the pollers' budget), by poller.",
+    ),
+    Family(
+        "lytbridge_poller_budget_used",
+        "gauge",
+        "Requests of the pollers' budget in use now (GCRA state), by API and limit.",
+    ),
+    Family(
+        "lytbridge_poller_budget_limit",
+        "gauge",
+        "Requests the pollers' budget allows per period, by API and limit.",
+    ),
 )
 _FAMILY = {f.name: f for f in FAMILIES}
 
@@ -124,6 +157,26 @@ async def gauges(bridge: Context) -> dict[str, float]:
     out[series("lytbridge_rules", {"state": "enabled"})] = float(enabled)
     out[series("lytbridge_rules", {"state": "disabled"})] = float(len(rules) - enabled)
     out["lytbridge_rule_set_valid"] = 1.0 if live.current is not None and not live.problems else 0.0
+    out.update(await poller_gauges(bridge))
+    return out
+
+
+async def poller_gauges(bridge: Context) -> dict[str, float]:
+    """The pollers' series, read from their status hashes and the budget's limiter state."""
+    out: dict[str, float] = {}
+    for status in await poller_status(bridge):
+        label = {"poller": status["name"]}
+        run = status["last_run"]
+        if run is not None:
+            out[series("lytbridge_poller_last_run_timestamp_seconds", label)] = run["finished_at"]
+        if status["lag_seconds"] is not None:
+            out[series("lytbridge_poller_lag_seconds", label)] = status["lag_seconds"]
+        for name in ("runs", "events", "errors", "requests"):
+            out[series(f"lytbridge_poller_{name}_total", label)] = float(status[f"{name}_total"])
+        for limit in status["budget"]:
+            labels = {"api": status["name"], "limit": limit["limit"]}
+            out[series("lytbridge_poller_budget_used", labels)] = float(limit["used"])
+            out[series("lytbridge_poller_budget_limit", labels)] = float(limit["count"])
     return out
 
 

@@ -10,6 +10,11 @@ Pollers share each API's rate limiter with the actions and leave room for them: 
 poller's request goes only when the limiter has a slot free right now, it waits for a
 slot a little *longer* than an action would (so a waiting action books it first), and
 all pollers of an API together take at most `POLL_SHARE` of its limits.
+
+After each run, one pipeline writes the poller's status hash (`<prefix>poll:<name>:status`):
+the run's times, outcome, events and requests, running totals, and when the last full pass
+began, which bounds the age of the oldest observation (the *lag*). `poller_status` reads it
+for the dashboard, the admin API and /metrics.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from bridge.clients.base import RetryPolicy
 from bridge.clients.ratelimit import Limit, RateLimiter
 from bridge.errors import ClientError, PermanentError, StoreUnavailable
 from bridge.ingress.pollers import POLLER_NAMES, Poller, PollResult, configured_pollers
+from bridge.traces import redact
 
 if TYPE_CHECKING:
     from bridge.context import Context
@@ -134,21 +140,26 @@ async def run_poller(context: Context, poller: Poller) -> str:
     try:
         if await redis.exists(due_key):
             return "not due"
+        started_at = time.time()
         started = time.monotonic()
         budget = RunBudget(context.limiter, poll_budget_limiter(context), poller.name)
         result: PollResult | None = None
+        error = ""
         try:
             async with asyncio.timeout(RUN_SECONDS + 2):
                 result = await poller.poll(budget)
         except PermanentError as exc:
             logger.error("poller %s stopped: %s", poller.name, exc)
+            error = str(exc)
         except (ClientError, StoreUnavailable) as exc:
             logger.warning("poller %s stopped early: %s; resuming next time", poller.name, exc)
+            error = str(exc)
         except TimeoutError:
             logger.warning("poller %s ran out of time; resuming next tick", poller.name)
             result = PollResult(done=False)
-        except Exception:
+        except Exception as exc:
             logger.exception("poller %s failed", poller.name)
+            error = f"{type(exc).__name__}: {exc}"
         if result is not None and not result.done:
             outcome = "partial"
         else:
@@ -168,10 +179,143 @@ async def run_poller(context: Context, poller: Poller) -> str:
                 result.events,
                 budget.requests,
             )
+        await record_run(context, poller.name, started_at, outcome, result, budget.requests, error)
         return outcome
     finally:
         with contextlib.suppress(RedisError, OSError):
             await redis.eval(_RELEASE, 1, lock_key, token)  # type: ignore[misc]
+
+
+# --- what the runs did: one status hash per poller ------------------------------------------
+
+MAX_ERROR = 300  # characters of an error message kept in the status
+
+
+def status_key(context: Context, name: str) -> str:
+    return f"{context.settings.key_prefix}poll:{name}:status"
+
+
+async def record_run(
+    context: Context,
+    name: str,
+    started_at: float,
+    outcome: str,
+    result: PollResult | None,
+    requests: int,
+    error: str = "",
+) -> None:
+    """Write what one run did to the poller's status hash (one pipeline; never raises)."""
+    key = status_key(context, name)
+    events = result.events if result is not None else 0
+    try:
+        # A full pass may span several runs: it began with the first run after the last
+        # finished pass, and every object it read was seen at or after that moment.
+        raw = await context.redis.hget(key, "pass_started_at")  # type: ignore[misc]
+        pass_started = float(raw) if raw is not None else started_at
+        fields: dict[str, str | float | int] = {
+            "last_started_at": started_at,
+            "last_finished_at": time.time(),
+            "last_outcome": outcome,
+            "last_error": redact(error, context.settings.secrets())[:MAX_ERROR],
+            "last_events": events,
+            "last_requests": requests,
+            "last_full_pass": int(outcome == "done"),
+        }
+        async with context.redis.pipeline(transaction=True) as pipe:
+            if outcome == "done":
+                fields["full_pass_started_at"] = pass_started
+                fields["full_pass_finished_at"] = fields["last_finished_at"]
+                pipe.hdel(key, "pass_started_at")
+            else:
+                fields["pass_started_at"] = pass_started
+            pipe.hset(key, mapping=fields)
+            pipe.hincrby(key, "runs_total", 1)
+            pipe.hincrby(key, "events_total", events)
+            pipe.hincrby(key, "requests_total", requests)
+            pipe.hincrby(key, "errors_total", int(bool(error)))
+            await pipe.execute()
+    except (RedisError, OSError) as exc:
+        logger.warning("status of poller %s not recorded: %s", name, exc)
+
+
+def _budget_use(limits: tuple[Limit, ...], tats: list[Any], now: float) -> list[dict[str, Any]]:
+    """Each limit of the pollers' budget with the requests it has not yet given back.
+
+    Under GCRA a booked request is given back one emission interval after the limit's
+    theoretical arrival time, so `(TAT - now) / interval` is the share in use right now.
+    """
+    out = []
+    for limit, raw in zip(limits, tats, strict=True):
+        ahead = max(0.0, int(raw) / 1e6 - now) if raw is not None else 0.0
+        used = min(limit.count, math.ceil(round(ahead / limit.interval, 6)))
+        out.append(
+            {"limit": limit.name, "count": limit.count, "period": limit.period, "used": used}
+        )
+    return out
+
+
+async def poller_status(context: Context) -> list[dict[str, Any]]:
+    """Every configured poller: its interval, last run, lag, totals and budget in use."""
+    pollers = configured_pollers(context)
+    budget = poll_budget_limiter(context)
+    async with context.redis.pipeline(transaction=False) as pipe:
+        pipe.time()
+        for poller in pollers:
+            pipe.hgetall(status_key(context, poller.name))
+            for key in budget.keys(poller.name):
+                pipe.get(key)
+        replies = await pipe.execute()
+    seconds, micros = replies[0]
+    now = int(seconds) + int(micros) / 1e6
+    out: list[dict[str, Any]] = []
+    at = 1
+    for poller in pollers:
+        raw = {k.decode(): v.decode() for k, v in replies[at].items()}
+        limits = budget.limits(poller.name)
+        tats = replies[at + 1 : at + 1 + len(limits)]
+        at += 1 + len(limits)
+        out.append(_status(poller.name, poll_interval(context, poller.name), raw, now))
+        out[-1]["budget"] = _budget_use(limits, tats, now)
+    return out
+
+
+def _status(name: str, interval: int, raw: dict[str, str], now: float) -> dict[str, Any]:
+    def number(field: str) -> float | None:
+        return float(raw[field]) if field in raw else None
+
+    def whole(field: str) -> int:
+        return int(raw.get(field, 0))
+
+    full_pass = number("full_pass_started_at")
+    # Before any full pass has finished, the oldest observation is as old as the first run.
+    oldest = full_pass if full_pass is not None else number("pass_started_at")
+    ran = "last_started_at" in raw
+    return {
+        "name": name,
+        "interval_seconds": interval,
+        "last_run": {
+            "started_at": number("last_started_at"),
+            "finished_at": number("last_finished_at"),
+            "outcome": raw.get("last_outcome"),
+            "error": raw.get("last_error") or None,
+            "events": whole("last_events"),
+            "requests": whole("last_requests"),
+            "full_pass": raw.get("last_full_pass") == "1",
+        }
+        if ran
+        else None,
+        "last_full_pass": {
+            "started_at": full_pass,
+            "finished_at": number("full_pass_finished_at"),
+        }
+        if full_pass is not None
+        else None,
+        "lag_seconds": round(max(0.0, now - oldest), 3) if oldest is not None else None,
+        "runs_total": whole("runs_total"),
+        "events_total": whole("events_total"),
+        "requests_total": whole("requests_total"),
+        "errors_total": whole("errors_total"),
+    }
 
 
 async def tick(context: Context) -> dict[str, str]:
