@@ -46,7 +46,7 @@ def make_worker(context: Context, *, burst: bool = False) -> Worker:
         burst=burst,
         poll_delay=0 if burst else context.settings.worker_poll_delay,
         max_jobs=context.settings.worker_max_jobs,
-        # arq reads 5 × max_jobs ids per poll by default; with a backlog most of them are
+        # arq reads 5 * max_jobs ids per poll by default; with a backlog most of them are
         # already running here or claimed by another worker, and each costs a WATCH round.
         queue_read_limit=context.settings.worker_max_jobs,
         job_timeout=timeout,
