@@ -21,6 +21,8 @@ from jinja2.utils import Namespace
 
 MAX_OUTPUT = 64 * 1024  # bytes of rendered output; characters of any string built on the way
 MAX_RANGE = 10_000  # items of range(); Jinja's own sandbox allows 100,000
+# Python refuses to print an integer of more than 4,300 digits (about 14,280 bits).
+MAX_INT_BITS = 14_000
 
 # A %-format width or precision of a million or more, or taken from the arguments (`*`).
 _WIDTH = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(?:\*|\d{6,}|\d*\.(?:\*|\d{6,}))")
@@ -38,6 +40,8 @@ def _too_big(what: str) -> SecurityError:
 
 
 def check_size(value: Any) -> Any:
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise SecurityError("the number would exceed 4,000 digits")
     if isinstance(value, str) and len(value) > MAX_OUTPUT:
         raise _too_big("the string")
     if isinstance(value, list | tuple) and len(value) > MAX_RANGE:
@@ -88,8 +92,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and _is_int(left) and _is_int(right):
-            if right > 0 and abs(left) > 1 and right * abs(left).bit_length() > MAX_OUTPUT * 8:
-                raise _too_big("the number")
+            if right > 0 and abs(left) > 1 and right * abs(left).bit_length() > MAX_INT_BITS:
+                raise SecurityError("the number would exceed 4,000 digits")
         elif operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and _is_int(times):

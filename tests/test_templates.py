@@ -355,7 +355,7 @@ def test_sandbox_escapes_fail_safely(templates: Templates, source: str) -> None:
         ("{{ range(10**9) | list }}", "range of 1000000000 items; the sandbox allows 10000"),
         ("{{ 'a' * 10**9 }}", "the repetition would exceed the 64 KiB limit"),
         ("{{ [0] * 10**9 }}", "the repetition would exceed the 64 KiB limit"),
-        ("{{ 2 ** (10**9) }}", "the number would exceed the 64 KiB limit"),
+        ("{{ 2 ** (10**9) }}", "the number would exceed 4,000 digits"),
         ("{{ 'x'.ljust(10**9) }}", "str.ljust() would exceed the 64 KiB limit"),
         ("{{ 'x' | center(10**9) }}", "the center filter would exceed the 64 KiB limit"),
         ("{{ '%1000000000d' | format(1) }}", "format widths of a million or more"),
@@ -443,3 +443,11 @@ def test_slack_escaping_of_inline_parameters() -> None:
     }
     # Without escaping (any other action), values are inserted as they are.
     assert templates.render_value("{{ data.name }}", context) == context["data"]["name"]
+
+
+@pytest.mark.parametrize("source", ["{{ 2**100000 }}", "{{ (10**4000) * (10**4000) }}"])
+def test_a_huge_integer_is_a_template_error(source: str) -> None:
+    # Python cannot print an integer of more than 4,300 digits: refuse to build one.
+    with pytest.raises(TemplateError, match="the number would exceed"):
+        Templates().render_value({"t": source}, {})
+    assert Templates().render_value("{{ 2**1000 }}", {}) == 2**1000
