@@ -23,7 +23,7 @@ class FakeSleep:
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # ok-sleep: a fake sleep only yields to the loop
 
 
 class Control:

@@ -182,4 +182,4 @@ async def async_wait_for(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)  # polling interval of a bounded wait on a condition
+        await asyncio.sleep(0.02)  # ok-sleep: polling interval of a bounded wait on a condition
