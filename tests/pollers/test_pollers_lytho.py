@@ -115,3 +115,22 @@ async def test_a_pass_resumes_from_its_cursor(context: Context, sandboxes: Sandb
     assert (event.type, event.subject) == ("lytho.asset.tagged", "1012")
     pages = [r["query"] for r in sandboxes.requests("lytho") if r["path"] == "/v1/assets"]
     assert pages[-3:] == ["page=0&size=5", "page=1&size=5", "page=2&size=5"]
+
+
+def test_asset_events_carry_tag_names_and_metadata_values_for_rules() -> None:
+    asset = {
+        "id": 7,
+        "fileName": "a.jpg",
+        "version": 2,
+        "modificationDate": "2026-11-25T10:00:00Z",
+        "tags": [{"id": 3, "name": "spring-2026"}, {"id": 1, "name": "hero"}],
+        "metadata": [{"name": "campaign", "value": "spring-2026"}],
+    }
+    old = lytho.compact({**asset, "version": 1, "tags": [{"id": 1, "name": "hero"}]})
+    [tagged] = lytho.asset_events(asset, old)
+    assert tagged.type == "lytho.asset.tagged"
+    assert tagged.data["tag_names"] == ["hero", "spring-2026"]
+    assert tagged.data["metadata_values"] == {"campaign": "spring-2026"}
+    assert tagged.data["added_tags"] == ["spring-2026"]
+    # The asset as Lytho gave it is still all there.
+    assert tagged.data["tags"] == asset["tags"] and tagged.data["metadata"] == asset["metadata"]

@@ -87,7 +87,9 @@ def asset_events(asset: Mapping[str, Any], old: Compact | None) -> list[Event]:
     version = _version(new)
     when = asset.get("modificationDate")
     time = when if isinstance(when, str) and when else None
-    data = dict(asset)
+    # Lytho gives tags as objects and metadata as a list; rules read names and values:
+    # `{path: data.tag_names, contains: hero}`, `data.metadata_values.campaign`.
+    data = {**asset, "tag_names": new["tags"], "metadata_values": new.get("metadata", {})}
     if old is None:
         return [polled_event(SOURCE, CREATED, object_id, version, data, time=time)]
     events = []
