@@ -105,6 +105,8 @@ async def _suppressed(
     """The matched rules that dedupe or throttle hold back, with why; books the others."""
     found: dict[str, dict[str, str]] = {}
     for rule in matched:
+        if rule.dedupe is None and rule.throttle is None:
+            continue  # Most rules have neither: no context to build, no Redis call.
         try:
             held = await bridge.run_limits.admit(
                 rule, event.id, event_context(event, rule), bridge.rules.templates

@@ -67,10 +67,6 @@ class Keys:
     def dead_letter_index(self) -> str:
         return f"{self.prefix}dlq:index"
 
-    @property
-    def rules_status(self) -> str:
-        return f"{self.prefix}rules:status"
-
     def handle_job_id(self, event_id: str, run: str = "") -> str:
         return f"{self.prefix}handle:{event_id}" + (f"@{run}" if run else "")
 
@@ -127,7 +123,16 @@ return out
 
 def job_payload(function: str, args: Sequence[Any], enqueue_ms: int) -> bytes:
     """A job in arq's format, serialized as JSON (the worker's job_deserializer)."""
-    return dumps({"t": None, "f": function, "a": list(args), "k": {}, "et": enqueue_ms})
+    return job_bytes(function, dumps(list(args)), enqueue_ms)
+
+
+def job_bytes(function: str, encoded_args: bytes, enqueue_ms: int) -> bytes:
+    """A job in arq's format around arguments already encoded as a JSON array."""
+    return b'{"t":null,"f":"%s","a":%s,"k":{},"et":%d}' % (
+        function.encode(),
+        encoded_args,
+        enqueue_ms,
+    )
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,7 @@ class Store:
             keys += [self.keys.seen(event.id), self.keys.event(event.id), ARQ_JOB_PREFIX + job_id]
             encoded = dumps(event.to_dict())
             # The job's only argument is the event: splice its JSON in, not encode it twice.
-            job = b'{"t":null,"f":"handle_event","a":[%s],"k":{},"et":%d}' % (encoded, now_ms)
+            job = job_bytes("handle_event", b"[%s]" % encoded, now_ms)
             args += [event.id, encoded, job_id, job]
         try:
             result = await self._ingest(keys=keys, args=args)
