@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from bridge.context import Context, build_context, job_deserializer, job_serializer
 from bridge.ingress.pollers.schedule import cron_jobs
+from bridge.jobqueue import BridgeWorker
 from bridge.jobs import MAX_PICKUPS, handle_event, job_timeout, run_rule
 from bridge.settings import Settings
 
@@ -35,7 +36,7 @@ def make_worker(context: Context, *, burst: bool = False) -> Worker:
         ctx["bridge"] = context
 
     timeout = job_timeout(context)
-    return Worker(
+    return BridgeWorker(
         functions=[
             func(handle_event, name="handle_event", timeout=timeout, max_tries=MAX_PICKUPS),
             # run_rule counts its own tries per step; arq's count only bounds crash loops.
@@ -46,8 +47,7 @@ def make_worker(context: Context, *, burst: bool = False) -> Worker:
         burst=burst,
         poll_delay=0 if burst else context.settings.worker_poll_delay,
         max_jobs=context.settings.worker_max_jobs,
-        # arq reads 5 * max_jobs ids per poll by default; with a backlog most of them are
-        # already running here or claimed by another worker, and each costs a WATCH round.
+        # Claims (bridge.jobqueue) take at most this many ready jobs per poll.
         queue_read_limit=context.settings.worker_max_jobs,
         job_timeout=timeout,
         keep_result=3600,

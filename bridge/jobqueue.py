@@ -1,0 +1,320 @@
+"""arq's Worker with a lean claim and finish: one Lua script each instead of ~6 round trips.
+
+arq 0.28 claims a job with WATCH, EXISTS, ZSCORE and MULTI/PSETEX/EXEC (four round trips,
+one job at a time, racing other workers for the same ids), loads it in a second
+transaction and finishes it in a third. For the bridge's small jobs that protocol was
+about 60 % of a worker's Redis work (docs/performance.md). `BridgeWorker` keeps arq's data
+layout (the queue sorted set and the `arq:job:`, `arq:in-progress:`, `arq:retry:` and
+`arq:result:` keys, with the same job and result encoding), so arq's client and `Job`
+objects still read it; only the way a worker claims and finishes its jobs changes:
+
+- claim: one script takes the ready ids in score order, skips those in progress anywhere,
+  marks up to N in progress and returns each with its score, payload and try number;
+- finish: one script stores the result and removes the job's keys, or re-scores the job
+  for a retry.
+
+The semantics are arq's: at least once; `Retry(defer=…)` re-scores the job; a cancelled
+job (SIGTERM) is re-queued at once; an exception, a timeout or too many tries fails the
+job for good with its result kept; a cron job keeps its in-progress key for a minute so
+that no other worker runs the same slot. Aborting jobs (`allow_abort_jobs`) is not
+supported: the bridge never aborts a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arq import Retry, Worker
+from arq.constants import (
+    in_progress_key_prefix,
+    job_key_prefix,
+    keep_cronjob_progress,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from arq.cron import CronJob
+from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
+from arq.utils import ms_to_datetime, timestamp_ms
+from arq.worker import Function, JobExecutionFailed, RetryJob
+
+logger = logging.getLogger(__name__)
+
+# arq keeps the try counter of a job for this long (seconds), as its own worker does.
+RETRY_KEY_TTL = 88_400
+# Ids a claim looks at beyond those it takes: ids in progress in any worker sit at the head
+# of the queue, and each costs the script one EXISTS.
+CLAIM_SCAN_EXTRA = 256
+
+# KEYS[1]: the queue. ARGV: now ms, how many to take, in-progress ms, ids to look at at
+# most, then the in-progress, retry and job key prefixes and the retry counter's ttl.
+# Returns (id, score, payload or nil, try) per claimed job.
+_CLAIM = """
+local out = {}
+local wanted = tonumber(ARGV[2])
+local scan = tonumber(ARGV[4])
+local claimed, offset = 0, 0
+while claimed < wanted and offset < scan do
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES',
+                          'LIMIT', offset, 64)
+  if #page == 0 then break end
+  for i = 1, #page, 2 do
+    local id = page[i]
+    local progress = ARGV[5] .. id
+    if redis.call('EXISTS', progress) == 0 then
+      redis.call('PSETEX', progress, ARGV[3], '1')
+      local retry = ARGV[6] .. id
+      local try = redis.call('INCR', retry)
+      redis.call('EXPIRE', retry, ARGV[8])
+      out[#out + 1] = id
+      out[#out + 1] = page[i + 1]
+      out[#out + 1] = redis.call('GET', ARGV[7] .. id)
+      out[#out + 1] = try
+      claimed = claimed + 1
+      if claimed >= wanted then break end
+    end
+  end
+  offset = offset + 64
+end
+return out
+"""
+
+# KEYS: queue, in-progress key, job key, retry key, result key. ARGV: job id, 'done' or
+# 'again', result payload ('' for none), result ttl ms, score increment ms ('0': none),
+# keep the in-progress key for ms ('0': delete it).
+_FINISH = """
+if ARGV[6] ~= '0' then
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+else
+  redis.call('DEL', KEYS[2])
+end
+if ARGV[2] == 'done' then
+  if ARGV[3] ~= '' then
+    redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
+  end
+  redis.call('DEL', KEYS[3], KEYS[4])
+  redis.call('ZREM', KEYS[1], ARGV[1])
+elseif ARGV[5] ~= '0' then
+  redis.call('ZINCRBY', KEYS[1], ARGV[5], ARGV[1])
+end
+return 1
+"""
+
+_NO_RESULT = object()
+
+
+class BridgeWorker(Worker):
+    """An arq Worker that claims jobs in batches and finishes each in one round trip."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("allow_abort_jobs"):
+            raise ValueError("BridgeWorker does not support allow_abort_jobs")
+        super().__init__(*args, **kwargs)
+        self._claim_script: Any = None
+        self._finish_script: Any = None
+
+    def _scripts(self) -> tuple[Any, Any]:
+        if self._claim_script is None:
+            self._claim_script = self.pool.register_script(_CLAIM)
+            self._finish_script = self.pool.register_script(_FINISH)
+        return self._claim_script, self._finish_script
+
+    async def _poll_iteration(self) -> None:
+        """Claim and start ready jobs, reap finished tasks, beat (arq's loop calls this)."""
+        count = min(self.queue_read_limit, self.max_jobs - self.job_counter)
+        if self.burst and self.max_burst_jobs >= 0:
+            count = min(count, self.max_burst_jobs - self._jobs_started())
+        if self.allow_pick_jobs and count > 0:
+            await self._claim_and_start(count)
+
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # an error in our own job runner must not pass silently
+
+        await self.heart_beat()
+
+    async def _claim_and_start(self, count: int) -> None:
+        claim, _ = self._scripts()
+        reply = await claim(
+            keys=[self.queue_name],
+            args=[
+                timestamp_ms(),
+                count,
+                int(self.in_progress_timeout_s * 1000),
+                count + CLAIM_SCAN_EXTRA,
+                in_progress_key_prefix,
+                retry_key_prefix,
+                job_key_prefix,
+                RETRY_KEY_TTL,
+            ],
+        )
+        for i in range(0, len(reply), 4):
+            job_id = reply[i].decode()
+            score = int(float(reply[i + 1]))
+            payload: bytes | None = reply[i + 2]
+            job_try = int(reply[i + 3])
+            # Slots are free (count ≤ max_jobs - running), so this never waits; arq's
+            # done-callback releases it again.
+            await self.sem.acquire()
+            self.job_counter += 1
+            task = self.loop.create_task(self._run(job_id, score, payload, job_try))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    async def _run(self, job_id: str, score: int, payload: bytes | None, job_try: int) -> None:
+        """Run one claimed job and finish it: arq's `run_job`, without its claim round trips."""
+        start_ms = timestamp_ms()
+        function_name, enqueue_ms = "<unknown>", 0
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+
+        async def failed(exc: BaseException) -> None:
+            self.jobs_failed += 1
+            result = serialize_result(
+                function_name,
+                args,
+                kwargs,
+                job_try,
+                enqueue_ms,
+                False,
+                exc,
+                start_ms,
+                timestamp_ms(),
+                f"{job_id}:{function_name}",
+                self.queue_name,
+                job_id=job_id,
+                serializer=self.job_serializer,
+            )
+            await asyncio.shield(self._finish(job_id, True, result, self.keep_result_s, 0, None))
+
+        if payload is None:
+            logger.warning("job %s expired before it ran", job_id)
+            return await failed(JobExecutionFailed("job expired"))
+        try:
+            function_name, args, kwargs, enqueue_try, enqueue_ms = deserialize_job_raw(
+                payload, deserializer=self.job_deserializer
+            )
+        except SerializationError as exc:
+            logger.exception("job %s cannot be read", job_id)
+            return await failed(exc)
+
+        function = self.functions.get(function_name)
+        if function is None:
+            logger.warning("job %s: no function %r", job_id, function_name)
+            return await failed(JobExecutionFailed(f"function {function_name!r} not found"))
+
+        is_cron = isinstance(function, CronJob)
+        ref = function_name if is_cron else f"{job_id}:{function_name}"
+        keep_in_progress = keep_cronjob_progress if is_cron else None
+        if enqueue_try and enqueue_try > job_try:
+            job_try = enqueue_try
+            await self.pool.setex(retry_key_prefix + job_id, RETRY_KEY_TTL, str(job_try))
+
+        max_tries = self.max_tries if function.max_tries is None else function.max_tries
+        if job_try > max_tries:
+            logger.warning("%s: more than %d tries, giving up", ref, max_tries)
+            return await failed(JobExecutionFailed(f"max {max_tries} retries exceeded"))
+
+        outcome = await self._call(function, job_id, job_try, enqueue_ms, score, args, kwargs)
+        result, finish, success, incr_score, start_ms, finished_ms = outcome
+
+        keep_s = self.keep_result_s if function.keep_result_s is None else function.keep_result_s
+        result_data = None
+        if result is not _NO_RESULT and keep_s > 0:
+            result_data = serialize_result(
+                function_name,
+                args,
+                kwargs,
+                job_try,
+                enqueue_ms,
+                success,
+                result,
+                start_ms,
+                finished_ms,
+                ref,
+                self.queue_name,
+                job_id=job_id,
+                serializer=self.job_serializer,
+            )
+        await asyncio.shield(
+            self._finish(job_id, finish, result_data, keep_s, incr_score or 0, keep_in_progress)
+        )
+
+    async def _call(
+        self,
+        function: Function | CronJob,
+        job_id: str,
+        job_try: int,
+        enqueue_ms: int,
+        score: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[Any, bool, bool, int | None, int, int]:
+        """Run the job's coroutine: (result, finish, success, score increment, start, end)."""
+        ctx = {
+            **self.ctx,
+            "job_id": job_id,
+            "job_try": job_try,
+            "enqueue_time": ms_to_datetime(enqueue_ms),
+            "score": score,
+        }
+        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
+        result: Any = _NO_RESULT
+        finish = success = False
+        incr_score: int | None = None
+        start_ms = timestamp_ms()
+        task = self.loop.create_task(function.coroutine(ctx, *args, **kwargs))
+        self.job_tasks[job_id] = task
+        try:
+            result = await asyncio.wait_for(task, timeout_s)
+        except Retry as exc:
+            # Re-scored from its old score, so that it runs `defer` after now.
+            if exc.defer_score:
+                incr_score = exc.defer_score + (timestamp_ms() - score)
+            self.jobs_retried += 1
+            logger.debug("job %s retrying in %.2f s", job_id, (exc.defer_score or 0) / 1000)
+        except (asyncio.CancelledError, RetryJob):
+            # Cancelled (the worker is stopping): back to the queue as it stands.
+            self.jobs_retried += 1
+            logger.debug("job %s cancelled, will run again", job_id)
+        except Exception as exc:
+            logger.exception("job %s failed: %s: %s", job_id, type(exc).__name__, exc)
+            result, finish = exc, True
+            self.jobs_failed += 1
+        else:
+            finish = success = True
+            self.jobs_complete += 1
+        finally:
+            del self.job_tasks[job_id]
+        return result, finish, success, incr_score, start_ms, timestamp_ms()
+
+    async def _finish(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        keep_result_s: float,
+        incr_score: int,
+        keep_in_progress: float | None,
+    ) -> None:
+        _, finish_script = self._scripts()
+        keep_ms = int(keep_result_s * 1000)
+        await finish_script(
+            keys=[
+                self.queue_name,
+                in_progress_key_prefix + job_id,
+                job_key_prefix + job_id,
+                retry_key_prefix + job_id,
+                result_key_prefix + job_id,
+            ],
+            args=[
+                job_id,
+                "done" if finish else "again",
+                result_data if result_data and keep_ms > 0 else b"",
+                keep_ms,
+                incr_score,
+                int((keep_in_progress or 0) * 1000),
+            ],
+        )

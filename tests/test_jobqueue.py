@@ -1,0 +1,247 @@
+"""BridgeWorker: arq's job semantics with one-script claims and finishes, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from arq import Retry
+from arq.connections import ArqRedis
+from arq.jobs import Job, JobStatus
+from arq.worker import JobExecutionFailed, func
+from redis.asyncio import ConnectionPool
+
+from bridge.context import job_deserializer, job_serializer
+from bridge.jobqueue import BridgeWorker
+
+
+@pytest.fixture
+async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
+    redis = ArqRedis(
+        ConnectionPool.from_url(redis_url),
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+    )
+    yield redis
+    await redis.aclose(close_connection_pool=True)
+
+
+def worker(
+    pool: ArqRedis, key_prefix: str, *functions: Any, burst: bool = True, **kwargs: Any
+) -> BridgeWorker:
+    return BridgeWorker(
+        functions=list(functions),
+        queue_name=f"{key_prefix}queue",
+        redis_pool=pool,
+        burst=burst,
+        poll_delay=0,
+        handle_signals=False,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+        **kwargs,
+    )
+
+
+async def enqueue(pool: ArqRedis, key_prefix: str, function: str, n: int, *args: Any) -> list[str]:
+    """Enqueue through arq's own client: the worker reads arq's layout."""
+    ids = []
+    for i in range(n):
+        job = await pool.enqueue_job(
+            function, *args, _job_id=f"{key_prefix}job{i}", _queue_name=f"{key_prefix}queue"
+        )
+        assert job is not None
+        ids.append(job.job_id)
+    return ids
+
+
+async def job_keys(pool: ArqRedis, job_id: str) -> list[str]:
+    """Which of arq's per-job keys other than the result still exist."""
+    names = ("arq:job:", "arq:in-progress:", "arq:retry:")
+    return [n for n in names if await pool.exists(n + job_id)]
+
+
+async def test_jobs_run_once_and_leave_only_their_results(pool: ArqRedis, key_prefix: str) -> None:
+    async def double(ctx: dict[str, Any], x: int) -> dict[str, Any]:
+        return {"double": x * 2, "try": ctx["job_try"]}
+
+    ids = await enqueue(pool, key_prefix, "double", 3, 21)
+    w = worker(pool, key_prefix, func(double, name="double"))
+    await w.main()
+
+    assert (w.jobs_complete, w.jobs_failed, w.jobs_retried) == (3, 0, 0)
+    for job_id in ids:
+        job = Job(job_id, pool, _queue_name=f"{key_prefix}queue", _deserializer=job_deserializer)
+        assert await job.result(timeout=1) == {"double": 42, "try": 1}
+        assert await job.status() == JobStatus.complete
+        assert await job_keys(pool, job_id) == []
+    assert await pool.zcard(f"{key_prefix}queue") == 0
+
+
+async def test_retry_defers_the_job_and_counts_the_try(pool: ArqRedis, key_prefix: str) -> None:
+    started: list[float] = []
+
+    async def flaky(ctx: dict[str, Any]) -> int:
+        started.append(time.monotonic())
+        if ctx["job_try"] == 1:
+            raise Retry(defer=0.2)
+        return int(ctx["job_try"])
+
+    [job_id] = await enqueue(pool, key_prefix, "flaky", 1)
+    w = worker(pool, key_prefix, func(flaky, name="flaky"))
+    await w.main()
+
+    job = Job(job_id, pool, _queue_name=f"{key_prefix}queue", _deserializer=job_deserializer)
+    assert await job.result(timeout=1) == 2
+    assert len(started) == 2
+    assert started[1] - started[0] >= 0.19  # re-scored into the future, not run at once
+    assert (w.jobs_complete, w.jobs_retried) == (1, 1)
+    assert await job_keys(pool, job_id) == []
+
+
+async def test_a_failing_job_fails_for_good_with_its_error(pool: ArqRedis, key_prefix: str) -> None:
+    calls = Counter[str]()
+
+    async def broken(ctx: dict[str, Any]) -> None:
+        calls[ctx["job_id"]] += 1
+        raise ValueError("no such asset")
+
+    [job_id] = await enqueue(pool, key_prefix, "broken", 1)
+    w = worker(pool, key_prefix, func(broken, name="broken"))
+    await w.main()
+
+    info = await Job(job_id, pool, _deserializer=job_deserializer).result_info()
+    assert info is not None and info.success is False
+    assert info.result == "ValueError('no such asset')"
+    assert calls == {job_id: 1}
+    assert await job_keys(pool, job_id) == []
+    assert await pool.zcard(f"{key_prefix}queue") == 0
+
+
+async def test_max_tries_ends_a_job_that_keeps_asking_for_retries(
+    pool: ArqRedis, key_prefix: str
+) -> None:
+    tries: list[int] = []
+
+    async def again(ctx: dict[str, Any]) -> None:
+        tries.append(ctx["job_try"])
+        raise Retry(defer=0)
+
+    [job_id] = await enqueue(pool, key_prefix, "again", 1)
+    w = worker(pool, key_prefix, func(again, name="again", max_tries=3))
+    await w.main()
+
+    assert tries == [1, 2, 3]
+    info = await Job(job_id, pool, _deserializer=job_deserializer).result_info()
+    assert info is not None and info.success is False
+    assert info.result == repr(JobExecutionFailed("max 3 retries exceeded"))
+    assert await job_keys(pool, job_id) == []
+
+
+async def test_a_timeout_fails_the_job_and_frees_the_slot(pool: ArqRedis, key_prefix: str) -> None:
+    async def slow(ctx: dict[str, Any]) -> None:
+        await asyncio.Event().wait()
+
+    [job_id] = await enqueue(pool, key_prefix, "slow", 1)
+    w = worker(pool, key_prefix, func(slow, name="slow", timeout=0.1))
+    await w.main()
+
+    info = await Job(job_id, pool, _deserializer=job_deserializer).result_info()
+    assert info is not None and info.success is False
+    assert info.result == "TimeoutError()"
+    assert w.job_counter == 0
+    assert await job_keys(pool, job_id) == []
+
+
+async def test_a_job_whose_payload_expired_is_failed_and_dropped(
+    pool: ArqRedis, key_prefix: str
+) -> None:
+    ran: list[str] = []
+
+    async def noop(ctx: dict[str, Any]) -> None:
+        ran.append(ctx["job_id"])
+
+    job_id = f"{key_prefix}gone"
+    await pool.zadd(f"{key_prefix}queue", {job_id: 1})  # queued id, no job key
+    w = worker(pool, key_prefix, func(noop, name="noop"))
+    await w.main()
+
+    assert ran == []
+    info = await Job(job_id, pool, _deserializer=job_deserializer).result_info()
+    assert info is not None and info.success is False
+    # Results are JSON: an exception is stored as its repr.
+    assert info.result == repr(JobExecutionFailed("job expired"))
+    assert await pool.zcard(f"{key_prefix}queue") == 0
+
+
+async def test_an_unknown_function_fails_the_job(pool: ArqRedis, key_prefix: str) -> None:
+    async def known(ctx: dict[str, Any]) -> None:
+        return None
+
+    [job_id] = await enqueue(pool, key_prefix, "renamed_since", 1)
+    w = worker(pool, key_prefix, func(known, name="known"))
+    await w.main()
+
+    info = await Job(job_id, pool, _deserializer=job_deserializer).result_info()
+    assert info is not None
+    assert info.result == repr(JobExecutionFailed("function 'renamed_since' not found"))
+    assert await pool.zcard(f"{key_prefix}queue") == 0
+
+
+async def test_two_workers_never_run_a_job_twice(pool: ArqRedis, key_prefix: str) -> None:
+    runs = Counter[str]()
+    by_worker = Counter[int]()
+
+    def counting(n: int) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        async def count(ctx: dict[str, Any]) -> None:
+            runs[ctx["job_id"]] += 1
+            by_worker[n] += 1
+            await asyncio.sleep(0)  # let the other worker claim in between
+
+        return count
+
+    ids = await enqueue(pool, key_prefix, "count", 300)
+    workers = [
+        worker(pool, key_prefix, func(counting(n), name="count"), max_jobs=10) for n in range(2)
+    ]
+    await asyncio.gather(*(w.main() for w in workers))
+
+    assert runs == {job_id: 1 for job_id in ids}
+    assert sum(by_worker.values()) == 300
+    assert min(by_worker.values()) > 0  # both took part
+    assert await pool.zcard(f"{key_prefix}queue") == 0
+
+
+async def test_a_cancelled_job_goes_back_to_the_queue(pool: ArqRedis, key_prefix: str) -> None:
+    started = asyncio.Event()
+
+    async def long(ctx: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    [job_id] = await enqueue(pool, key_prefix, "long", 1)
+    w = worker(pool, key_prefix, func(long, name="long"), burst=False)
+    main = asyncio.create_task(w.main())
+    await asyncio.wait_for(started.wait(), 10)
+    w.allow_pick_jobs = False
+    for task in list(w.tasks.values()):
+        task.cancel()
+    await asyncio.wait_for(asyncio.gather(*w.tasks.values(), return_exceptions=True), 10)
+    main.cancel()
+    await asyncio.gather(main, return_exceptions=True)
+
+    # Still queued, its payload kept, nothing in progress: the next worker runs it again.
+    assert await pool.zscore(f"{key_prefix}queue", job_id) is not None
+    assert await job_keys(pool, job_id) == ["arq:job:", "arq:retry:"]
+    assert w.jobs_retried == 1
+
+
+def test_aborting_jobs_is_refused(key_prefix: str) -> None:
+    async def noop(ctx: dict[str, Any]) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="does not support allow_abort_jobs"):
+        BridgeWorker(functions=[func(noop, name="noop")], allow_abort_jobs=True)
