@@ -15,9 +15,10 @@ import contextlib
 import logging
 import math
 import time
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 FLUSH_INTERVAL = 2.0
 HOUR = 3600
 # Hourly buckets are kept a little over two days: the dashboard reads the last 24.
@@ -36,6 +39,8 @@ HOUR_TTL = 49 * HOUR
 # Senders choose event types and (with unsigned webhooks) sources: past this many distinct
 # values of one label in a process, new ones are counted under "other".
 MAX_LABEL_VALUES = 200
+# Series names kept ready per process (they are rebuilt when the cache is cleared).
+MAX_CACHED_SERIES = 10_000
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -77,6 +82,9 @@ class Metrics:
         self._hourly: defaultdict[tuple[int, str], int] = defaultdict(int)
         self._last_fired: dict[str, float] = {}
         self._label_values: defaultdict[str, set[str]] = defaultdict(set)
+        # Series names by (name, labels): building one costs microseconds, on every request.
+        self._series: dict[Any, str] = {}
+        self._histograms: dict[Any, tuple[str, ...]] = {}
         self._limiter_seen: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -96,7 +104,11 @@ class Metrics:
         return value
 
     def inc(self, name: str, labels: Mapping[str, str] | None = None, value: float = 1) -> None:
-        self._counts[series(name, labels)] += value
+        key = (name, tuple(labels.items()) if labels else ())
+        field = self._series.get(key)
+        if field is None:
+            field = self._remember(self._series, key, series(name, labels))
+        self._counts[field] += value
         self._ensure_flusher()
 
     def observe(
@@ -107,13 +119,29 @@ class Metrics:
         buckets: Iterable[float] = LATENCY_BUCKETS,
     ) -> None:
         """Add one observation to a histogram (cumulative buckets, `_sum`, `_count`)."""
-        base = dict(labels or {})
-        for bound in (*buckets, math.inf):
-            if value <= bound:
-                self._counts[series(f"{name}_bucket", base | {"le": _le(bound)})] += 1
-        self._counts[series(f"{name}_sum", base)] += value
-        self._counts[series(f"{name}_count", base)] += 1
+        bounds = tuple(buckets)
+        key = (name, tuple(labels.items()) if labels else (), bounds)
+        fields = self._histograms.get(key)
+        if fields is None:
+            base = dict(labels or {})
+            made = [series(f"{name}_bucket", base | {"le": _le(b)}) for b in (*bounds, math.inf)]
+            made += [series(f"{name}_sum", base), series(f"{name}_count", base)]
+            fields = self._remember(self._histograms, key, tuple(made))
+        counts = self._counts
+        # Every bucket whose bound is at least `value` (bounds ascend), then +Inf.
+        for field in fields[bisect_left(bounds, value) : len(bounds) + 1]:
+            counts[field] += 1
+        counts[fields[-2]] += value
+        counts[fields[-1]] += 1
         self._ensure_flusher()
+
+    @staticmethod
+    def _remember(cache: dict[Any, _T], key: Any, value: _T) -> _T:
+        """Cache a series name: label values are bounded, but a cache must be too."""
+        if len(cache) >= MAX_CACHED_SERIES:
+            cache.clear()
+        cache[key] = value
+        return value
 
     def hourly(self, field: str, value: int = 1, at: float | None = None) -> None:
         self._hourly[(hour_of(time.time() if at is None else at), field)] += value
