@@ -21,6 +21,7 @@ from bridge.clients.outbound import guarded_client
 from bridge.clients.ratelimit import DEFAULT_LIMITS, Limit, RateLimiter
 from bridge.limits import RunLimits
 from bridge.live_rules import LiveRules
+from bridge.redis_io import direct_send
 from bridge.settings import Settings
 from bridge.store import Keys, Store, dumps
 from bridge.traces import Tracer
@@ -48,6 +49,7 @@ def create_redis(settings: Settings) -> ArqRedis:
     if settings.redis_url.startswith("rediss://"):
         options["ssl_cert_reqs"] = "none"
     pool = ConnectionPool.from_url(settings.redis_url, **options)
+    pool.connection_class = direct_send(pool.connection_class)
     return ArqRedis(
         pool,
         job_serializer=job_serializer,
