@@ -52,21 +52,32 @@ def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bridge.logs import configure_logging
-    from bridge.web.app import create_app
 
     settings = _settings()
     configure_logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        access_log=False,
-        proxy_headers=True,
-        timeout_graceful_shutdown=20,
-        loop=event_loop_name(),
-        http="httptools",
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "access_log": False,
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": 20,
+        "loop": event_loop_name(),
+        "http": "httptools",
+    }
+    if settings.web_concurrency == 1:
+        from bridge.web.app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+    else:
+        # uvicorn's supervisor (which does not load the app itself) shares the socket with
+        # WEB_CONCURRENCY processes, each building its app and connections from the env.
+        uvicorn.run(
+            "bridge.web.app:create_app_from_env",
+            factory=True,
+            workers=settings.web_concurrency,
+            **options,
+        )
     return 0
 
 

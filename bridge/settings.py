@@ -72,6 +72,18 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return value
 
 
+MAX_WEB_CONCURRENCY = 64
+
+
+def _web_concurrency(env: Mapping[str, str]) -> int:
+    value = _int(env, "WEB_CONCURRENCY", 1, minimum=1)
+    if value > MAX_WEB_CONCURRENCY:
+        raise ConfigError(
+            f"WEB_CONCURRENCY has value {value}; the maximum is {MAX_WEB_CONCURRENCY}"
+        )
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -138,6 +150,8 @@ class Settings:
     redis_url_set: bool = False
     port: int = 8000
     host: str = "0.0.0.0"  # noqa: S104 - a platform's router reaches the web process here
+    # `bridge web` processes (uvicorn workers); Heroku's Python buildpack sets it per dyno size.
+    web_concurrency: int = 1
     host_set: bool = False
     rules_dir: Path = Path("rules")
     templates_dir: Path = Path("templates")
@@ -214,6 +228,7 @@ class Settings:
             redis_url=redis_url,
             redis_url_set=bool(env.get("REDIS_URL")),
             port=_int(env, "PORT", 8000, minimum=0),
+            web_concurrency=_web_concurrency(env),
             host=env.get("HOST") or "0.0.0.0",  # noqa: S104
             host_set=bool(env.get("HOST")),
             rules_dir=Path(env.get("BRIDGE_RULES_DIR") or "rules"),

@@ -162,6 +162,37 @@ def test_wrong_content_type_is_415(bridge: Bridge) -> None:
     assert_nothing_stored(bridge)
 
 
+def test_paths_and_methods_around_the_webhook_route(bridge: Bridge) -> None:
+    base = f"{bridge.web_url}/hooks"
+    assert httpx.get(f"{base}/demo", timeout=10).status_code == 405
+    raw = json.dumps(EVENT).encode()
+    nested = httpx.post(f"{base}/demo/extra", content=raw, headers=signed_headers(raw), timeout=10)
+    assert nested.status_code == 404
+    assert (
+        httpx.post(f"{base}/", content=raw, headers=signed_headers(raw), timeout=10).status_code
+        == 404
+    )
+    assert_nothing_stored(bridge)
+
+
+def test_an_unexpected_error_is_a_json_500_and_stores_nothing(
+    bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.ingress import webhooks
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(webhooks, "to_events", broken)
+    response = bridge.post(EVENT)
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal_error",
+        "message": "the webhook could not be processed",
+    }
+    assert_nothing_stored(bridge)
+
+
 def test_unknown_source_is_404(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
     with running_bridge(
         redis_url, key_prefix, tmp_path, BRIDGE_WEBHOOK_SECRET="", BRIDGE_WEBHOOK_SECRET_SHOP=SECRET
