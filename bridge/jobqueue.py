@@ -103,6 +103,17 @@ return 1
 
 _NO_RESULT = object()
 
+# After a poll that found jobs, the next one comes this soon; each empty poll doubles the
+# wait up to the poll delay. Under load a job waits about a millisecond to be picked up
+# (instead of up to the poll delay); an idle worker still polls every poll delay.
+BUSY_POLL_DELAY = 0.001
+
+
+def _next_delay(previous: float, claimed: int, poll_delay: float) -> float:
+    if claimed:
+        return min(BUSY_POLL_DELAY, poll_delay)
+    return min(previous * 2, poll_delay)
+
 
 class BridgeWorker(Worker):
     """An arq Worker that claims jobs in batches and finishes each in one round trip."""
@@ -120,13 +131,39 @@ class BridgeWorker(Worker):
             self._finish_script = self.pool.register_script(_FINISH)
         return self._claim_script, self._finish_script
 
+    async def main(self) -> None:
+        """arq's loop, polling sooner while jobs keep coming (see `_next_delay`)."""
+        assert self._pool is not None, "BridgeWorker needs a redis_pool"
+        logger.debug("worker for %s on %s", ", ".join(self.functions), self.queue_name)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        loop = asyncio.get_running_loop()
+        delay = self.poll_delay_s
+        while True:
+            begun = loop.time()
+            claimed = await self._poll_once()
+            if self.burst:
+                if 0 <= self.max_burst_jobs <= self._jobs_started():
+                    await asyncio.gather(*self.tasks.values())
+                    return
+                if await self.pool.zcard(self.queue_name) == 0:
+                    await asyncio.gather(*self.tasks.values())
+                    return
+            delay = _next_delay(delay, claimed, self.poll_delay_s)
+            await asyncio.sleep(max(0.0, delay - (loop.time() - begun)))
+
     async def _poll_iteration(self) -> None:
-        """Claim and start ready jobs, reap finished tasks, beat (arq's loop calls this)."""
+        await self._poll_once()
+
+    async def _poll_once(self) -> int:
+        """Claim and start ready jobs, reap finished tasks, beat; how many were claimed."""
         count = min(self.queue_read_limit, self.max_jobs - self.job_counter)
         if self.burst and self.max_burst_jobs >= 0:
             count = min(count, self.max_burst_jobs - self._jobs_started())
+        claimed = 0
         if self.allow_pick_jobs and count > 0:
-            await self._claim_and_start(count)
+            claimed = await self._claim_and_start(count)
 
         for job_id, task in list(self.tasks.items()):
             if task.done():
@@ -134,8 +171,9 @@ class BridgeWorker(Worker):
                 task.result()  # an error in our own job runner must not pass silently
 
         await self.heart_beat()
+        return claimed
 
-    async def _claim_and_start(self, count: int) -> None:
+    async def _claim_and_start(self, count: int) -> int:
         claim, _ = self._scripts()
         reply = await claim(
             keys=[self.queue_name],
@@ -162,6 +200,7 @@ class BridgeWorker(Worker):
             task = self.loop.create_task(self._run(job_id, score, payload, job_try))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+        return len(reply) // 4
 
     async def _run(self, job_id: str, score: int, payload: bytes | None, job_try: int) -> None:
         """Run one claimed job and finish it: arq's `run_job`, without its claim round trips."""

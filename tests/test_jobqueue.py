@@ -245,3 +245,17 @@ def test_aborting_jobs_is_refused(key_prefix: str) -> None:
 
     with pytest.raises(ValueError, match="does not support allow_abort_jobs"):
         BridgeWorker(functions=[func(noop, name="noop")], allow_abort_jobs=True)
+
+
+def test_polls_come_sooner_while_jobs_keep_coming() -> None:
+    from bridge.jobqueue import BUSY_POLL_DELAY, _next_delay
+
+    delay = 0.01
+    delay = _next_delay(delay, claimed=3, poll_delay=0.01)
+    assert delay == BUSY_POLL_DELAY
+    waits = []
+    for _ in range(6):  # empty polls: back to the poll delay, doubling
+        delay = _next_delay(delay, claimed=0, poll_delay=0.01)
+        waits.append(delay)
+    assert waits == [0.002, 0.004, 0.008, 0.01, 0.01, 0.01]
+    assert _next_delay(0.5, claimed=1, poll_delay=0.0005) == 0.0005  # never above the setting
