@@ -39,6 +39,8 @@ from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, JobExecutionFailed, RetryJob
 
+from bridge.redis_io import FastScript
+
 logger = logging.getLogger(__name__)
 
 # arq keeps the try counter of a job for this long (seconds), as its own worker does.
@@ -122,13 +124,13 @@ class BridgeWorker(Worker):
         if kwargs.get("allow_abort_jobs"):
             raise ValueError("BridgeWorker does not support allow_abort_jobs")
         super().__init__(*args, **kwargs)
-        self._claim_script: Any = None
-        self._finish_script: Any = None
+        self._claim_script: FastScript | None = None
+        self._finish_script: FastScript | None = None
 
-    def _scripts(self) -> tuple[Any, Any]:
-        if self._claim_script is None:
-            self._claim_script = self.pool.register_script(_CLAIM)
-            self._finish_script = self.pool.register_script(_FINISH)
+    def _scripts(self) -> tuple[FastScript, FastScript]:
+        if self._claim_script is None or self._finish_script is None:
+            self._claim_script = FastScript(self.pool, _CLAIM)
+            self._finish_script = FastScript(self.pool, _FINISH)
         return self._claim_script, self._finish_script
 
     async def main(self) -> None:

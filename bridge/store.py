@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from bridge.errors import StoreUnavailable
 from bridge.events import Event
+from bridge.redis_io import FastScript
 
 ARQ_JOB_PREFIX = "arq:job:"
 ARQ_RESULT_PREFIX = "arq:result:"
@@ -162,8 +163,8 @@ class Store:
         self.queue_name = queue_name
         self.dedup_ttl = dedup_ttl
         self.event_ttl = event_ttl
-        self._ingest = redis.register_script(_INGEST)
-        self._enqueue = redis.register_script(_ENQUEUE)
+        self._ingest = FastScript(redis, _INGEST)
+        self._enqueue = FastScript(redis, _ENQUEUE)
 
     async def ingest(self, events: Sequence[Event]) -> list[bool]:
         """Store and enqueue each new event; False for a duplicate. Raises StoreUnavailable."""

@@ -1,5 +1,5 @@
-"""Task-free writes to Redis: the same answers, and a write to a Redis that stopped reading
-still times out."""
+"""Lean Redis I/O: task-free writes (that still time out when Redis stops reading) and
+scripts run without redis-py's generic command path, with the same answers."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import time
 import pytest
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.context import create_redis
-from bridge.redis_io import direct_send
+from bridge.redis_io import FastScript, direct_send, pack
+from bridge.redis_server import EmbeddedRedis
 from bridge.settings import Settings
 
 
@@ -63,3 +65,44 @@ async def test_a_write_to_a_redis_that_stopped_reading_times_out() -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+def test_pack_writes_what_redis_py_writes() -> None:
+    args = ("EVALSHA", "abc", 2, "k:é", b"\x00raw", 17, -3, 1.5, "")
+    assert pack(*args) == b"".join(Connection().pack_command(*args))
+    with pytest.raises(DataError):
+        pack("SET", "k", True)
+
+
+ECHO = "return {KEYS[1], ARGV[1], tonumber(ARGV[2]) + 1}"
+
+
+async def test_a_fast_script_answers_like_redis_py_and_survives_errors(
+    redis_url: str, key_prefix: str
+) -> None:
+    redis = create_redis(Settings.from_env({"REDIS_URL": redis_url}))
+    try:
+        fast = FastScript(redis, ECHO)
+        slow = redis.register_script(ECHO)
+        keys, args = [f"{key_prefix}k"], ["é", 41]
+        assert await fast(keys, args) == await slow(keys=keys, args=args)
+        assert await fast(keys, args) == [f"{key_prefix}k".encode(), "é".encode(), 42]
+        broken = FastScript(redis, "return redis.call('INCR', KEYS[1], 'extra')")
+        with pytest.raises(ResponseError):
+            await broken([f"{key_prefix}n"], [])
+        assert await fast(keys, args) == [f"{key_prefix}k".encode(), "é".encode(), 42]
+    finally:
+        await redis.aclose(close_connection_pool=True)
+
+
+async def test_a_fast_script_loads_itself_again_after_redis_lost_it(
+    own_redis: EmbeddedRedis,
+) -> None:
+    redis = create_redis(Settings.from_env({"REDIS_URL": own_redis.url}))
+    try:
+        fast = FastScript(redis, ECHO)
+        assert await fast(["k"], ["x", 1]) == [b"k", b"x", 2]
+        await redis.script_flush()  # this test's own redis-server, as after a restart
+        assert await fast(["k"], ["x", 1]) == [b"k", b"x", 2]
+    finally:
+        await redis.aclose(close_connection_pool=True)
