@@ -3,6 +3,8 @@
 Requests are built and signed (Standard Webhooks) before the clock starts. `concurrency`
 connections each send one request at a time (a closed loop) over keep-alive HTTP/1.1, or
 paced at `rate` requests per second (an open loop, still at most `concurrency` in flight).
+With `settle`, a connection sends its next request only once `settle` says the previous
+event is done (a closed loop end to end: at most `concurrency` events in flight anywhere).
 Every run is bounded by its request count and by a deadline.
 
 Two clients: `raw` writes the pre-serialized request bytes on an asyncio stream and
@@ -17,7 +19,7 @@ import json
 import statistics
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,8 +142,11 @@ class _Feed:
         return request
 
 
+Settle = Callable[[Request], Awaitable[None]]
+
+
 async def _raw_connection(
-    host: str, port: int, feed: _Feed, run: Run, request_timeout: float
+    host: str, port: int, feed: _Feed, run: Run, request_timeout: float, settle: Settle | None
 ) -> None:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
@@ -168,12 +173,16 @@ async def _raw_connection(
                 writer.close()
                 reader = writer = None
                 continue
-            run.results.append(
-                Result(request.event_id, int(head[9:12]), sent_at, time.perf_counter() - t0)
-            )
+            status = int(head[9:12])
+            run.results.append(Result(request.event_id, status, sent_at, time.perf_counter() - t0))
             if b"\r\nconnection: close" in lowered:
                 writer.close()
                 reader = writer = None
+            if settle is not None and 200 <= status < 300:
+                try:
+                    await asyncio.wait_for(settle(request), request_timeout)
+                except TimeoutError:
+                    run.errors += 1
     finally:
         if writer is not None:
             writer.close()
@@ -210,6 +219,7 @@ async def drive(
     deadline: float = 120.0,
     request_timeout: float = 10.0,
     client: str = "raw",
+    settle: Settle | None = None,
 ) -> Run:
     """Send every request (or stop at `deadline` seconds); the results and the wall time."""
     run = Run()
@@ -219,6 +229,9 @@ async def drive(
     session = None
     if client == "aiohttp":
         import aiohttp
+
+        if settle is not None:
+            raise ValueError("settle works with the raw client only")
 
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=concurrency, force_close=False)
@@ -231,7 +244,7 @@ async def drive(
         ]
     else:
         tasks = [
-            asyncio.create_task(_raw_connection(host, port, feed, run, request_timeout))
+            asyncio.create_task(_raw_connection(host, port, feed, run, request_timeout, settle))
             for _ in range(concurrency)
         ]
     try:

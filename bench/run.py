@@ -33,10 +33,20 @@ if __package__ in (None, ""):
 
 import httpx
 import redis
+import redis.asyncio
 
 from bench import loadgen
 from bench import rules as rules_bench
-from bench.procs import Launcher, Process, cpu_seconds, free_port, http_ok, memory_kib, wait_until
+from bench.procs import (
+    Launcher,
+    Process,
+    children,
+    cpu_seconds,
+    free_port,
+    http_ok,
+    memory_kib,
+    wait_until,
+)
 from bench.report import render
 from bridge.redis_server import EmbeddedRedis
 from bridge.sandbox.slack import DEFAULT_TOKEN
@@ -272,6 +282,40 @@ def ingest_target(
     return rows
 
 
+def ingest_web_processes(
+    stack: Stack,
+    processes: int,
+    levels: Sequence[int],
+    args: argparse.Namespace,
+    memory: list[list[str]],
+) -> list[IngestRow]:
+    """Ingest against `bridge web` with WEB_CONCURRENCY=`processes` (its own port)."""
+    port = free_port()
+    env = {**stack.bridge_env, "PORT": str(port), "WEB_CONCURRENCY": str(processes)}
+    web = stack.launcher.start(f"web-x{processes}", ["-m", "bridge.cli", "web"], env)
+    try:
+        url = f"http://127.0.0.1:{port}/healthz"
+        wait_until(lambda: web.check() or http_ok(url), 30, f"bridge web x{processes}")
+        name = f"bridge web x{processes}"
+        log(f"ingest: {name}")
+        rows = ingest_target(stack, name, port, web.pid, levels, args.requests, args.client)
+        for pid in [web.pid, *children(web.pid)]:
+            m = memory_kib(pid)
+            role = "supervisor" if pid == web.pid else f"process {pid}"
+            memory.append(
+                [
+                    f"{name}: {role}",
+                    "after load",
+                    f"{mb(m['VmRSS']):.1f}",
+                    f"{mb(m['VmHWM']):.1f}",
+                    "",
+                ]
+            )
+        return rows
+    finally:
+        web.stop()
+
+
 def run_baseline(
     stack: Stack, kind: str, levels: Sequence[int], count: int, client: str
 ) -> tuple[list[IngestRow], dict[str, int]]:
@@ -383,6 +427,65 @@ def _results(stack: Stack, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
+class Completions:
+    """Waits for an event's last job to finish, told by Redis keyspace notifications.
+
+    A job's end is the moment arq's result key is written: `handle_event`'s for an event no
+    rule matches, the rule run's (after Slack answered) for a matched one. Notifications
+    are switched on in the benchmark's own Redis for the run only.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.client = redis.asyncio.Redis(port=port)
+        self.pubsub = self.client.pubsub()
+        self.finished: set[str] = set()
+        self.waiting: dict[str, asyncio.Future[None]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Completions:
+        await self.client.config_set("notify-keyspace-events", "K$")
+        await self.pubsub.psubscribe("__keyspace@*__:arq:result:*")
+        self.task = asyncio.create_task(self._listen())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.pubsub.aclose()
+        await self.client.config_set("notify-keyspace-events", "")
+        await self.client.aclose()
+
+    async def _listen(self) -> None:
+        async for message in self.pubsub.listen():
+            if message["type"] != "pmessage":
+                continue
+            job_id = message["channel"].decode().split(":arq:result:", 1)[1]
+            self.finished.add(job_id)
+            future = self.waiting.pop(job_id, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    async def settle(self, request: loadgen.Request) -> None:
+        """Until the request's event is done: matched and sent to Slack, or not matched."""
+        index = int(request.event_id.rsplit("-", 1)[1])
+        if index % 2 == 0:
+            job_id = f"bridge:run:{request.event_id}:{RULE_ID}"
+        else:
+            job_id = f"bridge:handle:{request.event_id}"
+        if job_id in self.finished:
+            return
+        future = self.waiting.setdefault(job_id, asyncio.get_running_loop().create_future())
+        await future
+
+
+async def _drive_settled(stack: Stack, requests: list[loadgen.Request], **kw: Any) -> loadgen.Run:
+    async with Completions(stack.redis_server.port) as completions:
+        return await loadgen.drive(
+            "127.0.0.1", stack.web_port, requests, settle=completions.settle, **kw
+        )
+
+
 def e2e_run(
     stack: Stack,
     workers: int,
@@ -392,7 +495,9 @@ def e2e_run(
     rate: float | None,
     client: str,
     drain_timeout: float,
+    settled: bool = False,
 ) -> E2ERow:
+    """One end-to-end run. `settled`: each connection waits for its event to be done."""
     assert stack.web is not None
     stack.reset()
     requests = loadgen.build_requests("127.0.0.1", stack.web_port, SECRET, count)
@@ -400,17 +505,16 @@ def e2e_run(
     wcpu0 = sum(cpu_seconds(p) for p in pids)
     webcpu0 = cpu_seconds(stack.web.pid)
     calls0 = sum(stack.redis_calls().values())
-    run = asyncio.run(
-        loadgen.drive(
-            "127.0.0.1",
-            stack.web_port,
-            requests,
-            concurrency=concurrency,
-            rate=rate,
-            deadline=max(60.0, 3 * count / (rate or 500)),
-            client=client,
-        )
-    )
+    options: dict[str, Any] = {
+        "concurrency": concurrency,
+        "rate": rate,
+        "deadline": max(60.0, 3 * count / (rate or 500)),
+        "client": client,
+    }
+    if settled:
+        run = asyncio.run(_drive_settled(stack, requests, **options))
+    else:
+        run = asyncio.run(loadgen.drive("127.0.0.1", stack.web_port, requests, **options))
     accepted = {r.event_id: r for r in run.ok}
     expected = {eid for eid in accepted if int(eid.rsplit("-", 1)[1]) % 2 == 0}
     first_send = min((r.sent_at for r in run.results), default=time.time())
@@ -449,9 +553,13 @@ def e2e_run(
     slack_latencies = [received[e] - accepted[e].sent_at for e in expected if e in received]
     handled_latencies = [handled[e] - accepted[e].sent_at for e in accepted if e in handled]
     total = last - first_send
+    if rate:
+        mode = f"paced {rate:g}/s"
+    else:
+        mode = f"c={concurrency} " + ("in flight" if settled else "acks only")
     return E2ERow(
         workers,
-        f"paced {rate:g}/s" if rate else f"c={concurrency}",
+        mode,
         count,
         len(accepted),
         len(expected),
@@ -723,6 +831,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run end to end paced at this many events/s (0: skip; default 200)",
     )
     parser.add_argument("--workers", help="worker processes per run (default 1,2; --quick: 1)")
+    parser.add_argument(
+        "--web-processes",
+        default="1,2",
+        help="ingest also against bridge web with WEB_CONCURRENCY=N (default 1,2; --quick: 1)",
+    )
     parser.add_argument("--sections", default=",".join(SECTIONS), help="ingest,e2e,rules,idle")
     parser.add_argument("--rules-counts", help="rule counts (default 10,100,1000,10000)")
     parser.add_argument("--poll-delay", help="BRIDGE_WORKER_POLL_DELAY for the workers")
@@ -735,6 +848,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.requests = args.requests or (300 if args.quick else 5000)
     args.events = args.events or (300 if args.quick else 4000)
     args.workers = args.workers or ("1" if args.quick else "1,2")
+    if args.quick and args.web_processes == "1,2":
+        args.web_processes = "1"
+    args.web_processes = [int(n) for n in args.web_processes.split(",")]
     args.rules_counts = args.rules_counts or ("10,1000" if args.quick else "10,100,1000,10000")
     args.settle = 0.3 if args.quick else 1.0
     args.idle_seconds = 1.0 if args.quick else 5.0
@@ -860,6 +976,9 @@ def process_bench(
                         client=args.client,
                     )
                 )
+        for processes in args.web_processes:
+            if processes > 1:
+                ingest_rows += ingest_web_processes(stack, processes, levels, args, memory)
         results["ingest"] = [asdict(r) for r in ingest_rows]
         tables.append(
             (
@@ -941,6 +1060,19 @@ def process_bench(
                     client=args.client,
                     drain_timeout=60 + args.events / 100,
                 )
+            log(f"e2e: {row}")
+            e2e_rows.append(row)
+            log(f"e2e: {count} worker(s), c={args.e2e_concurrency} in flight, {args.events} events")
+            row = e2e_run(
+                stack,
+                count,
+                args.events,
+                concurrency=args.e2e_concurrency,
+                rate=None,
+                client="raw",
+                drain_timeout=60 + args.events / 100,
+                settled=True,
+            )
             log(f"e2e: {row}")
             e2e_rows.append(row)
             if args.e2e_rate:
@@ -1026,28 +1158,20 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
         )
 
     ingest = {(r["target"], r["concurrency"]): r for r in results.get("ingest", [])}
-    if ("bridge web", 16) in ingest:
-        add(
-            "ingest c=16", ingest["bridge web", 16]["rps"], TARGETS["ingest_c16_rps"], True, "req/s"
-        )
-        add(
-            "ingest c=16 ack p99",
-            ingest["bridge web", 16]["p99_ms"],
-            TARGETS["ingest_c16_p99_ms"],
-            False,
-            "ms",
-        )
-    if ("bridge web", 64) in ingest:
-        add(
-            "ingest c=64 ack p99",
-            ingest["bridge web", 64]["p99_ms"],
-            TARGETS["ingest_c64_p99_ms"],
-            False,
-            "ms",
-        )
+    for name in dict.fromkeys(t for t, _ in ingest if t.startswith("bridge web")):
+        label = "ingest" if name == "bridge web" else f"ingest ({name})"
+        if (name, 16) in ingest:
+            row = ingest[name, 16]
+            add(f"{label} c=16", row["rps"], TARGETS["ingest_c16_rps"], True, "req/s")
+            add(f"{label} c=16 ack p99", row["p99_ms"], TARGETS["ingest_c16_p99_ms"], False, "ms")
+        if (name, 64) in ingest:
+            row = ingest[name, 64]
+            add(f"{label} c=64 ack p99", row["p99_ms"], TARGETS["ingest_c64_p99_ms"], False, "ms")
     for row in results.get("e2e", []):
-        if row["mode"].startswith("c="):
-            w = row["workers"]
+        w = row["workers"]
+        # Latency at c=16 with 16 events in flight end to end (each client waits for its
+        # event); throughput when the clients wait for acks only and the queue fills.
+        if row["mode"].endswith("in flight"):
             add(
                 f"e2e {row['mode']} {w}w →Slack p50",
                 row["slack_p50_ms"],
@@ -1062,14 +1186,14 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
                 False,
                 "ms",
             )
-            if w == 2:
-                add(
-                    f"e2e {row['mode']} 2w sustained",
-                    row["eps"],
-                    TARGETS["e2e_2w_eps"],
-                    True,
-                    "events/s",
-                )
+        if row["mode"].endswith("acks only") and w == 2:
+            add(
+                f"e2e {row['mode']} 2w sustained",
+                row["eps"],
+                TARGETS["e2e_2w_eps"],
+                True,
+                "events/s",
+            )
         add(f"e2e {row['mode']} {row['workers']}w lost", row["lost"], 0, False, "events")
     for row in results.get("backlog", []):
         add(f"drain {row['workers']}w lost", row["lost"], 0, False, "events")
