@@ -188,9 +188,8 @@ class RuleRun:
         """Run one step; its stored result, or None when the run went to the dead letters."""
         context = event_context(self.event, self.rule, results)
         templates = self.bridge.rules.templates
-        redis = self.bridge.redis
-        attempt = int(await redis.hincrby(self.attempts_key, step.key, 1))  # type: ignore[misc]
-        await redis.expire(self.attempts_key, self.bridge.settings.trace_ttl_seconds)
+        store, ttl = self.bridge.store, self.bridge.settings.trace_ttl_seconds
+        attempt = await store.count(self.attempts_key, step.key, 1, ttl)
         trace = {**self.who, "step": step.key, "uses": step.uses, "attempt": attempt}
         begun = time.monotonic()
         try:
@@ -204,7 +203,7 @@ class RuleRun:
                 result = await actions[step.uses].run(self.bridge, call)
         except RateLimited as exc:
             # A rate limit is not the step's fault: wait as told and spend no try.
-            await redis.hincrby(self.attempts_key, step.key, -1)  # type: ignore[misc]
+            await store.count(self.attempts_key, step.key, -1, ttl)
             await self._trace(
                 trace
                 | {"status": "rate_limited", "error": str(exc), "retry_after": exc.retry_after},
@@ -238,10 +237,8 @@ class RuleRun:
     async def _finish(
         self, step: Step, result: dict[str, Any], trace: dict[str, Any], begun: float | None = None
     ) -> None:
-        async with self.bridge.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.steps_key, step.key, dumps(result))  # type: ignore[arg-type]
-            pipe.expire(self.steps_key, self.bridge.settings.trace_ttl_seconds)
-            await pipe.execute()
+        ttl = self.bridge.settings.trace_ttl_seconds
+        await self.bridge.store.put(self.steps_key, step.key, dumps(result), ttl)
         await self._trace(trace, begun)
 
     async def _trace(self, fields: dict[str, Any], begun: float | None) -> None:

@@ -122,6 +122,20 @@ return out
 """
 
 
+# KEYS[1]: a hash. ARGV: field, increment, ttl s. Returns the new count.
+_COUNT = """
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return n
+"""
+
+# KEYS[1]: a hash. ARGV: field, value, ttl s.
+_PUT = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
+
 def job_payload(function: str, args: Sequence[Any], enqueue_ms: int) -> bytes:
     """A job in arq's format, serialized as JSON (the worker's job_deserializer)."""
     return job_bytes(function, dumps(list(args)), enqueue_ms)
@@ -165,6 +179,8 @@ class Store:
         self.event_ttl = event_ttl
         self._ingest = FastScript(redis, _INGEST)
         self._enqueue = FastScript(redis, _ENQUEUE)
+        self._count = FastScript(redis, _COUNT)
+        self._put = FastScript(redis, _PUT)
 
     async def ingest(self, events: Sequence[Event]) -> list[bool]:
         """Store and enqueue each new event; False for a duplicate. Raises StoreUnavailable."""
@@ -200,6 +216,14 @@ class Store:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis cannot enqueue jobs: {type(exc).__name__}") from exc
         return [bool(flag) for flag in result]
+
+    async def count(self, key: str, field: str, by: int, ttl: int) -> int:
+        """Add `by` to a counter in a hash kept `ttl` seconds; the new count."""
+        return int(await self._count([key], [field, by, ttl]))
+
+    async def put(self, key: str, field: str, value: bytes, ttl: int) -> None:
+        """Set one field of a hash kept `ttl` seconds."""
+        await self._put([key], [field, value, ttl])
 
     async def get_event(self, event_id: str) -> Event | None:
         raw = await self.redis.get(self.keys.event(event_id))
