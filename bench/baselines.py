@@ -3,9 +3,10 @@
 `noop` and `lpush` are the bare baselines of the ingest figures: Starlette on uvicorn,
 served exactly like `bridge web` (same loop and HTTP implementation, no access log), once
 answering 202 without doing anything, once with one Redis LPUSH of the body per request.
-`slack` serves the bridge's Slack sandbox, stamping each message with the time it arrived.
+`slack` serves the bridge's Slack sandbox, stamping each message with the time it arrived;
+`lytho`, `lytho-workflow` and `lytics` serve the upstream sandboxes that pollers read.
 
-    python bench/baselines.py noop|lpush|slack PORT [REDIS_URL]
+    python bench/baselines.py noop|lpush|slack|lytho|lytho-workflow|lytics PORT [REDIS_URL]
 """
 
 from __future__ import annotations
@@ -66,6 +67,24 @@ def slack_app() -> Starlette:
     return create_slack_app(SlackSandbox(on_message=stamp))
 
 
+UPSTREAMS = ("lytho", "lytho-workflow", "lytics")
+
+
+def upstream_app(kind: str) -> Any:
+    """A Lytho DAM, Lytho Workflow or Lytics sandbox with `bridge dev`'s credentials
+    (imported only here, so that the baselines' memory stays theirs alone)."""
+    from bridge import dev
+    from bridge.sandbox.lytho import create_lytho_app
+    from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
+    from bridge.sandbox.lytics import create_lytics_app
+
+    if kind == "lytho":
+        return create_lytho_app(dev.DEV_LYTHO_KEY)
+    if kind == "lytho-workflow":
+        return create_lytho_workflow_app(dev.DEV_CLIENT_ID, dev.DEV_CLIENT_SECRET)
+    return create_lytics_app(dev.DEV_LYTICS_TOKEN)
+
+
 def main(argv: list[str]) -> None:
     kind, port = argv[0], int(argv[1])
     if kind == "noop":
@@ -74,8 +93,12 @@ def main(argv: list[str]) -> None:
         app = lpush_app(argv[2])
     elif kind == "slack":
         app = slack_app()
+    elif kind in UPSTREAMS:
+        app = upstream_app(kind)
     else:
-        raise SystemExit(f"unknown server {kind!r}; expected noop, lpush or slack")
+        raise SystemExit(
+            f"unknown server {kind!r}; expected noop, lpush, slack or {', '.join(UPSTREAMS)}"
+        )
     # The same server options as `bridge web` (bridge/cli.py), so the ratios compare apps.
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 

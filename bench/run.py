@@ -35,7 +35,7 @@ import httpx
 import redis
 import redis.asyncio
 
-from bench import loadgen
+from bench import extras, loadgen
 from bench import rules as rules_bench
 from bench.procs import (
     Launcher,
@@ -69,7 +69,7 @@ actions:
 QUEUE = "bridge:queue"
 PARKED = "bench:parked-queue"
 TEXT_ID = re.compile(r"Asset (\S+) was approved")
-SECTIONS = ("ingest", "e2e", "rules", "idle")
+SECTIONS = ("ingest", "e2e", "rules", "idle", "extras")
 TARGETS = {
     "ingest_c16_rps": 4000,
     "ingest_c16_p99_ms": 10,
@@ -165,6 +165,7 @@ class Stack:
             "BRIDGE_TEMPLATES_DIR": str(templates_dir),
             "SLACK_API_URL": self.slack_url + "/api/",
             "SLACK_BOT_TOKEN": DEFAULT_TOKEN,
+            "BRIDGE_ADMIN_TOKEN": extras.ADMIN_TOKEN,
         }
         if poll_delay:
             self.bridge_env["BRIDGE_WORKER_POLL_DELAY"] = poll_delay
@@ -860,7 +861,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="1,2",
         help="ingest also against bridge web with WEB_CONCURRENCY=N (default 1,2; --quick: 1)",
     )
-    parser.add_argument("--sections", default=",".join(SECTIONS), help="ingest,e2e,rules,idle")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help="ingest,e2e,rules,idle,extras"
+    )
     parser.add_argument("--rules-counts", help="rule counts (default 10,100,1000,10000)")
     parser.add_argument("--poll-delay", help="BRIDGE_WORKER_POLL_DELAY for the workers")
     parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw")
@@ -880,6 +883,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.settle = 0.3 if args.quick else 1.0
     args.idle_seconds = 1.0 if args.quick else 5.0
     args.rules_seconds = 0.2 if args.quick else 1.0
+    if args.quick and args.sections == ",".join(SECTIONS):
+        args.sections = ",".join(s for s in SECTIONS if s != "extras")  # ~40 s on its own
     if args.quick and args.e2e_rate == 200.0:
         args.e2e_rate = 0.0
     return args
@@ -909,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("Rules: events/s matched (in process, one core)", rules_bench.table(measures))
         )
 
-    if sections & {"ingest", "e2e", "idle"}:
+    if sections & {"ingest", "e2e", "idle", "extras"}:
         with tempfile.TemporaryDirectory(prefix="lytbridge-bench-") as tmp_name:
             tmp = Path(tmp_name)
             (tmp / "logs").mkdir()
@@ -1147,6 +1152,20 @@ def process_bench(
         ]
     )
     results["web_memory"] = {"idle": idle, "end": peak}
+    if "extras" in sections:
+        log("extras: plain, then idle pollers and an open dashboard")
+        extras_rows = extras.run_extras(
+            stack, e2e_run, args.e2e_rate or 200.0, max(args.idle_seconds, 10.0)
+        )
+        for extras_row in extras_rows:
+            log(f"extras: {extras_row}")
+        results["extras"] = [asdict(r) for r in extras_rows]
+        tables.append(
+            (
+                "What could happen: idle pollers and an open dashboard (1 worker, paced)",
+                extras.extras_table(extras_rows),
+            )
+        )
     if e2e_rows:
         results["e2e"] = [asdict(r) for r in e2e_rows]
         tables.append(("End to end: webhook → rule → Slack sandbox", e2e_table(e2e_rows)))
