@@ -11,7 +11,12 @@ objects still read it; only the way a worker claims and finishes its jobs change
 - claim: one script takes the ready ids in score order, skips those in progress anywhere,
   marks up to N in progress and returns each with its score, payload and try number;
 - finish: one script stores the result and removes the job's keys, or re-scores the job
-  for a retry.
+  for a retry;
+- no polling while idle: every script that adds a ready job (the ingest, the enqueue, a
+  finish that puts a job back) pushes a token on `<queue>:wake`, and an idle worker waits
+  there with BLPOP, at most `poll_delay` or until the next deferred job is due (the claim
+  tells it when). A job added some other way (arq's client, a cron slot queued by another
+  worker) is found by the next look, within `poll_delay`.
 
 The semantics are arq's: at least once; `Retry(defer=…)` re-scores the job; a cancelled
 job (SIGTERM) is re-queued at once; an exception, a timeout or too many tries fails the
@@ -23,6 +28,7 @@ supported: the bridge never aborts a job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -40,6 +46,7 @@ from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, JobExecutionFailed, RetryJob
 
 from bridge.redis_io import FastScript
+from bridge.store import WAKE_LUA, WAKE_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +58,7 @@ CLAIM_SCAN_EXTRA = 256
 
 # KEYS[1]: the queue. ARGV: now ms, how many to take, in-progress ms, ids to look at at
 # most, then the in-progress, retry and job key prefixes and the retry counter's ttl.
-# Returns (id, score, payload or nil, try) per claimed job.
+# Returns (id, score, payload or nil, try) per claimed job, then the next due score.
 _CLAIM = """
 local out = {}
 local wanted = tonumber(ARGV[2])
@@ -79,13 +86,18 @@ while claimed < wanted and offset < scan do
   end
   offset = offset + 64
 end
+-- Last: the score of the earliest job not due yet (a retry's defer, a cron slot), or nil.
+local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
+                         'LIMIT', 0, 1)
+out[#out + 1] = later[2] or false
 return out
 """
 
 # KEYS: queue, in-progress key, job key, retry key, result key. ARGV: job id, 'done' or
 # 'again', result payload ('' for none), result ttl ms, score increment ms ('0': none),
 # keep the in-progress key for ms ('0': delete it).
-_FINISH = """
+_FINISH = (
+    """
 if ARGV[6] ~= '0' then
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
 else
@@ -97,24 +109,33 @@ if ARGV[2] == 'done' then
   end
   redis.call('DEL', KEYS[3], KEYS[4])
   redis.call('ZREM', KEYS[1], ARGV[1])
-elseif ARGV[5] ~= '0' then
-  redis.call('ZINCRBY', KEYS[1], ARGV[5], ARGV[1])
+else
+  if ARGV[5] ~= '0' then
+    redis.call('ZINCRBY', KEYS[1], ARGV[5], ARGV[1])
+  end
+  -- Back on the queue, now (cancelled) or later (a retry): a waiting worker takes it, or
+  -- learns when it is due.
+"""
+    + WAKE_LUA
+    + """
 end
 return 1
 """
+)
 
 _NO_RESULT = object()
 
-# After a poll that found jobs, the next one comes this soon; each empty poll doubles the
-# wait up to the poll delay. Under load a job waits about a millisecond to be picked up
-# (instead of up to the poll delay); an idle worker still polls every poll delay.
-BUSY_POLL_DELAY = 0.001
+# Bounds of one wait on the wake list (seconds): Redis rounds shorter BLPOP timeouts up,
+# and the connection's read timeout is 5 s.
+MIN_WAIT = 0.001
+MAX_WAIT = 2.0
 
 
-def _next_delay(previous: float, claimed: int, poll_delay: float) -> float:
-    if claimed:
-        return min(BUSY_POLL_DELAY, poll_delay)
-    return min(previous * 2, poll_delay)
+def _wait_for(next_due_ms: int | None, poll_delay: float) -> float:
+    """How long an idle worker waits: the poll delay, or until the next deferred job."""
+    if next_due_ms is None:
+        return poll_delay
+    return min(poll_delay, max(MIN_WAIT, (next_due_ms - timestamp_ms()) / 1000))
 
 
 class BridgeWorker(Worker):
@@ -126,6 +147,7 @@ class BridgeWorker(Worker):
         super().__init__(*args, **kwargs)
         self._claim_script: FastScript | None = None
         self._finish_script: FastScript | None = None
+        self._slot_free = asyncio.Event()
 
     def _scripts(self) -> tuple[FastScript, FastScript]:
         if self._claim_script is None or self._finish_script is None:
@@ -134,17 +156,14 @@ class BridgeWorker(Worker):
         return self._claim_script, self._finish_script
 
     async def main(self) -> None:
-        """arq's loop, polling sooner while jobs keep coming (see `_next_delay`)."""
+        """Claim what is ready, then wait for a wake-up instead of polling (module doc)."""
         assert self._pool is not None, "BridgeWorker needs a redis_pool"
         logger.debug("worker for %s on %s", ", ".join(self.functions), self.queue_name)
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
-        loop = asyncio.get_running_loop()
-        delay = self.poll_delay_s
         while True:
-            begun = loop.time()
-            claimed = await self._poll_once()
+            wanted, claimed, next_due = await self._poll_once()
             if self.burst:
                 if 0 <= self.max_burst_jobs <= self._jobs_started():
                     await asyncio.gather(*self.tasks.values())
@@ -152,30 +171,57 @@ class BridgeWorker(Worker):
                 if await self.pool.zcard(self.queue_name) == 0:
                     await asyncio.gather(*self.tasks.values())
                     return
-            delay = _next_delay(delay, claimed, self.poll_delay_s)
-            await asyncio.sleep(max(0.0, delay - (loop.time() - begun)))
+                await asyncio.sleep(self.poll_delay_s)
+            elif not self.allow_pick_jobs:
+                await asyncio.sleep(self.poll_delay_s)  # draining: only beat
+            elif wanted == 0:
+                await self._wait_for_slot(self.poll_delay_s)  # every slot is busy
+            elif claimed == wanted:
+                await asyncio.sleep(0)  # more may be ready: claim again at once
+            else:
+                await self._wait_for_wake(_wait_for(next_due, self.poll_delay_s))
+
+    async def _wait_for_slot(self, seconds: float) -> None:
+        """Until a running job ends, or `seconds` pass."""
+        self._slot_free.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._slot_free.wait()
+
+    async def _wait_for_wake(self, seconds: float) -> None:
+        """Block on the wake list until a producer pushes a token, or `seconds` pass."""
+        # BLPOP takes seconds as a decimal (Redis 6+); the read timeout of the connection
+        # (5 s) must not cut it short.
+        wait = min(max(seconds, MIN_WAIT), MAX_WAIT)
+        await self.pool.execute_command(  # type: ignore[no-untyped-call]
+            "BLPOP", self.queue_name + WAKE_SUFFIX, wait
+        )
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._slot_free.set()
 
     async def _poll_iteration(self) -> None:
         await self._poll_once()
 
-    async def _poll_once(self) -> int:
-        """Claim and start ready jobs, reap finished tasks, beat; how many were claimed."""
-        count = min(self.queue_read_limit, self.max_jobs - self.job_counter)
-        if self.burst and self.max_burst_jobs >= 0:
-            count = min(count, self.max_burst_jobs - self._jobs_started())
-        claimed = 0
-        if self.allow_pick_jobs and count > 0:
-            claimed = await self._claim_and_start(count)
-
+    async def _poll_once(self) -> tuple[int, int, int | None]:
+        """Beat (which may queue a cron job), reap finished tasks, claim and start ready
+        jobs: (how many were wanted, how many claimed, the next deferred job's score)."""
+        await self.heart_beat()
         for job_id, task in list(self.tasks.items()):
             if task.done():
                 del self.tasks[job_id]
                 task.result()  # an error in our own job runner must not pass silently
 
-        await self.heart_beat()
-        return claimed
+        count = min(self.queue_read_limit, self.max_jobs - self.job_counter)
+        if self.burst and self.max_burst_jobs >= 0:
+            count = min(count, self.max_burst_jobs - self._jobs_started())
+        if not self.allow_pick_jobs or count <= 0:
+            return 0, 0, None
+        claimed, next_due = await self._claim_and_start(count)
+        return count, claimed, next_due
 
-    async def _claim_and_start(self, count: int) -> int:
+    async def _claim_and_start(self, count: int) -> tuple[int, int | None]:
         claim, _ = self._scripts()
         reply = await claim(
             keys=[self.queue_name],
@@ -190,6 +236,7 @@ class BridgeWorker(Worker):
                 RETRY_KEY_TTL,
             ],
         )
+        later = reply.pop()
         for i in range(0, len(reply), 4):
             job_id = reply[i].decode()
             score = int(float(reply[i + 1]))
@@ -202,7 +249,7 @@ class BridgeWorker(Worker):
             task = self.loop.create_task(self._run(job_id, score, payload, job_try))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
-        return len(reply) // 4
+        return len(reply) // 4, None if later is None else int(float(later))
 
     async def _run(self, job_id: str, score: int, payload: bytes | None, job_try: int) -> None:
         """Run one claimed job and finish it: arq's `run_job`, without its claim round trips."""

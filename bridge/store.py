@@ -81,11 +81,23 @@ def run_name(rule_id: str, run: str) -> str:
     return f"{rule_id}@{run}" if run else rule_id
 
 
+# Workers wait on `<queue>:wake` for a token rather than polling: every script that adds
+# ready jobs pushes one (bridge/jobqueue.py). A few tokens are kept, enough to wake every
+# worker; a token without a job costs a worker one empty claim.
+WAKE_SUFFIX = ":wake"
+WAKE_TOKENS = 64
+WAKE_LUA = f"""
+redis.call('LPUSH', KEYS[1] .. '{WAKE_SUFFIX}', '1')
+redis.call('LTRIM', KEYS[1] .. '{WAKE_SUFFIX}', 0, {WAKE_TOKENS - 1})
+"""
+
 # KEYS: queue, events index, then (seen, event, job) per event.
 # ARGV: dedup ttl s, event ttl s, now ms, job expiry ms, then (event id, event json, job id,
 # job payload) per event. Returns 1 per stored event, 0 per duplicate.
-_INGEST = """
+_INGEST = (
+    """
 local out = {}
+local stored = 0
 local n = (#KEYS - 2) / 3
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]) * 1000)
 for i = 0, n - 1 do
@@ -96,17 +108,26 @@ for i = 0, n - 1 do
     redis.call('PSETEX', KEYS[5 + i * 3], ARGV[4], ARGV[a + 3])
     redis.call('ZADD', KEYS[1], ARGV[3], ARGV[a + 2])
     out[#out + 1] = 1
+    stored = 1
   else
     out[#out + 1] = 0
   end
 end
+if stored == 1 then
+"""
+    + WAKE_LUA
+    + """
+end
 return out
 """
+)
 
 # KEYS: queue, then (job key, result key) per job. ARGV: job expiry ms, then (job id, score,
 # payload) per job. A job whose id is queued, running or has a kept result is skipped.
-_ENQUEUE = """
+_ENQUEUE = (
+    """
 local out = {}
+local added = 0
 local n = (#KEYS - 1) / 2
 for i = 0, n - 1 do
   local a = 2 + i * 3
@@ -114,12 +135,19 @@ for i = 0, n - 1 do
     redis.call('PSETEX', KEYS[2 + i * 2], ARGV[1], ARGV[a + 2])
     redis.call('ZADD', KEYS[1], ARGV[a + 1], ARGV[a])
     out[#out + 1] = 1
+    added = 1
   else
     out[#out + 1] = 0
   end
 end
+if added == 1 then
+"""
+    + WAKE_LUA
+    + """
+end
 return out
 """
+)
 
 
 # KEYS[1]: a hash. ARGV: field, increment, ttl s. Returns the new count.

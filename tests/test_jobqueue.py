@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +18,8 @@ from redis.asyncio import ConnectionPool
 
 from bridge.context import job_deserializer, job_serializer
 from bridge.jobqueue import BridgeWorker
+from bridge.store import Job as StoreJob
+from bridge.store import Keys, Store
 
 
 @pytest.fixture
@@ -247,15 +250,84 @@ def test_aborting_jobs_is_refused(key_prefix: str) -> None:
         BridgeWorker(functions=[func(noop, name="noop")], allow_abort_jobs=True)
 
 
-def test_polls_come_sooner_while_jobs_keep_coming() -> None:
-    from bridge.jobqueue import BUSY_POLL_DELAY, _next_delay
+def test_an_idle_worker_waits_until_the_poll_delay_or_the_next_deferred_job() -> None:
+    from arq.utils import timestamp_ms
 
-    delay = 0.01
-    delay = _next_delay(delay, claimed=3, poll_delay=0.01)
-    assert delay == BUSY_POLL_DELAY
-    waits = []
-    for _ in range(6):  # empty polls: back to the poll delay, doubling
-        delay = _next_delay(delay, claimed=0, poll_delay=0.01)
-        waits.append(delay)
-    assert waits == [0.002, 0.004, 0.008, 0.01, 0.01, 0.01]
-    assert _next_delay(0.5, claimed=1, poll_delay=0.0005) == 0.0005  # never above the setting
+    from bridge.jobqueue import MIN_WAIT, _wait_for
+
+    assert _wait_for(None, 0.5) == 0.5
+    assert 0.15 < _wait_for(timestamp_ms() + 200, 0.5) <= 0.2
+    assert _wait_for(timestamp_ms() + 60_000, 0.5) == 0.5
+    assert _wait_for(timestamp_ms() - 1_000, 0.5) == MIN_WAIT  # overdue: look at once
+
+
+@contextlib.asynccontextmanager
+async def running(w: BridgeWorker) -> AsyncIterator[BridgeWorker]:
+    main = asyncio.create_task(w.main())
+    try:
+        yield w
+    finally:
+        main.cancel()
+        await asyncio.gather(main, *w.tasks.values(), return_exceptions=True)
+
+
+async def blocked_on_wake(pool: ArqRedis) -> bool:
+    clients = await pool.client_list()
+    return any(c.get("cmd") == "blpop" for c in clients)
+
+
+async def test_a_new_job_wakes_an_idle_worker_at_once(
+    pool: ArqRedis, key_prefix: str, redis_url: str
+) -> None:
+    done = asyncio.Event()
+
+    async def ping(ctx: dict[str, Any]) -> None:
+        done.set()
+
+    store = Store(pool, Keys(key_prefix), f"{key_prefix}queue", dedup_ttl=60, event_ttl=60)
+    w = worker(pool, key_prefix, func(ping, name="ping"), burst=False)
+    w.poll_delay_s = 2.0  # the longest wait on the wake list: polling alone would take that
+    async with running(w):
+        deadline = time.monotonic() + 10
+        while not await blocked_on_wake(pool):  # idle, waiting on the wake list
+            assert time.monotonic() < deadline, "the worker never waited for a wake-up"
+            await asyncio.sleep(0.01)
+        begun = time.monotonic()
+        assert await store.enqueue([StoreJob("ping", (), f"{key_prefix}ping")]) == [True]
+        await asyncio.wait_for(done.wait(), 10)
+        assert time.monotonic() - begun < 1.0  # woken by the enqueue, not by the poll delay
+
+
+async def test_a_deferred_retry_runs_when_due_not_after_the_poll_delay(
+    pool: ArqRedis, key_prefix: str
+) -> None:
+    started: list[float] = []
+    done = asyncio.Event()
+
+    async def flaky(ctx: dict[str, Any]) -> None:
+        started.append(time.monotonic())
+        if ctx["job_try"] == 1:
+            raise Retry(defer=0.3)
+        done.set()
+
+    await enqueue(pool, key_prefix, "flaky", 1)
+    w = worker(pool, key_prefix, func(flaky, name="flaky"), burst=False)
+    w.poll_delay_s = 2.0
+    async with running(w):
+        await asyncio.wait_for(done.wait(), 10)
+    assert 0.29 <= started[1] - started[0] < 1.5
+
+
+async def test_a_job_queued_without_a_token_is_found_by_the_poll(
+    pool: ArqRedis, key_prefix: str
+) -> None:
+    done = asyncio.Event()
+
+    async def ping(ctx: dict[str, Any]) -> None:
+        done.set()
+
+    w = worker(pool, key_prefix, func(ping, name="ping"), burst=False)
+    w.poll_delay_s = 0.2
+    async with running(w):
+        await enqueue(pool, key_prefix, "ping", 1)  # arq's client pushes no wake-up token
+        await asyncio.wait_for(done.wait(), 10)
