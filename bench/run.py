@@ -1081,37 +1081,30 @@ def process_bench(
             e2e_run(
                 stack, count, 20, concurrency=4, rate=None, client=args.client, drain_timeout=30
             )
-            log(f"e2e: {count} worker(s), c={args.e2e_concurrency}, {args.events} events")
-            profile_ctx = (
-                profiling(args.profile, f"worker-e2e-{count}w", workers[0].pid, 5)
-                if args.profile
-                else contextlib.nullcontext()
-            )
-            with profile_ctx:
-                row = e2e_run(
-                    stack,
-                    count,
-                    args.events,
-                    concurrency=args.e2e_concurrency,
-                    rate=None,
-                    client=args.client,
-                    drain_timeout=60 + args.events / 100,
+            # Acks only (the queue fills: throughput), then 16 events in flight (latency).
+            for settled in (False, True):
+                mode = "in flight" if settled else "acks only"
+                log(
+                    f"e2e: {count} worker(s), c={args.e2e_concurrency} {mode}, {args.events} events"
                 )
-            log(f"e2e: {row}")
-            e2e_rows.append(row)
-            log(f"e2e: {count} worker(s), c={args.e2e_concurrency} in flight, {args.events} events")
-            row = e2e_run(
-                stack,
-                count,
-                args.events,
-                concurrency=args.e2e_concurrency,
-                rate=None,
-                client="raw",
-                drain_timeout=60 + args.events / 100,
-                settled=True,
-            )
-            log(f"e2e: {row}")
-            e2e_rows.append(row)
+                profile_ctx = (
+                    profiling(args.profile, f"worker-e2e-{count}w", workers[0].pid, 5)
+                    if args.profile and not settled
+                    else contextlib.nullcontext()
+                )
+                with profile_ctx:
+                    row = e2e_run(
+                        stack,
+                        count,
+                        args.events,
+                        concurrency=args.e2e_concurrency,
+                        rate=None,
+                        client="raw" if settled else args.client,
+                        drain_timeout=60 + args.events / 100,
+                        settled=settled,
+                    )
+                log(f"e2e: {row}")
+                e2e_rows.append(row)
             if args.e2e_rate:
                 paced = int(min(args.events, args.e2e_rate * 10))
                 log(f"e2e: {count} worker(s), paced at {args.e2e_rate:g}/s, {paced} events")

@@ -125,8 +125,8 @@ return 1
 
 _NO_RESULT = object()
 
-# Bounds of one wait on the wake list (seconds): Redis rounds shorter BLPOP timeouts up,
-# and the connection's read timeout is 5 s.
+# Bounds of one wait (seconds): Redis rounds shorter BLPOP timeouts up, the connection's
+# read timeout is 5 s, and the worker beats (health key, cron) between waits.
 MIN_WAIT = 0.001
 MAX_WAIT = 2.0
 
@@ -173,9 +173,9 @@ class BridgeWorker(Worker):
                     return
                 await asyncio.sleep(self.poll_delay_s)
             elif not self.allow_pick_jobs:
-                await asyncio.sleep(self.poll_delay_s)  # draining: only beat
+                await asyncio.sleep(min(self.poll_delay_s, MAX_WAIT))  # draining: only beat
             elif wanted == 0:
-                await self._wait_for_slot(self.poll_delay_s)  # every slot is busy
+                await self._wait_for_slot(min(self.poll_delay_s, MAX_WAIT))  # slots all busy
             elif claimed == wanted:
                 await asyncio.sleep(0)  # more may be ready: claim again at once
             else:

@@ -45,7 +45,7 @@ class Tracer:
         self.ttl = ttl
         self._secrets = [s for s in secrets if s]
         # A secret inside a JSON string is written escaped: look for both forms.
-        self._needles = {form for s in self._secrets for form in (s, json.dumps(s)[1:-1])}
+        self._needles = {form.encode() for s in self._secrets for form in (s, json.dumps(s)[1:-1])}
         self._append = FastScript(redis, _APPEND)
 
     async def record(self, event_id: str, kind: str, **fields: Any) -> None:
@@ -54,11 +54,11 @@ class Tracer:
         encoded = dumps(entry)
         # Walking every entry for secrets costs more than writing it; an entry that holds
         # none (nearly all) is written as encoded.
-        if any(needle.encode() in encoded for needle in self._needles):
+        if any(needle in encoded for needle in self._needles):
             encoded = dumps({"at": entry["at"], "kind": kind, **redact(fields, self._secrets)})
             # What redact() cannot reach (a secret in an object's repr) goes from the text.
             for needle in self._needles:
-                encoded = encoded.replace(needle.encode(), b"**********")
+                encoded = encoded.replace(needle, b"**********")
         await self._append([self.keys.trace(event_id)], [encoded, self.ttl])
 
     async def read(self, event_id: str) -> list[dict[str, Any]]:

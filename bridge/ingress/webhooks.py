@@ -47,8 +47,9 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise BodyTooLarge
         except ValueError:
             raise BodyTooLarge from None
-        # The server ends the body at the declared length: it cannot grow past the limit.
-        return await request.body()
+        if "transfer-encoding" not in request.headers:
+            # The server ends the body at the declared length: it cannot pass the limit.
+            return await request.body()
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
