@@ -7,6 +7,7 @@ neither, and a duplicate id is recognised in the same step.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -24,6 +25,9 @@ ARQ_JOB_PREFIX = "arq:job:"
 ARQ_RESULT_PREFIX = "arq:result:"
 # arq drops a job that has not started a day after it was due (its expires_extra_ms).
 JOB_EXPIRY_MS = 86_400_000
+# Events in one ingest script call at most (a script holds Redis while it runs), unless a
+# single webhook brings more (MAX_EVENTS_PER_REQUEST bounds those).
+MAX_INGEST_BATCH = 256
 
 
 def dumps(value: Any) -> bytes:
@@ -164,6 +168,16 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 """
 
 
+def _failure(exc: BaseException) -> StoreUnavailable:
+    """A fresh error for one caller of a failed group write (one exception raised by several
+    awaits would grow its traceback with each)."""
+    if isinstance(exc, StoreUnavailable):
+        fresh = StoreUnavailable(str(exc))
+        fresh.__cause__ = exc.__cause__
+        return fresh
+    return StoreUnavailable(f"the write of the events was cut short: {type(exc).__name__}")
+
+
 def job_payload(function: str, args: Sequence[Any], enqueue_ms: int) -> bytes:
     """A job in arq's format, serialized as JSON (the worker's job_deserializer)."""
     return job_bytes(function, dumps(list(args)), enqueue_ms)
@@ -209,9 +223,77 @@ class Store:
         self._enqueue = FastScript(redis, _ENQUEUE)
         self._count = FastScript(redis, _COUNT)
         self._put = FastScript(redis, _PUT)
+        # The group commit of ingest(): calls waiting for the next script call.
+        self._waiting: list[tuple[Sequence[Event], asyncio.Future[list[bool]]]] = []
+        self._writing = False
+        self._drain_task: asyncio.Task[None] | None = None
 
     async def ingest(self, events: Sequence[Event]) -> list[bool]:
-        """Store and enqueue each new event; False for a duplicate. Raises StoreUnavailable."""
+        """Store and enqueue each new event; False for a duplicate. Raises StoreUnavailable.
+
+        Concurrent calls are written together (a group commit): while one script call is
+        in flight, the calls that arrive wait and go, together, in the next one. Every
+        call still returns only once its own events are stored.
+        """
+        if not events:
+            return []
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((events, future))
+        if not self._writing:
+            self._writing = True
+            try:
+                while not future.done():
+                    await self._write_waiting()
+            except BaseException:
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved: this caller raises the original instead
+                raise
+            finally:
+                self._hand_over()
+        return await future
+
+    def _hand_over(self) -> None:
+        """After a caller's own events are written: a task writes what still waits."""
+        if self._waiting:
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._writing = False
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                await self._write_waiting()
+        finally:
+            self._writing = False
+            if self._waiting:  # arrived as the loop ended: start again
+                self._writing = True
+                self._hand_over()
+
+    async def _write_waiting(self) -> None:
+        """One script call for the waiting calls' events (at most MAX_INGEST_BATCH, unless
+        a single call brings more)."""
+        batch: list[tuple[Sequence[Event], asyncio.Future[list[bool]]]] = []
+        count = 0
+        while self._waiting and (not batch or count + len(self._waiting[0][0]) <= MAX_INGEST_BATCH):
+            item = self._waiting.pop(0)
+            batch.append(item)
+            count += len(item[0])
+        try:
+            flags = await self._ingest_now([e for events, _ in batch for e in events])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(_failure(exc))
+            if isinstance(exc, StoreUnavailable):
+                return
+            raise
+        at = 0
+        for events, future in batch:
+            if not future.done():
+                future.set_result(flags[at : at + len(events)])
+            at += len(events)
+
+    async def _ingest_now(self, events: Sequence[Event]) -> list[bool]:
         now_ms = int(time.time() * 1000)
         keys: list[str] = [self.queue_name, self.keys.events]
         args: list[Any] = [self.dedup_ttl, self.event_ttl, now_ms, JOB_EXPIRY_MS]

@@ -1,0 +1,130 @@
+"""Store.ingest's group commit: concurrent webhooks share script calls, each still answered
+only once its own events are stored, and a failure reaches every caller of the batch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from bridge.context import create_redis
+from bridge.errors import StoreUnavailable
+from bridge.events import Event
+from bridge.settings import Settings
+from bridge.store import MAX_INGEST_BATCH, Keys, Store
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = create_redis(Settings.from_env({"REDIS_URL": redis_url}))
+    yield client
+    await client.aclose(close_connection_pool=True)
+
+
+def store_for(redis: Redis, key_prefix: str) -> Store:
+    return Store(redis, Keys(key_prefix), f"{key_prefix}queue", dedup_ttl=600, event_ttl=600)
+
+
+def event(event_id: str) -> Event:
+    return Event(id=event_id, source="test", type="lytho.asset.updated", data={"n": 1})
+
+
+class Counting:
+    """Wraps the ingest script: how many calls, with how many events each."""
+
+    def __init__(self, script: Any) -> None:
+        self.script = script
+        self.sizes: list[int] = []
+
+    async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
+        self.sizes.append((len(keys) - 2) // 3)
+        return await self.script(keys=keys, args=args)
+
+
+async def test_concurrent_calls_share_script_calls_and_get_their_own_answers(
+    redis: Redis, key_prefix: str
+) -> None:
+    store = store_for(redis, key_prefix)
+    counting = Counting(store._ingest)
+    store._ingest = counting  # type: ignore[assignment]
+    # 60 webhooks at once; "dup" arrives in two of them: one stores it, one is told it is
+    # a duplicate, whichever goes first.
+    calls = [[event(f"e{i}")] for i in range(58)] + [[event("dup")], [event("dup")]]
+    answers = await asyncio.gather(*(store.ingest(c) for c in calls))
+
+    assert answers[:58] == [[True]] * 58
+    assert sorted(answers[58:]) == [[False], [True]]
+    assert sum(counting.sizes) == 60
+    assert len(counting.sizes) < 60  # written together, not one call per webhook
+    assert max(counting.sizes) <= MAX_INGEST_BATCH
+    assert await redis.zcard(f"{key_prefix}queue") == 59
+    assert await redis.zcard(f"{key_prefix}events") == 59
+    # A call alone is written at once, on its own.
+    assert await store.ingest([event("later")]) == [True]
+    assert counting.sizes[-1] == 1
+
+
+async def test_a_large_webhook_goes_alone_and_batches_stay_bounded(
+    redis: Redis, key_prefix: str
+) -> None:
+    store = store_for(redis, key_prefix)
+    counting = Counting(store._ingest)
+    store._ingest = counting  # type: ignore[assignment]
+    big = [event(f"big{i}") for i in range(MAX_INGEST_BATCH + 40)]
+    small = [[event(f"s{i}")] for i in range(300)]
+    answers = await asyncio.gather(store.ingest(big), *(store.ingest(c) for c in small))
+    assert answers[0] == [True] * len(big)
+    assert answers[1:] == [[True]] * 300
+    assert len(big) in counting.sizes  # alone in its call
+    assert all(size <= MAX_INGEST_BATCH for size in counting.sizes if size != len(big))
+    assert sum(counting.sizes) == len(big) + 300
+
+
+async def test_a_failed_write_reaches_every_caller_and_nothing_hangs(
+    redis: Redis, key_prefix: str
+) -> None:
+    store = store_for(redis, key_prefix)
+
+    async def down(keys: list[Any], args: list[Any]) -> Any:
+        await asyncio.sleep(0)  # let the others queue up behind this call
+        raise RedisConnectionError("Connection refused")
+
+    store._ingest = down  # type: ignore[assignment]
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(store.ingest([event(f"f{i}")]) for i in range(20)), return_exceptions=True
+        ),
+        10,
+    )
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert {str(r) for r in results} == {"Redis cannot store events: ConnectionError"}
+    assert await redis.zcard(f"{key_prefix}queue") == 0
+    # And the store writes again once Redis answers.
+    store._ingest = store_for(redis, key_prefix)._ingest
+    assert await store.ingest([event("after")]) == [True]
+
+
+async def test_a_cancelled_writer_does_not_strand_the_others(redis: Redis, key_prefix: str) -> None:
+    store = store_for(redis, key_prefix)
+    real = store._ingest
+    gate = asyncio.Event()
+
+    async def slow(keys: list[Any], args: list[Any]) -> Any:
+        await gate.wait()
+        return await real(keys=keys, args=args)
+
+    store._ingest = slow  # type: ignore[assignment]
+    leader = asyncio.create_task(store.ingest([event("leader")]))
+    await asyncio.sleep(0)  # the leader's call is in flight
+    others = [asyncio.create_task(store.ingest([event(f"o{i}")])) for i in range(5)]
+    await asyncio.sleep(0)
+    leader.cancel()
+    await asyncio.gather(leader, return_exceptions=True)
+    gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*others, return_exceptions=True), 10)
+    # The others were waiting for the next call: it still happens, and they are answered.
+    assert results == [[True]] * 5
