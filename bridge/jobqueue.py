@@ -201,9 +201,6 @@ class BridgeWorker(Worker):
         super()._release_sem_dec_counter_on_complete()
         self._slot_free.set()
 
-    async def _poll_iteration(self) -> None:
-        await self._poll_once()
-
     async def _poll_once(self) -> tuple[int, int, int | None]:
         """Beat (which may queue a cron job), reap finished tasks, claim and start ready
         jobs: (how many were wanted, how many claimed, the next deferred job's score)."""

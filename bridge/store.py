@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -224,7 +225,7 @@ class Store:
         self._count = FastScript(redis, _COUNT)
         self._put = FastScript(redis, _PUT)
         # The group commit of ingest(): calls waiting for the next script call.
-        self._waiting: list[tuple[Sequence[Event], asyncio.Future[list[bool]]]] = []
+        self._waiting: deque[tuple[Sequence[Event], asyncio.Future[list[bool]]]] = deque()
         self._writing = False
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -275,7 +276,7 @@ class Store:
         batch: list[tuple[Sequence[Event], asyncio.Future[list[bool]]]] = []
         count = 0
         while self._waiting and (not batch or count + len(self._waiting[0][0]) <= MAX_INGEST_BATCH):
-            item = self._waiting.pop(0)
+            item = self._waiting.popleft()
             batch.append(item)
             count += len(item[0])
         try:

@@ -106,3 +106,21 @@ async def test_a_fast_script_loads_itself_again_after_redis_lost_it(
         assert await fast(["k"], ["x", 1]) == [b"k", b"x", 2]
     finally:
         await redis.aclose(close_connection_pool=True)
+
+
+def test_a_write_is_timed_when_the_buffer_is_full_or_the_transport_cannot_tell() -> None:
+    from bridge.redis_io import _over_high_water
+
+    class Transport:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        def get_write_buffer_size(self) -> int:
+            return self.size
+
+        def get_write_buffer_limits(self) -> tuple[int, int]:
+            return (16_384, 65_536)
+
+    assert _over_high_water(Transport(0)) is False
+    assert _over_high_water(Transport(65_537)) is True
+    assert _over_high_water(object()) is True  # no buffer API: always time the write

@@ -4,7 +4,8 @@ only once its own events are stored, and a failure reaches every caller of the b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -45,12 +46,25 @@ class Counting:
         return await self.script(keys=keys, args=args)
 
 
-async def test_concurrent_calls_share_script_calls_and_get_their_own_answers(
-    redis: Redis, key_prefix: str
-) -> None:
+def counted(redis: Redis, key_prefix: str) -> tuple[Store, Counting]:
     store = store_for(redis, key_prefix)
     counting = Counting(store._ingest)
     store._ingest = counting  # type: ignore[assignment]
+    return store, counting
+
+
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    """Let the other tasks run until `predicate` holds (at most 5 s)."""
+    deadline = time.monotonic() + 5
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0)
+
+
+async def test_concurrent_calls_share_script_calls_and_get_their_own_answers(
+    redis: Redis, key_prefix: str
+) -> None:
+    store, counting = counted(redis, key_prefix)
     # 60 webhooks at once; "dup" arrives in two of them: one stores it, one is told it is
     # a duplicate, whichever goes first.
     calls = [[event(f"e{i}")] for i in range(58)] + [[event("dup")], [event("dup")]]
@@ -71,9 +85,7 @@ async def test_concurrent_calls_share_script_calls_and_get_their_own_answers(
 async def test_a_large_webhook_goes_alone_and_batches_stay_bounded(
     redis: Redis, key_prefix: str
 ) -> None:
-    store = store_for(redis, key_prefix)
-    counting = Counting(store._ingest)
-    store._ingest = counting  # type: ignore[assignment]
+    store, counting = counted(redis, key_prefix)
     big = [event(f"big{i}") for i in range(MAX_INGEST_BATCH + 40)]
     small = [[event(f"s{i}")] for i in range(300)]
     answers = await asyncio.gather(store.ingest(big), *(store.ingest(c) for c in small))
@@ -90,7 +102,8 @@ async def test_a_failed_write_reaches_every_caller_and_nothing_hangs(
     store = store_for(redis, key_prefix)
 
     async def down(keys: list[Any], args: list[Any]) -> Any:
-        await asyncio.sleep(0)  # let the others queue up behind this call
+        if len(keys) == 5:  # the first call, alone: fail once the others queued behind it
+            await until(lambda: len(store._waiting) == 19, "the others to queue up")
         raise RedisConnectionError("Connection refused")
 
     store._ingest = down  # type: ignore[assignment]
@@ -111,17 +124,18 @@ async def test_a_failed_write_reaches_every_caller_and_nothing_hangs(
 async def test_a_cancelled_writer_does_not_strand_the_others(redis: Redis, key_prefix: str) -> None:
     store = store_for(redis, key_prefix)
     real = store._ingest
-    gate = asyncio.Event()
+    started, gate = asyncio.Event(), asyncio.Event()
 
     async def slow(keys: list[Any], args: list[Any]) -> Any:
+        started.set()
         await gate.wait()
         return await real(keys=keys, args=args)
 
     store._ingest = slow  # type: ignore[assignment]
     leader = asyncio.create_task(store.ingest([event("leader")]))
-    await asyncio.sleep(0)  # the leader's call is in flight
+    await asyncio.wait_for(started.wait(), 5)  # the leader's call is in flight
     others = [asyncio.create_task(store.ingest([event(f"o{i}")])) for i in range(5)]
-    await asyncio.sleep(0)
+    await until(lambda: len(store._waiting) == 5, "the others to queue up")
     leader.cancel()
     await asyncio.gather(leader, return_exceptions=True)
     gate.set()
