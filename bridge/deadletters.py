@@ -1,17 +1,114 @@
-"""Dead letters: rule runs that exhausted their tries, kept in Redis until retried or dropped."""
+"""Dead letters: rule runs that exhausted their tries, kept in Redis until retried or dropped.
+
+A letter's id is stable for its run (event, rule, run name): a run dead-lettered again,
+after a retry, is listed under the same id. A retry moves a letter from "dead" to
+"retrying" in one Lua script, which also enqueues the run: there is no moment at which the
+run is queued while its old letter is still listed, so the new letter of a retry that fails
+again can never be removed by the retry's clean-up, and two retries of one letter start one
+run. What a letter stores (the error text, the event) has every configured secret masked.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from bridge.errors import StoreUnavailable
 from bridge.events import Event
-from bridge.store import Job, dumps, loads
+from bridge.redis_io import FastScript
+from bridge.store import (
+    ARQ_JOB_PREFIX,
+    JOB_EXPIRY_MS,
+    WAKE_LUA,
+    dumps,
+    job_payload,
+    loads,
+)
+from bridge.traces import redact
 
 if TYPE_CHECKING:
     from bridge.context import Context
+
+MASK = b"**********"
+
+# KEYS: letters hash, letters index, the run's attempts hash, queue, job key, the trace.
+# ARGV: letter id, the letter as read, the failed step, job id, job score, job payload,
+# job expiry ms, the trace entry, the trace's ttl s. Returns 1 when the letter was taken,
+# its run queued and the retry traced (before anything the run traces); 0 when the letter
+# is gone or changed since it was read (nothing is done then).
+_RETRY = (
+    """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[3])
+redis.call('PSETEX', KEYS[5], ARGV[7], ARGV[6])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+redis.call('RPUSH', KEYS[6], ARGV[8])
+redis.call('EXPIRE', KEYS[6], ARGV[9])
+"""
+    + WAKE_LUA
+    + """
+return 1
+"""
+)
+
+# A retry re-reads a letter that changed between its read and its move (a newer failure of
+# the same run) this many times at most.
+RETRY_READS = 5
+
+
+class SecretMask:
+    """Masks every configured secret in what is about to be stored in Redis.
+
+    Checking the encoded bytes for a secret costs far less than walking a value, so a value
+    that holds none (nearly all) is stored as encoded; one that does is redacted (values
+    and keys, through `bridge.traces.redact`) and, for what redact cannot reach, masked in
+    the text as well.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        # A secret inside a JSON string is written escaped: look for both forms.
+        self.needles = sorted(
+            {form.encode() for s in self.secrets for form in (s, json.dumps(s)[1:-1])},
+            key=len,
+            reverse=True,
+        )
+
+    def dumps(self, value: Any) -> bytes:
+        """`value` as compact JSON with no secret in it."""
+        encoded = dumps(value)
+        if not any(needle in encoded for needle in self.needles):
+            return encoded
+        encoded = dumps(redact(value, self.secrets))
+        for needle in self.needles:
+            encoded = encoded.replace(needle, MASK)
+        return encoded
+
+    def value(self, value: Any) -> Any:
+        """`value` with no secret in it (itself when it holds none)."""
+        encoded = dumps(value)
+        if not any(needle in encoded for needle in self.needles):
+            return value
+        return loads(self.dumps(value))
+
+    def text(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK.decode())
+        return text
+
+
+def secret_mask(bridge: Context) -> SecretMask:
+    """The process's mask of its configured secrets (made once)."""
+    mask = bridge.extras.get("secret_mask")
+    if not isinstance(mask, SecretMask):
+        mask = bridge.extras["secret_mask"] = SecretMask(bridge.settings.secrets())
+    return mask
 
 
 @dataclass(frozen=True)
@@ -45,6 +142,11 @@ class DeadLetters:
         self.bridge = bridge
         self.redis = bridge.redis
         self.keys = bridge.keys
+        self.mask = secret_mask(bridge)
+        script = bridge.extras.get("dead_letter_retry")
+        if not isinstance(script, FastScript):
+            script = bridge.extras["dead_letter_retry"] = FastScript(bridge.redis, _RETRY)
+        self._retry = script
 
     async def add(
         self,
@@ -56,6 +158,7 @@ class DeadLetters:
         error: str,
         attempts: int,
     ) -> DeadLetter:
+        """Store (or replace) the letter of a run; the error and the event stored masked."""
         letter = DeadLetter(
             id=dead_letter_id(event.id, rule_id, run),
             event_id=event.id,
@@ -63,13 +166,13 @@ class DeadLetters:
             run=run,
             step=step,
             uses=uses,
-            error=error,
+            error=self.mask.text(error),
             attempts=attempts,
             failed_at=round(time.time(), 3),
-            event=event.to_dict(),
+            event=self.mask.value(event.to_dict()),
         )
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.dead_letters, letter.id, dumps(letter.to_dict()))  # type: ignore[arg-type]
+            pipe.hset(self.keys.dead_letters, letter.id, self.mask.dumps(letter.to_dict()))  # type: ignore[arg-type]
             pipe.zadd(self.keys.dead_letter_index, {letter.id: letter.failed_at})
             await pipe.execute()
         return letter
@@ -90,20 +193,57 @@ class DeadLetters:
         return None if raw is None else DeadLetter(**loads(raw))
 
     async def retry(self, letter_id: str) -> DeadLetter | None:
-        """Run the rule again from its failed step (finished steps stay done); None if unknown."""
-        letter = await self.get(letter_id)
-        if letter is None:
-            return None
-        attempts = self.keys.attempts(letter.event_id, letter.rule_id, letter.run)
-        await self.redis.hdel(attempts, letter.step)  # type: ignore[misc]
-        job_id = self.keys.run_job_id(
-            letter.event_id, letter.rule_id, letter.run, retry=time.time_ns()
+        """Run the rule again from its failed step (finished steps stay done); None if unknown.
+
+        The letter leaves the list and its run is queued in one step, so every failed run
+        stays listed exactly once: a retry that fails again is listed anew, under the same
+        id; a letter retried twice at once starts one run (the second retry finds nothing).
+        """
+        for _ in range(RETRY_READS):
+            raw = await self.redis.hget(self.keys.dead_letters, letter_id)  # type: ignore[misc]
+            if raw is None:
+                return None
+            letter = DeadLetter(**loads(raw))
+            # The stored event may have had a secret masked, its id included: the run
+            # keeps the id it was stored under.
+            event = {**letter.event, "id": letter.event_id}
+            job_id = self.keys.run_job_id(
+                letter.event_id, letter.rule_id, letter.run, retry=time.time_ns()
+            )
+            now_ms = int(time.time() * 1000)
+            payload = job_payload("run_rule", (event, letter.rule_id, letter.run), now_ms)
+            keys = [
+                self.keys.dead_letters,
+                self.keys.dead_letter_index,
+                self.keys.attempts(letter.event_id, letter.rule_id, letter.run),
+                self.bridge.settings.queue_name,
+                ARQ_JOB_PREFIX + job_id,
+                self.keys.trace(letter.event_id),
+            ]
+            entry = {
+                "at": round(time.time(), 3),
+                "kind": "retried",
+                "rule": letter.rule_id,
+                **({"run": letter.run} if letter.run else {}),
+                "dead_letter": letter.id,
+                "step": letter.step,
+            }
+            args = [
+                letter_id,
+                raw,
+                letter.step,
+                job_id,
+                now_ms,
+                payload,
+                JOB_EXPIRY_MS,
+                self.mask.dumps(entry),
+                self.bridge.settings.trace_ttl_seconds,
+            ]
+            if await self._retry(keys, args):
+                return letter
+        raise StoreUnavailable(
+            f"dead letter {letter_id} kept changing while it was being retried; try again"
         )
-        # Enqueue before removing the letter: a crash in between leaves a letter, never a loss.
-        job = Job("run_rule", (letter.event, letter.rule_id, letter.run), job_id)
-        await self.bridge.store.enqueue([job])
-        await self.drop(letter_id)
-        return letter
 
     async def drop(self, letter_id: str) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
