@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 SPECVERSION = "1.0"
+# Ids are bounded: they name Redis keys, job ids, log lines and dashboard links.
+MAX_ID_LENGTH = 256
 
 
 def utc_now() -> str:
@@ -21,6 +23,13 @@ def stable_id(*parts: object) -> str:
     """A deterministic id from the parts: the same change seen twice gets the same id."""
     raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return "evt_" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def bounded_id(raw: str) -> str:
+    """`raw` when it is at most MAX_ID_LENGTH characters, else a stable hash of it."""
+    if len(raw) <= MAX_ID_LENGTH:
+        return raw
+    return "evt_" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

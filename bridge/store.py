@@ -13,13 +13,13 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge.errors import StoreUnavailable
-from bridge.events import Event
+from bridge.events import MAX_ID_LENGTH, Event
 from bridge.redis_io import FastScript
 
 ARQ_JOB_PREFIX = "arq:job:"
@@ -96,27 +96,80 @@ redis.call('LPUSH', KEYS[1] .. '{WAKE_SUFFIX}', '1')
 redis.call('LTRIM', KEYS[1] .. '{WAKE_SUFFIX}', 0, {WAKE_TOKENS - 1})
 """
 
-# KEYS: queue, events index, then (seen, event, job) per event.
-# ARGV: dedup ttl s, event ttl s, now ms, job expiry ms, then (event id, event json, job id,
-# job payload) per event. Returns 1 per stored event, 0 per duplicate.
+# The ingest script. Duplicates are recognised per source (CloudEvents: source + id identify
+# an event): `seen:<stored id>` holds the source that owns the id. An event whose id another
+# source already owns is stored under `<source>:<id>` instead (hashed when long), so no
+# sender can pre-empt another's events; and should that be taken too (a sender sent it on
+# purpose), under a fresh id remembered in `alias:<sha1 of source and id>`, a key no sender
+# names. Either way the caller learns the id each event is stored under.
+#
+# KEYS: queue, events index. ARGV: key prefix, dedup ttl s, event ttl s, now ms, job expiry
+# ms, then (source, id, event json) per event; the json opens with its specversion and id.
+# Returns (1 stored | 0 duplicate, stored id) per event.
 _INGEST = (
     """
+local prefix = ARGV[1]
+local dedup_ttl = ARGV[2]
+local now = ARGV[4]
 local out = {}
 local stored = 0
-local n = (#KEYS - 2) / 3
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]) * 1000)
-for i = 0, n - 1 do
-  local a = 5 + i * 4
-  if redis.call('SET', KEYS[3 + i * 3], '1', 'NX', 'EX', ARGV[1]) then
-    redis.call('SET', KEYS[4 + i * 3], ARGV[a + 1], 'EX', ARGV[2])
-    redis.call('ZADD', KEYS[2], ARGV[3], ARGV[a])
-    redis.call('PSETEX', KEYS[5 + i * 3], ARGV[4], ARGV[a + 3])
-    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[a + 2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(now) - tonumber(ARGV[3]) * 1000)
+local function bounded(id)
+  if #id > """
+    + str(MAX_ID_LENGTH)
+    + """ then return 'evt_' .. string.sub(redis.sha1hex(id), 1, 32) end
+  return id
+end
+-- The stored id for one event: {id, true} when new, {id, false} when a duplicate.
+local function claim(source, id)
+  local candidates = {id, bounded(source .. ':' .. id)}
+  for _, candidate in ipairs(candidates) do
+    local seen = prefix .. 'seen:' .. candidate
+    local owner = redis.call('GET', seen)
+    if not owner then
+      redis.call('SET', seen, source, 'EX', dedup_ttl)
+      return candidate, true
+    end
+    -- '1' marks ids stored before duplicates were told apart by source.
+    if owner == source or owner == '1' then return candidate, false end
+  end
+  local alias = prefix .. 'alias:' .. redis.sha1hex(source .. '\\n' .. id)
+  local known = redis.call('GET', alias)
+  if known then return known, false end
+  for _ = 1, 16 do
+    local n = redis.call('INCR', prefix .. 'alias:next')
+    local candidate = 'evt_' .. string.sub(redis.sha1hex(alias .. '#' .. n), 1, 32)
+    local seen = prefix .. 'seen:' .. candidate
+    if redis.call('SET', seen, source, 'NX', 'EX', dedup_ttl) then
+      redis.call('SET', alias, candidate, 'EX', dedup_ttl)
+      return candidate, true
+    end
+  end
+  return redis.error_reply('no free id for the event')
+end
+for a = 6, #ARGV, 3 do
+  local source, id, event = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local stored_id, new = claim(source, id)
+  if new then
+    if stored_id ~= id then
+      -- The same event under its stored id: the id is the second attribute.
+      local rest = string.find(event, ',"source":', 1, true)
+      event = '{"specversion":"1.0","id":' .. cjson.encode(stored_id) .. string.sub(event, rest)
+    end
+    local job_id = prefix .. 'handle:' .. stored_id
+    redis.call('SET', prefix .. 'event:' .. stored_id, event, 'EX', ARGV[3])
+    redis.call('ZADD', KEYS[2], now, stored_id)
+    redis.call('PSETEX', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. job_id, ARGV[5],
+      '{"t":null,"f":"handle_event","a":[' .. event .. '],"k":{},"et":' .. now .. '}')
+    redis.call('ZADD', KEYS[1], now, job_id)
     out[#out + 1] = 1
     stored = 1
   else
     out[#out + 1] = 0
   end
+  out[#out + 1] = stored_id
 end
 if stored == 1 then
 """
@@ -193,6 +246,17 @@ def job_bytes(function: str, encoded_args: bytes, enqueue_ms: int) -> bytes:
     )
 
 
+class Admission(NamedTuple):
+    """What ingest did with one event: stored it (`new`) or knew it, and under which id."""
+
+    new: bool
+    id: str
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 @dataclass(frozen=True)
 class Job:
     """A job to enqueue: arq function name, arguments, id, and an optional delay."""
@@ -225,12 +289,17 @@ class Store:
         self._count = FastScript(redis, _COUNT)
         self._put = FastScript(redis, _PUT)
         # The group commit of ingest(): calls waiting for the next script call.
-        self._waiting: deque[tuple[Sequence[Event], asyncio.Future[list[bool]]]] = deque()
+        self._waiting: deque[tuple[Sequence[Event], asyncio.Future[list[Admission]]]] = deque()
         self._writing = False
         self._drain_task: asyncio.Task[None] | None = None
 
     async def ingest(self, events: Sequence[Event]) -> list[bool]:
-        """Store and enqueue each new event; False for a duplicate. Raises StoreUnavailable.
+        """Store and enqueue each new event; False for a duplicate. Raises StoreUnavailable."""
+        return [admission.new for admission in await self.admit(events)]
+
+    async def admit(self, events: Sequence[Event]) -> list[Admission]:
+        """Store and enqueue each new event; for each, whether it was new and the id it is
+        stored under (its own, unless another source owns that id). Raises StoreUnavailable.
 
         Concurrent calls are written together (a group commit): while one script call is
         in flight, the calls that arrive wait and go, together, in the next one. Every
@@ -238,7 +307,7 @@ class Store:
         """
         if not events:
             return []
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Admission]] = asyncio.get_running_loop().create_future()
         self._waiting.append((events, future))
         if not self._writing:
             self._writing = True
@@ -273,7 +342,7 @@ class Store:
     async def _write_waiting(self) -> None:
         """One script call for the waiting calls' events (at most MAX_INGEST_BATCH, unless
         a single call brings more)."""
-        batch: list[tuple[Sequence[Event], asyncio.Future[list[bool]]]] = []
+        batch: list[tuple[Sequence[Event], asyncio.Future[list[Admission]]]] = []
         count = 0
         while self._waiting and (not batch or count + len(self._waiting[0][0]) <= MAX_INGEST_BATCH):
             item = self._waiting.popleft()
@@ -294,22 +363,19 @@ class Store:
                 future.set_result(flags[at : at + len(events)])
             at += len(events)
 
-    async def _ingest_now(self, events: Sequence[Event]) -> list[bool]:
+    async def _ingest_now(self, events: Sequence[Event]) -> list[Admission]:
         now_ms = int(time.time() * 1000)
         keys: list[str] = [self.queue_name, self.keys.events]
-        args: list[Any] = [self.dedup_ttl, self.event_ttl, now_ms, JOB_EXPIRY_MS]
+        args: list[Any] = [self.keys.prefix, self.dedup_ttl, self.event_ttl, now_ms, JOB_EXPIRY_MS]
         for event in events:
-            job_id = self.keys.handle_job_id(event.id)
-            keys += [self.keys.seen(event.id), self.keys.event(event.id), ARQ_JOB_PREFIX + job_id]
-            encoded = dumps(event.to_dict())
-            # The job's only argument is the event: splice its JSON in, not encode it twice.
-            job = job_bytes("handle_event", b"[%s]" % encoded, now_ms)
-            args += [event.id, encoded, job_id, job]
+            # The script writes the event record and its handle_event job (arq's format, the
+            # event spliced in) from one copy of the JSON.
+            args += [event.source, event.id, dumps(event.to_dict())]
         try:
             result = await self._ingest(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis cannot store events: {type(exc).__name__}") from exc
-        return [bool(flag) for flag in result]
+        return [Admission(bool(result[i]), _text(result[i + 1])) for i in range(0, len(result), 2)]
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[bool]:
         """Enqueue jobs unless a job of the same id exists; True for each one enqueued."""

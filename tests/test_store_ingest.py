@@ -42,7 +42,7 @@ class Counting:
         self.sizes: list[int] = []
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
-        self.sizes.append((len(keys) - 2) // 3)
+        self.sizes.append((len(args) - 5) // 3)
         return await self.script(keys=keys, args=args)
 
 

@@ -7,15 +7,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.errors import EventError
-from bridge.events import Event, stable_id, utc_now
+from bridge.events import MAX_ID_LENGTH, Event, bounded_id, stable_id, utc_now
+from bridge.ingress.checks import check_attribute, check_value, where
 
 MAX_EVENTS_PER_REQUEST = 1000
-_MAX_ID = 256
-_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
+# CloudEvents: `type` is a String; a bound keeps metrics labels, logs and keys small.
+MAX_TYPE_LENGTH = 256
+_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 
-
-def _where(index: int | None) -> str:
-    return "" if index is None else f"item {index}: "
+_where = where
 
 
 def _text(value: Any, name: str, index: int | None, *, required: bool) -> str | None:
@@ -28,20 +28,27 @@ def _text(value: Any, name: str, index: int | None, *, required: bool) -> str | 
     text = str(value)
     if required and not text:
         raise EventError(f"{_where(index)}'{name}' must not be empty")
-    if len(text) > _MAX_ID:
-        raise EventError(f"{_where(index)}'{name}' is longer than {_MAX_ID} characters")
-    return text
+    if len(text) > MAX_ID_LENGTH:
+        raise EventError(f"{_where(index)}'{name}' is longer than {MAX_ID_LENGTH} characters")
+    return check_attribute(text, name, index)
 
 
 def _event_type(value: Any, index: int | None) -> str:
-    text = _text(value, "type", index, required=True)
-    assert text is not None
-    if not _TYPE_RE.match(text):
+    if value is None:
+        raise EventError(f"{_where(index)}'type' is required")
+    if not isinstance(value, str):
+        raise EventError(f"{_where(index)}'type' must be a string, got {_json_type(value)}")
+    if not value:
+        raise EventError(f"{_where(index)}'type' must not be empty")
+    if len(value) > MAX_TYPE_LENGTH:
+        raise EventError(f"{_where(index)}'type' is longer than {MAX_TYPE_LENGTH} characters")
+    check_attribute(value, "type", index)
+    if not _TYPE_RE.match(value):
         raise EventError(
-            f"{_where(index)}'type' {text!r} is not a valid event type; "
+            f"{_where(index)}'type' {value!r} is not a valid event type; "
             "expected dotted words such as lytho.asset.updated"
         )
-    return text
+    return value
 
 
 def _items(payload: Any, what: str) -> list[tuple[int | None, Mapping[str, Any]]]:
@@ -80,15 +87,30 @@ def _json_type(value: Any) -> str:
 
 def _fallback_id(source: str, webhook_id: str | None, index: int | None, item: Any) -> str:
     if webhook_id:
-        return webhook_id if index is None else f"{webhook_id}:{index}"
+        # The delivery id is bounded at the door; with the index it may pass the bound.
+        return bounded_id(webhook_id if index is None else f"{webhook_id}:{index}")
     # No id at all: the content itself identifies the event, so a resend is a duplicate.
     return stable_id(source, item)
 
 
-def generic_events(source: str, payload: Any, webhook_id: str | None) -> list[Event]:
-    """Events of a generic source: one object or an array, each with `type`."""
+def _check_content(item: Mapping[str, Any], index: int | None, deep: bool) -> None:
+    """`data` and `changes` hold nothing that cannot be stored and shown faithfully."""
+    if deep:
+        check_value(item.get("data"), "data", index)
+        check_value(item.get("changes"), "changes", index)
+
+
+def generic_events(
+    source: str, payload: Any, webhook_id: str | None, *, deep: bool = True
+) -> list[Event]:
+    """Events of a generic source: one object or an array, each with `type`.
+
+    `deep=False` skips the walk over `data` and `changes` (for a body known to hold no
+    surrogate escape, no overflowing number and little nesting).
+    """
     events = []
     for index, item in _items(payload, "event"):
+        _check_content(item, index, deep)
         event_id = _text(item.get("id"), "id", index, required=False) or _fallback_id(
             source, webhook_id, index, item
         )
@@ -119,7 +141,8 @@ def _changes(value: Any, index: int | None) -> dict[str, dict[str, Any]]:
 _CE_REQUIRED = ("id", "source", "type", "specversion")
 
 
-def _cloudevent(item: Mapping[str, Any], index: int | None) -> Event:
+def _cloudevent(item: Mapping[str, Any], index: int | None, deep: bool) -> Event:
+    _check_content(item, index, deep)
     for name in _CE_REQUIRED:
         if item.get(name) in (None, ""):
             raise EventError(f"{_where(index)}CloudEvents attribute '{name}' is required")
@@ -127,6 +150,8 @@ def _cloudevent(item: Mapping[str, Any], index: int | None) -> Event:
         raise EventError(
             f"{_where(index)}specversion {item['specversion']!r} is not supported; expected 1.0"
         )
+    if deep:
+        check_value(item.get("data_base64"), "data_base64", index)
     data = item.get("data")
     if data is None and "data_base64" in item:
         data = {"data_base64": item["data_base64"]}
@@ -144,21 +169,21 @@ def _cloudevent(item: Mapping[str, Any], index: int | None) -> Event:
     )
 
 
-def cloudevents_structured(payload: Any) -> list[Event]:
+def cloudevents_structured(payload: Any, *, deep: bool = True) -> list[Event]:
     """Structured (one object) or batch (array) CloudEvents in JSON."""
-    return [_cloudevent(item, index) for index, item in _items(payload, "CloudEvent")]
+    return [_cloudevent(item, index, deep) for index, item in _items(payload, "CloudEvent")]
 
 
-def cloudevents_binary(headers: Mapping[str, str], data: Any) -> list[Event]:
+def cloudevents_binary(headers: Mapping[str, str], data: Any, *, deep: bool = True) -> list[Event]:
     """A binary-mode CloudEvent: attributes in `ce-*` headers, the body is `data`."""
     attributes: dict[str, Any] = {
         key.removeprefix("ce-"): value for key, value in headers.items() if key.startswith("ce-")
     }
     attributes["data"] = data
-    return [_cloudevent(attributes, None)]
+    return [_cloudevent(attributes, None, deep)]
 
 
-def lytics_events(payload: Any, webhook_id: str | None) -> list[Event]:
+def lytics_events(payload: Any, webhook_id: str | None, *, deep: bool = True) -> list[Event]:
     """Lytics audience webhooks: one segment entered/exited event per `segment_events` entry."""
     if isinstance(payload, Mapping) and payload.get("specversion") and "data" in payload:
         payload = payload["data"]  # Lytics may wrap its payload as a CloudEvent.
@@ -170,6 +195,8 @@ def lytics_events(payload: Any, webhook_id: str | None) -> list[Event]:
         segment_events = profile.get("segment_events")
         if not isinstance(segment_events, list) or not segment_events:
             raise EventError(f"{_where(index)}'data.segment_events' must be a non-empty array")
+        if deep:
+            check_value(profile, "data", index)
         payload_id = _text(item.get("id"), "id", index, required=False)
         person = {k: v for k, v in profile.items() if k != "segment_events"}
         for position, change in enumerate(segment_events):
@@ -182,7 +209,8 @@ def lytics_events(payload: Any, webhook_id: str | None) -> list[Event]:
                 raise EventError(
                     f"{_where(index)}segment_events[{position}].enter must be true or false"
                 )
-            slug = str(change["slug"])
+            slug = _text(change["slug"], f"segment_events[{position}].slug", index, required=True)
+            assert slug is not None
             event_id = _text(change.get("id"), "id", index, required=False) or stable_id(
                 "lytics", payload_id or webhook_id or person, slug, enter, position
             )

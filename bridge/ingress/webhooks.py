@@ -19,8 +19,9 @@ from starlette.responses import JSONResponse
 from bridge import metrics
 from bridge.context import Context
 from bridge.errors import EventError, StoreUnavailable
-from bridge.events import Event
+from bridge.events import MAX_ID_LENGTH, Event
 from bridge.ingress import normalize
+from bridge.ingress.checks import FloatGuard, check_attribute, may_need_walk
 from bridge.ingress.signatures import SignatureError, verify_github, verify_standard
 from bridge.settings import is_valid_source
 
@@ -60,8 +61,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json(body: bytes) -> Any:
-    """Parse JSON from hostile bytes; EventError (400) for anything that is not plain JSON."""
+def parse_json(body: bytes, guard: FloatGuard | None = None) -> Any:
+    """Parse JSON from hostile bytes; EventError (400) for anything that is not plain JSON.
+
+    `guard` learns whether a number overflowed to infinity (the walk then names it)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -69,7 +72,7 @@ def parse_json(body: bytes) -> Any:
     if not text.strip():
         raise EventError("the body is empty; expected JSON")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=guard)
     except json.JSONDecodeError as exc:
         raise EventError(
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
@@ -108,23 +111,51 @@ def verify(bridge: Context, source: str, headers: Mapping[str, str], body: bytes
     )
 
 
+def check_delivery_id(headers: Mapping[str, str]) -> None:
+    """The sender's delivery id (`webhook-id`) names events of a batch: bound it like an id.
+    Raises EventError."""
+    delivery = headers.get("webhook-id")
+    if delivery is None:
+        return
+    if len(delivery) > MAX_ID_LENGTH:
+        raise EventError(f"the webhook-id header is longer than {MAX_ID_LENGTH} characters")
+    check_attribute(delivery, "webhook-id", None)
+
+
+def stored_size(events: list[Event], limit: int) -> int:
+    """The bytes the events take as stored JSON, counted until past `limit`."""
+    size = 0
+    for event in events:
+        size += len(event.to_json())
+        if size > limit:
+            break
+    return size
+
+
 def to_events(
-    source: str, headers: Mapping[str, str], payload: Any, delivery: str | None, content_type: str
+    source: str,
+    headers: Mapping[str, str],
+    payload: Any,
+    delivery: str | None,
+    content_type: str,
+    *,
+    deep: bool = True,
 ) -> list[Event]:
-    """The events of a verified, parsed body."""
+    """The events of a verified, parsed body (`deep`: walk `data` for what cannot be
+    stored faithfully)."""
     if source == "lytics":
-        return normalize.lytics_events(payload, delivery)
+        return normalize.lytics_events(payload, delivery, deep=deep)
     if source == "cloudevents":
         media = content_type.split(";", 1)[0].strip().lower()
         if "ce-specversion" in headers and media not in (
             "application/cloudevents+json",
             "application/cloudevents-batch+json",
         ):
-            return normalize.cloudevents_binary(headers, payload)
+            return normalize.cloudevents_binary(headers, payload, deep=deep)
         if media == "application/cloudevents-batch+json" and not isinstance(payload, list):
             raise EventError("a CloudEvents batch must be a JSON array")
-        return normalize.cloudevents_structured(payload)
-    return normalize.generic_events(source, payload, delivery)
+        return normalize.cloudevents_structured(payload, deep=deep)
+    return normalize.generic_events(source, payload, delivery, deep=deep)
 
 
 async def receive(request: Request) -> JSONResponse:
@@ -154,21 +185,38 @@ async def receive(request: Request) -> JSONResponse:
         return error(400, "client_disconnected", "the client disconnected before the body ended")
     headers = request.headers
     try:
+        check_delivery_id(headers)
+    except EventError as exc:
+        return error(400, "bad_event", str(exc))
+    try:
         delivery = verify(bridge, source, headers, body)
     except SignatureError as exc:
         logger.warning("webhook to %s refused: %s", source, exc)
         return error(401, "bad_signature", str(exc))
     try:
-        events = to_events(source, headers, parse_json(body), delivery, content_type)
+        guard = FloatGuard()
+        payload = parse_json(body, guard)
+        deep = guard.overflowed or may_need_walk(body)
+        events = to_events(source, headers, payload, delivery, content_type, deep=deep)
     except EventError as exc:
         return error(400, "bad_event", str(exc))
+    # One event is at most its share of the body; a batch may repeat what the body holds
+    # once (a Lytics profile in each of its segment events), so its stored size is bounded.
+    stored_limit = 2 * limit
+    if len(events) > 1 and stored_size(events, stored_limit) > stored_limit:
+        return error(
+            413,
+            "events_too_large",
+            f"the {len(events)} events of this body would take over {stored_limit} bytes "
+            "to store; send fewer per request",
+        )
     try:
-        stored = await bridge.store.ingest(events)
+        admitted = await bridge.store.admit(events)
     except StoreUnavailable as exc:
         logger.error("webhook to %s not stored: %s", source, exc)
         return error(503, "store_unavailable", "events cannot be stored right now; retry later")
-    accepted = [e.id for e, new in zip(events, stored, strict=True) if new]
-    duplicates = [e.id for e, new in zip(events, stored, strict=True) if not new]
+    accepted = [a.id for a in admitted if a.new]
+    duplicates = [a.id for a in admitted if not a.new]
     metrics.webhook_events(bridge, source, len(accepted), len(duplicates))
     if accepted:
         logger.debug("webhook to %s accepted events %s", source, ", ".join(accepted))
