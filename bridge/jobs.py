@@ -2,7 +2,9 @@
 
 This is the only module that joins rules to actions. A run stores each finished step's
 result, so a retry or a re-run after a crash resumes at the first unfinished step; a run
-that exhausts its tries becomes a dead letter (see deadletters.py).
+that exhausts its tries becomes a dead letter (see deadletters.py) and gives back the
+dedupe and throttle slots it booked (see limits.py). A run whose steps all finished, but
+one of them by failing with `continue_on_error`, is `succeeded_with_errors`.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from arq import Retry
 from bridge import metrics
 from bridge.actions import StepCall, registry
 from bridge.context import Context
-from bridge.deadletters import DeadLetters
+from bridge.deadletters import DeadLetters, secret_mask
 from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
 from bridge.events import Event
 from bridge.rules import Rule, Step, event_context, should_run
-from bridge.store import Job, dumps, loads
+from bridge.store import Job, loads
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +145,15 @@ async def run_rule(
     return await RuleRun(bridge, event, rule, run, int(ctx.get("job_try") or 1)).run()
 
 
+def continued_failure(result: Any) -> bool:
+    """Whether a stored step result is that of a step that failed with continue_on_error."""
+    return (
+        isinstance(result, dict)
+        and result.keys() == {"error", "failed"}
+        and result["failed"] is True
+    )
+
+
 class RuleRun:
     """One run of one rule for one event, resumable from the steps stored in Redis."""
 
@@ -155,6 +166,7 @@ class RuleRun:
         self.steps_key = bridge.keys.steps(event.id, rule.id, run)
         self.attempts_key = bridge.keys.attempts(event.id, rule.id, run)
         self.started = time.monotonic()
+        self.mask = secret_mask(bridge)
         # What every trace entry of this run says about whose run it is.
         self.who: dict[str, str] = {"rule": rule.id} | ({"run": run} if run else {})
 
@@ -179,8 +191,19 @@ class RuleRun:
             if outcome is None:
                 return {"status": "dead_lettered", "step": step.key}
             results[step.key] = outcome
-        await self.bridge.tracer.record(self.event.id, "run", **self.who, status="succeeded")
-        return {"status": "succeeded", "steps": list(results)}
+        failed = [step.key for step in self.rule.actions if continued_failure(results[step.key])]
+        status = "succeeded_with_errors" if failed else "succeeded"
+        await self.bridge.tracer.record(
+            self.event.id,
+            "run",
+            **self.who,
+            status=status,
+            **({"failed_steps": failed} if failed else {}),
+        )
+        metrics.run_ended(self.bridge, self.rule.id, status)
+        return {"status": status, "steps": list(results)} | (
+            {"failed_steps": failed} if failed else {}
+        )
 
     async def _run_step(
         self, step: Step, results: dict[str, Any], actions: dict[str, Any]
@@ -238,7 +261,8 @@ class RuleRun:
         self, step: Step, result: dict[str, Any], trace: dict[str, Any], begun: float | None = None
     ) -> None:
         ttl = self.bridge.settings.trace_ttl_seconds
-        await self.bridge.store.put(self.steps_key, step.key, dumps(result), ttl)
+        # Stored with every configured secret masked (an upstream error may echo one).
+        await self.bridge.store.put(self.steps_key, step.key, self.mask.dumps(result), ttl)
         await self._trace(trace, begun)
 
     async def _trace(self, fields: dict[str, Any], begun: float | None) -> None:
@@ -257,6 +281,9 @@ class RuleRun:
         *,
         final: bool,
     ) -> dict[str, Any] | None:
+        # An upstream error may echo a secret: mask it before it is traced, logged, stored
+        # or shown to the next steps (`steps.<id>.error`).
+        message = self.mask.text(message)
         exhausted = final or attempt >= step.attempts
         if not exhausted:
             delay = backoff_delay(step, attempt)
@@ -292,6 +319,11 @@ class RuleRun:
             self.event, self.rule.id, self.run_name, step.key, step.uses, message, attempts
         )
         metrics.dead_lettered(self.bridge, self.rule.id)
+        metrics.run_ended(self.bridge, self.rule.id, "dead_lettered")
+        if not self.run_name:
+            # A slot counts only for a run that did not fail: the next matching event runs.
+            # (Replays and retries of replays booked none.)
+            await self.bridge.run_limits.release(self.event.id, self.rule.id)
         await self.bridge.tracer.record(
             self.event.id,
             "run",

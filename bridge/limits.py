@@ -1,8 +1,14 @@
 """Dedupe and throttle of rule runs, kept in Redis and shared by every worker (decide).
 
-A matched rule runs only when its dedupe key has not been seen while it lives and its
+A matched rule runs only when its dedupe key has not been booked while it lives and its
 throttle window has room; both are checked and booked in one Lua script, so two workers
 can never both pass the same key, and a suppressed run books nothing.
+
+A slot counts only for a run that did not fail: a run that ends in the dead letters gives
+its dedupe key and its throttle slot back (`release`, one Lua script), so the next matching
+event runs. A run still in progress, or waiting to try a step again, holds its slots. What
+a run booked is kept beside it (`<prefix>slots:<event id>:<rule id>`), so a release frees
+exactly that booking, never a key booked since by another run.
 """
 
 from __future__ import annotations
@@ -15,31 +21,50 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bridge.redis_io import FastScript
 from bridge.rules import Rule
 from bridge.templates import Templates
 
-# KEYS: dedupe key, throttle key (either may be "" when the rule has none).
-# ARGV: dedupe ttl s, throttle limit, window ms, now ms, member.
-# Returns {verdict, detail}: {"ok"}, {"dedupe", ttl left s}, {"throttle", ms until room}.
+# KEYS: dedupe key, throttle key (either may be "" when the rule has none), the booking.
+# ARGV: dedupe ttl s, throttle limit, window ms, now ms, member (the event id), booking
+# ttl s. Returns {verdict, detail, holder}: {"ok", 0, ""}, {"dedupe", ttl left s, the
+# event holding the key}, {"throttle", ms until room, ""}.
 _ADMIT = """
 if KEYS[1] ~= '' then
-  local ttl = redis.call('TTL', KEYS[1])
-  if ttl ~= -2 then return {'dedupe', ttl} end
+  local holder = redis.call('GET', KEYS[1])
+  if holder then return {'dedupe', redis.call('TTL', KEYS[1]), holder} end
 end
 if KEYS[2] ~= '' then
   local now, window = tonumber(ARGV[4]), tonumber(ARGV[3])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
   if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    return {'throttle', tonumber(oldest[2]) + window - now}
+    return {'throttle', tonumber(oldest[2]) + window - now, ''}
   end
 end
-if KEYS[1] ~= '' then redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) end
+if KEYS[1] ~= '' then redis.call('SET', KEYS[1], ARGV[5], 'EX', ARGV[1]) end
 if KEYS[2] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
-return {'ok', 0}
+redis.call('HSET', KEYS[3], 'dedupe', KEYS[1], 'throttle', KEYS[2], 'member', ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+return {'ok', 0, ''}
+"""
+
+# KEYS[1]: the booking of a run. Gives back its dedupe key (only while that key is still
+# held by this run) and its throttle slot, then forgets the booking. Returns 1 when there
+# was a booking.
+_RELEASE = """
+local booked = redis.call('HMGET', KEYS[1], 'dedupe', 'throttle', 'member')
+local member = booked[3]
+if not member then return 0 end
+if booked[1] and booked[1] ~= '' and redis.call('GET', booked[1]) == member then
+  redis.call('DEL', booked[1])
+end
+if booked[2] and booked[2] ~= '' then redis.call('ZREM', booked[2], member) end
+redis.call('DEL', KEYS[1])
+return 1
 """
 
 
@@ -60,13 +85,22 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 class RunLimits:
     """Admits or suppresses rule runs by their dedupe and throttle settings."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
-        self._script = redis.register_script(_ADMIT)
+        self._admit = FastScript(redis, _ADMIT)
+        self._release = FastScript(redis, _RELEASE)
+
+    def booking_key(self, event_id: str, rule_id: str) -> str:
+        """Where the slots a run booked are kept until it ends."""
+        return f"{self.prefix}slots:{event_id}:{rule_id}"
 
     async def admit(
         self, rule: Rule, event_id: str, context: Mapping[str, Any], templates: Templates
@@ -82,20 +116,26 @@ class RunLimits:
         if rule.throttle is not None:
             throttle_shown = str(templates.render_value(rule.throttle.key, context))
             throttle_key = f"{self.prefix}throttle:{rule.id}:{_digest(throttle_shown)}"
+        dedupe_ttl = rule.dedupe.ttl_seconds if rule.dedupe else 0
+        window = rule.throttle.per_seconds if rule.throttle else 0
         args: list[str | int] = [
-            rule.dedupe.ttl_seconds if rule.dedupe else 0,
+            dedupe_ttl,
             rule.throttle.limit if rule.throttle else 0,
-            rule.throttle.per_seconds * 1000 if rule.throttle else 0,
+            window * 1000,
             int(time.time() * 1000),
             event_id,
+            # Past both, there is nothing left to give back.
+            max(dedupe_ttl, window, 1),
         ]
-        verdict, detail = await self._script(keys=[dedupe_key, throttle_key], args=args)
-        verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        keys = [dedupe_key, throttle_key, self.booking_key(event_id, rule.id)]
+        verdict, detail, holder = await self._admit(keys, args)
+        verdict = _text(verdict)
         if verdict == "dedupe":
             return Suppressed(
                 "dedupe",
                 dedupe_shown,
-                f"dedupe key {dedupe_shown!r} already ran; it expires in {int(detail)} s",
+                f"dedupe key {dedupe_shown!r} already ran for event {_text(holder)}; "
+                f"it expires in {int(detail)} s",
             )
         if verdict == "throttle":
             assert rule.throttle is not None
@@ -106,3 +146,7 @@ class RunLimits:
                 f"{rule.throttle.per_seconds} s); room again in {int(detail) / 1000:.1f} s",
             )
         return None
+
+    async def release(self, event_id: str, rule_id: str) -> bool:
+        """Give back the slots of a run that failed; False when it had booked none."""
+        return bool(await self._release([self.booking_key(event_id, rule_id)], []))

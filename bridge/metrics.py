@@ -24,6 +24,8 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.settings import source_env_suffix
+
 if TYPE_CHECKING:
     from bridge.context import Context
     from bridge.events import Event
@@ -37,8 +39,13 @@ HOUR = 3600
 # Hourly buckets are kept a little over two days: the dashboard reads the last 24.
 HOUR_TTL = 49 * HOUR
 # Senders choose event types and (with unsigned webhooks) sources: past this many distinct
-# values of one label in a process, new ones are counted under "other".
+# values of one label in a process, new ones are counted under OTHER.
 MAX_LABEL_VALUES = 200
+# Labels no source, type or rule can be named (parentheses are not allowed in any of them).
+OTHER = "(other)"
+UNKNOWN_SOURCE = "(unknown)"
+# Set in a webhook request's scope once its signature is verified (or none is needed).
+VERIFIED = "lytbridge.verified"
 # Series names kept ready per process (they are rebuilt when the cache is cleared).
 MAX_CACHED_SERIES = 10_000
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -94,12 +101,12 @@ class Metrics:
     # --- recording (memory only) ------------------------------------------------------
 
     def bounded(self, label: str, value: str) -> str:
-        """`value`, or "other" once `label` has MAX_LABEL_VALUES distinct values here."""
+        """`value`, or OTHER once `label` has MAX_LABEL_VALUES distinct values here."""
         seen = self._label_values[label]
         if value in seen:
             return value
         if len(seen) >= MAX_LABEL_VALUES:
-            return "other"
+            return OTHER
         seen.add(value)
         return value
 
@@ -272,11 +279,24 @@ def _safely(record: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+def _configured(bridge: Context, source: str) -> bool:
+    """Whether a source has a secret of its own (a default secret fits any name)."""
+    return source_env_suffix(source) in bridge.settings.webhook_secrets
+
+
 @_safely
-def webhook_answered(bridge: Context, source: str, status: int, seconds: float) -> None:
-    """A webhook request was answered with `status` after `seconds`."""
+def webhook_answered(
+    bridge: Context, source: str, status: int, seconds: float, verified: bool = False
+) -> None:
+    """A webhook request was answered with `status` after `seconds`.
+
+    Only a source with a secret of its own, or a request that proved it holds a secret,
+    is counted under its name: anyone can send unsigned requests to made-up sources, and
+    those are all counted as UNKNOWN_SOURCE.
+    """
     m = of(bridge)
-    label = "(unknown)" if status == 404 else m.bounded("source", source)
+    known = status != 404 and (verified or _configured(bridge, source))
+    label = m.bounded("source", source) if known else UNKNOWN_SOURCE
     m.inc("lytbridge_webhook_requests_total", {"source": label, "status": str(status)})
     if 200 <= status < 300:
         m.observe("lytbridge_webhook_ack_seconds", seconds, {"source": label})
@@ -341,6 +361,12 @@ def dead_lettered(bridge: Context, rule_id: str) -> None:
     m.hourly(f"dead:{rule_id}")
 
 
+@_safely
+def run_ended(bridge: Context, rule_id: str, outcome: str) -> None:
+    """A rule run ended: `succeeded`, `succeeded_with_errors` or `dead_lettered`."""
+    of(bridge).inc("lytbridge_runs_total", {"rule": rule_id, "outcome": outcome})
+
+
 def timed_webhook(
     endpoint: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
@@ -359,6 +385,7 @@ def timed_webhook(
                 str(request.path_params.get("source", "")),
                 status,
                 time.perf_counter() - begun,
+                bool(request.scope.get(VERIFIED)),
             )
 
     return timed

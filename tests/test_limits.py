@@ -56,11 +56,12 @@ async def test_dedupe_admits_a_key_once_even_under_concurrency(
     verdicts = await asyncio.gather(
         *(limits.admit(rule, e.id, event_context(e, rule), templates) for e in events)
     )
-    admitted = [v for v in verdicts if v is None]
-    assert len(admitted) == 1
+    [admitted] = [e.id for e, v in zip(events, verdicts, strict=True) if v is None]
     held = [v for v in verdicts if v is not None]
     assert {v.by for v in held} == {"dedupe"}
-    assert held[0].reason.startswith("dedupe key 'asset-7' already ran; it expires in ")
+    assert held[0].reason.startswith(
+        f"dedupe key 'asset-7' already ran for event {admitted}; it expires in "
+    )
     other = Event(id="x", source="t", type="lytho.asset.updated", data={"id": 8})
     assert await limits.admit(rule, other.id, event_context(other, rule), templates) is None
 
@@ -114,3 +115,45 @@ def test_suppressed_runs_are_traced_and_post_nothing(bridge: Bridge) -> None:
     assert len(suppressed) == 2
     assert all(s["once-per-asset"]["by"] == "dedupe" for s in suppressed)
     assert [m["text"] for m in bridge.slack.received("#creative")] == ["asset 42 changed"]
+
+
+async def test_a_released_run_gives_its_slots_back_and_only_its_own(
+    limits: RunLimits, tmp_path: Path
+) -> None:
+    rules = ruleset(tmp_path)
+    once = rules.get("once-per-asset")  # type: ignore[attr-defined]
+    templates = Templates()
+
+    def asset(event_id: str) -> Event:
+        return Event(id=event_id, source="t", type="lytho.asset.updated", data={"id": 7})
+
+    async def admit(event_id: str) -> object:
+        event = asset(event_id)
+        return await limits.admit(once, event.id, event_context(event, once), templates)
+
+    assert await admit("a1") is None
+    # While a1's run is in progress (or waiting to try again), it holds the key.
+    held = await admit("a2")
+    assert held is not None and "already ran for event a1" in held.reason  # type: ignore[attr-defined]
+    # a1's run went to the dead letters: its key is given back; ten workers race for it.
+    assert await limits.release("a1", "once-per-asset") is True
+    verdicts = await asyncio.gather(*(admit(f"b{i}") for i in range(10)))
+    assert [v is None for v in verdicts].count(True) == 1
+    # A second release of a1 (a retried run that failed again) frees nothing of b's.
+    assert await limits.release("a1", "once-per-asset") is False
+    assert await admit("c1") is not None
+
+
+async def test_a_released_throttle_slot_makes_room(limits: RunLimits, tmp_path: Path) -> None:
+    rule = ruleset(tmp_path).get("two-per-hour")  # type: ignore[attr-defined]
+    templates = Templates()
+
+    async def admit(event_id: str) -> object:
+        event = Event(
+            id=event_id, source="lytics", type="lytics.segment.entered", subject="vip", data={}
+        )
+        return await limits.admit(rule, event.id, event_context(event, rule), templates)
+
+    assert [await admit(e) is None for e in ("s1", "s2", "s3")] == [True, True, False]
+    assert await limits.release("s2", "two-per-hour") is True
+    assert [await admit(e) is None for e in ("s4", "s5")] == [True, False]

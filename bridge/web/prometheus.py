@@ -70,6 +70,12 @@ FAMILIES: tuple[Family, ...] = (
         "Seconds one step attempt took, by action.",
     ),
     Family(
+        "lytbridge_runs_total",
+        "counter",
+        "Rule runs that ended, by rule and outcome (succeeded, succeeded_with_errors, "
+        "dead_lettered).",
+    ),
+    Family(
         "lytbridge_dead_letters_total",
         "counter",
         "Rule runs that exhausted their tries and became dead letters, by rule.",
