@@ -33,6 +33,9 @@ MAX_BACKOFF_SECONDS = 300.0
 MAX_PICKUPS = 500
 # A job yields (re-queues itself) rather than start a step that could outlive its timeout.
 JOB_TIMEOUT_MARGIN = 5.0
+# A step's rendered parameters are traced as sent up to this size; larger ones as a preview.
+MAX_TRACED_PARAMS_BYTES = 16 * 1024
+PARAMS_PREVIEW_BYTES = 2048
 
 
 def backoff_delay(step: Step, failures: int) -> float:
@@ -221,6 +224,9 @@ class RuleRun:
                 await self._finish(step, result, trace | {"status": "skipped"})
                 return result
             params = templates.render_value(dict(step.with_), context, escape=step.escape)
+            # What was sent, as sent (secrets masked): the dashboard shows this, it never
+            # renders a rule's templates again.
+            trace["params"] = self._shown_params(params)
             call = StepCall(params, context, self.event.id, self.rule.id, step.key)
             async with asyncio.timeout(self.bridge.settings.step_timeout_seconds):
                 result = await actions[step.uses].run(self.bridge, call)
@@ -256,6 +262,15 @@ class RuleRun:
             return await self._failed(step, message, attempt, trace, begun, final=False)
         await self._finish(step, result, trace | {"status": "succeeded", "result": result}, begun)
         return result
+
+    def _shown_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The rendered parameters for the trace: masked, and cut when they are large."""
+        encoded = self.mask.dumps(params)
+        if len(encoded) <= MAX_TRACED_PARAMS_BYTES:
+            shown: dict[str, Any] = loads(encoded)
+            return shown
+        preview = encoded[:PARAMS_PREVIEW_BYTES].decode(errors="ignore")
+        return {"_truncated": True, "bytes": len(encoded), "preview": preview}
 
     async def _finish(
         self, step: Step, result: dict[str, Any], trace: dict[str, Any], begun: float | None = None
