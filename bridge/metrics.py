@@ -290,12 +290,18 @@ def webhook_answered(
 ) -> None:
     """A webhook request was answered with `status` after `seconds`.
 
-    Only a source with a secret of its own, or a request that proved it holds a secret,
-    is counted under its name: anyone can send unsigned requests to made-up sources, and
-    those are all counted as UNKNOWN_SOURCE.
+    A source is counted under its name once it is known: it has a secret of its own, or a
+    request to it proved that its sender holds the secret (here or before, in this
+    process). Anyone can send unsigned requests to made-up sources: those are all counted
+    as UNKNOWN_SOURCE.
     """
     m = of(bridge)
-    known = status != 404 and (verified or _configured(bridge, source))
+    known = status != 404 and (
+        verified
+        or 200 <= status < 300
+        or source in m._label_values["source"]
+        or _configured(bridge, source)
+    )
     label = m.bounded("source", source) if known else UNKNOWN_SOURCE
     m.inc("lytbridge_webhook_requests_total", {"source": label, "status": str(status)})
     if 200 <= status < 300:

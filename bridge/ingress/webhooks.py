@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,37 @@ from bridge.settings import is_valid_source
 logger = logging.getLogger(__name__)
 
 SPECIAL_SOURCES = ("cloudevents", "lytics")
+
+
+class RefusalLog:
+    """Warnings about refused webhooks, at most one per `interval` seconds: anyone can send
+    unsigned requests, and a line for each would flood the log. The next line written
+    says how many were left out."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._left_out = 0
+
+    def warn(self, source: str, reason: str) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._left_out += 1
+            return
+        self._next = now + self.interval
+        if self._left_out:
+            logger.warning(
+                "webhook to %s refused: %s (and %d more refused webhooks not logged)",
+                source,
+                reason,
+                self._left_out,
+            )
+            self._left_out = 0
+        else:
+            logger.warning("webhook to %s refused: %s", source, reason)
+
+
+refusals = RefusalLog()
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
@@ -191,8 +223,9 @@ async def receive(request: Request) -> JSONResponse:
     try:
         delivery = verify(bridge, source, headers, body)
     except SignatureError as exc:
-        logger.warning("webhook to %s refused: %s", source, exc)
+        refusals.warn(source, str(exc))
         return error(401, "bad_signature", str(exc))
+    request.scope[metrics.VERIFIED] = True
     try:
         guard = FloatGuard()
         payload = parse_json(body, guard)
