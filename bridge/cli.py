@@ -128,38 +128,55 @@ def cmd_send(args: argparse.Namespace) -> int:
 def _load(rules_dir: Path, templates_dir: Path) -> tuple[Any, Any]:
     """The rule set and templates of a folder; RuleError lists every problem."""
     from bridge.actions import action_schemas
+    from bridge.live_rules import event_catalogue
     from bridge.rules import load_rules
     from bridge.templates import Templates
 
     templates = Templates(templates_dir if templates_dir.is_dir() else None)
-    return load_rules(rules_dir, templates=templates, actions=action_schemas()), templates
+    ruleset = load_rules(
+        rules_dir, templates=templates, actions=action_schemas(), event_types=event_catalogue()
+    )
+    return ruleset, templates
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check every rule file and template; `file:line:col: message` per problem."""
-    from bridge.errors import RuleError
+    """Check every rule file and template; `file:line:col: message` per problem.
+
+    Warnings (`file:line:col: warning: …`) are shown too; they fail only with --strict.
+    """
+    from bridge.actions import action_schemas
+    from bridge.live_rules import event_catalogue
+    from bridge.rules.loader import check_rules
     from bridge.templates import Templates
 
     settings = _settings()
     rules_dir = Path(args.dir) if args.dir else settings.rules_dir
     templates_dir = Path(args.templates) if args.templates else settings.templates_dir
-    problems: list[str] = []
-    count = 0
-    try:
-        ruleset, _ = _load(rules_dir, templates_dir)
-        count = len(ruleset.rules)
-    except RuleError as exc:
-        problems += [str(p) for p in exc.problems]
+    checked = check_rules(
+        rules_dir,
+        templates=Templates(templates_dir if templates_dir.is_dir() else None),
+        actions=action_schemas(),
+        event_types=event_catalogue(),
+    )
+    count = len(checked.ruleset.rules) if checked.ruleset is not None else 0
+    found = sorted(checked.errors + checked.warnings, key=lambda p: (p.file, p.line, p.column))
+    lines = [str(p) for p in found]  # errors and warnings, each file's in line order
+    errors, warnings = len(checked.errors), len(checked.warnings)
     if templates_dir.is_dir():
         templates = Templates(templates_dir)
         for name in sorted(templates.names()):
             problem = templates.check_file(name)
             if problem:
-                problems.append(problem)
-    if problems:
-        print("\n".join(problems), file=sys.stderr)
-        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+                lines.append(problem)
+                errors += 1
+    if lines:
+        print("\n".join(lines), file=sys.stderr)
+    if errors or (warnings and args.strict):
+        also = f", {warnings} warning(s)" if warnings else ""
+        print(f"{errors} problem(s) found{also}", file=sys.stderr)
         return 1
+    if warnings:
+        print(f"{warnings} warning(s); `bridge validate --strict` fails on them", file=sys.stderr)
     print(f"ok: {count} rule(s) in {rules_dir}, templates in {templates_dir}")
     return 0
 
@@ -364,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--templates", help="the templates folder (default: BRIDGE_TEMPLATES_DIR)"
     )
+    validate.add_argument("--strict", action="store_true", help="fail on warnings too")
     validate.set_defaults(func=cmd_validate)
 
     test = sub.add_parser("test", help="run rule test files (no network, no Redis)")

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import RuleError
+from bridge.live_rules import event_catalogue
 from bridge.rules import Dedupe, RuleSet, Throttle, load_rules, parse_duration, rule_files
+from bridge.rules.loader import check_rules
 from bridge.rules.operators import OperandError
 from bridge.schema import ActionSchema, Param
 from bridge.templates import Templates
@@ -128,7 +130,19 @@ def test_invalid_rule_file_is_refused_with_exact_messages(workdir: Path, case: s
     else:
         shutil.copy(CORPUS / f"{case}.yaml", workdir / "rules" / f"{case}.yaml")
     expected = (CORPUS / f"{case}.expected").read_text().splitlines()
-    assert problems(workdir) == expected
+    assert corpus_problems() == expected
+
+
+def corpus_problems() -> list[str]:
+    """Errors and warnings, each file's in line order, as `bridge validate` prints them."""
+    checked = check_rules(
+        Path("rules"),
+        templates=Templates(Path("templates")),
+        actions=action_schemas(),
+        event_types=event_catalogue(),
+    )
+    found = sorted(checked.errors + checked.warnings, key=lambda p: (p.file, p.line, p.column))
+    return [str(p) for p in found]
 
 
 def test_rule_error_message_lists_every_problem_with_its_place(workdir: Path) -> None:

@@ -131,6 +131,7 @@ cases:
             "step": "notify",
             "uses": "slack.post",
             "with": {"channel": "#creative", "template": "proof.json.j2"},
+            "rendered": {"text": "Proof 7"},  # the template file's output
         },
         {
             "rule": "proof-approved-to-slack",
@@ -260,7 +261,8 @@ cases:
         "action 1 of expect.actions: "
         'expected {"uses": "slack.post", "with": {"channel": "#general"}}, '
         'got [{"rule": "proof-approved-to-slack", "step": "notify", "uses": "slack.post", '
-        '"with": {"channel": "#creative", "template": "proof.json.j2"}}'
+        '"with": {"channel": "#creative", "template": "proof.json.j2"}, '
+        '"rendered": {"text": "Proof 7"}}'
     )
 
 
@@ -352,7 +354,7 @@ cases:
         ),
         (
             "cases:\n  - {name: x, expect: {}}\n",
-            "2:5: a case needs exactly one of event (inline) or event_file",
+            "2:5: a case needs exactly one of event (inline), event_file or events",
         ),
         (
             "cases:\n  - {event: {data: {}}, expect: {}}\n",
@@ -382,8 +384,8 @@ cases:
         ),
         (
             "cases:\n  - {event: {type: t}, expect: {}\n",
-            "3:1: invalid YAML: expected ',' or '}', but got '<stream end>' "
-            "(while parsing a flow mapping at line 2)",
+            "3:1: invalid YAML: the '{' opened on line 2 is not closed; "
+            "add '}' where the mapping ends",
         ),
     ],
 )

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from bridge.errors import Problem
 from bridge.events import Event
 from bridge.rules.model import ConditionResult, Rule, Scope, Step
 from bridge.templates import Templates
@@ -57,6 +58,8 @@ class RuleSet:
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        # What `bridge validate` warns about (loads all the same), set by the loader.
+        self.warnings: tuple[Problem, ...] = ()
         self._by_id = {rule.id: rule for rule in self.rules}
         self._exact: dict[str, list[Rule]] = {}
         self._globs: list[tuple[Callable[[str], Any], Rule]] = []

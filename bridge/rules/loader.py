@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.errors import Problem, RuleError
-from bridge.rules.checker import DURATION_HINT, parse_duration, suggest
-from bridge.rules.engine import RuleSet
+from bridge.rules.checker import DURATION_HINT, EventTypes, parse_duration, suggest
+from bridge.rules.engine import RuleSet, is_glob
 from bridge.rules.model import Dedupe, Rule, Throttle
 from bridge.rules.source import Node, parse
 from bridge.rules.steps import StepChecker
@@ -17,7 +18,17 @@ from bridge.rules.when import WhenChecker
 from bridge.schema import ActionSchema, type_name
 from bridge.templates import Templates
 
-__all__ = ["DURATION_HINT", "FileChecker", "load_rules", "parse_duration", "rule_files", "suggest"]
+__all__ = [
+    "DURATION_HINT",
+    "EventTypes",
+    "FileChecker",
+    "RuleCheck",
+    "check_rules",
+    "load_rules",
+    "parse_duration",
+    "rule_files",
+    "suggest",
+]
 
 RULE_KEYS = (
     "id",
@@ -37,18 +48,67 @@ _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def rule_files(rules_dir: Path) -> list[Path]:
-    """Rule files under the directory: `*.yaml`/`*.yml`, not tests, not hidden, sorted."""
-    found = []
-    for path in rules_dir.rglob("*"):
-        relative = path.relative_to(rules_dir)
-        if path.suffix not in (".yaml", ".yml") or not path.is_file():
+    """Rule files under the directory: `*.yaml`/`*.yml`, not tests, not hidden, sorted.
+
+    Links that lead outside the directory are left out (`scan_rule_files` reports them).
+    """
+    return scan_rule_files(rules_dir)[0]
+
+
+def scan_rule_files(rules_dir: Path) -> tuple[list[Path], list[Problem]]:
+    """The rule files, and a problem for each file or folder that is a link leading outside.
+
+    A link inside the directory to a place inside it is read at its real place only (a
+    linked folder is not walked twice). The message never shows where a refused link
+    leads, so neither its path nor its content reaches an error, log or status page.
+    """
+    root = rules_dir.resolve()
+    found: list[Path] = []
+    refused: list[Problem] = []
+    for folder, dirs, files in os.walk(rules_dir, followlinks=False):
+        here = Path(folder)
+        relative_folder = here.relative_to(rules_dir)
+        if any(part == "tests" or part.startswith(".") for part in relative_folder.parts):
+            dirs[:] = []
             continue
-        if path.name.endswith((".test.yaml", ".test.yml")):
-            continue
-        if any(part == "tests" or part.startswith(".") for part in relative.parts):
-            continue
-        found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(rules_dir).as_posix())
+        for name in sorted(dirs):
+            path = here / name
+            hidden = name.startswith(".") or name == "tests"
+            if not hidden and path.is_symlink() and not _inside(path, root):
+                refused.append(_outside(path, "folder"))
+        for name in files:
+            path = here / name
+            if path.suffix not in (".yaml", ".yml") or name.startswith("."):
+                continue
+            if name.endswith((".test.yaml", ".test.yml")):
+                continue
+            if path.is_symlink():
+                if not _inside(path, root):
+                    refused.append(_outside(path, "file"))
+                continue  # a second name for a file inside: read at its own place only
+            if path.is_file():
+                found.append(path)
+    found.sort(key=lambda p: p.relative_to(rules_dir).as_posix())
+    refused.sort(key=lambda p: p.file)
+    return found, refused
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+def _outside(path: Path, kind: str) -> Problem:
+    name = display_name(path)
+    return Problem(
+        name,
+        1,
+        1,
+        f"refused: this {kind} is a link that leads outside the rules directory; put the "
+        f"{'rule files themselves' if kind == 'folder' else 'rule file itself'} inside it",
+    )
 
 
 def display_name(path: Path) -> str:
@@ -67,22 +127,57 @@ def _inside_cwd(path: Path) -> bool:
     return path.resolve().is_relative_to(Path.cwd().resolve())
 
 
+@dataclass
+class RuleCheck:
+    """The outcome of checking a rules directory: the rule set when valid, every problem."""
+
+    ruleset: RuleSet | None
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
 def load_rules(
-    rules_dir: Path, *, templates: Templates, actions: Mapping[str, ActionSchema]
+    rules_dir: Path,
+    *,
+    templates: Templates,
+    actions: Mapping[str, ActionSchema],
+    event_types: EventTypes | None = None,
 ) -> RuleSet:
-    """Every rule under `rules_dir`; RuleError listing every problem of every file otherwise."""
+    """Every rule under `rules_dir`; RuleError listing every problem of every file otherwise.
+
+    Warnings (such as an `on:` type that no source emits) do not stop loading; the rule
+    set carries them in `warnings`.
+    """
+    checked = check_rules(rules_dir, templates=templates, actions=actions, event_types=event_types)
+    if checked.ruleset is None:
+        raise RuleError(checked.errors)
+    return checked.ruleset
+
+
+def check_rules(
+    rules_dir: Path,
+    *,
+    templates: Templates,
+    actions: Mapping[str, ActionSchema],
+    event_types: EventTypes | None = None,
+) -> RuleCheck:
+    """Check every rule file: errors and warnings with their places, the RuleSet if valid."""
     if not rules_dir.is_dir():
         name = display_name(rules_dir)
-        raise RuleError([Problem(name, 1, 1, f"rules directory {name!r} does not exist")])
-    problems: list[Problem] = []
+        return RuleCheck(None, [Problem(name, 1, 1, f"rules directory {name!r} does not exist")])
+    paths, problems = scan_rule_files(rules_dir)
+    warnings: list[Problem] = []
     rules: list[Rule] = []
     first_seen: dict[str, str] = {}  # rule id -> "file:line:column" of its first definition
-    for path in rule_files(rules_dir):
-        checker = FileChecker(display_name(path), templates=templates, actions=actions)
+    for path in paths:
+        checker = FileChecker(
+            display_name(path), templates=templates, actions=actions, event_types=event_types
+        )
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(checker.file, 1, 1, f"cannot read the file: {exc}"))
+            reason = exc.reason if isinstance(exc, UnicodeDecodeError) else exc.strerror
+            problems.append(Problem(checker.file, 1, 1, f"cannot read the file: {reason}"))
             continue
         rules.extend(checker.load(text))
         for rule_id, id_node in checker.ids:
@@ -96,9 +191,12 @@ def load_rules(
             else:
                 first_seen[rule_id] = place
         problems.extend(sorted(checker.problems, key=lambda p: (p.line, p.column)))
+        warnings.extend(sorted(checker.warnings, key=lambda p: (p.line, p.column)))
     if problems:
-        raise RuleError(problems)
-    return RuleSet(rules)
+        return RuleCheck(None, problems, warnings)
+    ruleset = RuleSet(rules)
+    ruleset.warnings = tuple(warnings)
+    return RuleCheck(ruleset, [], warnings)
 
 
 class FileChecker(WhenChecker, StepChecker):
@@ -122,6 +220,8 @@ class FileChecker(WhenChecker, StepChecker):
             for key in extra:
                 self.error(root.keys[key], f"unknown key {key!r} beside 'rules'; {expected}")
             items = root.value["rules"]
+            if items.value is None and source_problems:
+                return []  # every rule of the list was unreadable, each already reported
             if not items.is_sequence:
                 self.error(items, f"'rules' must be a list of rules; {expected}")
                 return []
@@ -137,6 +237,7 @@ class FileChecker(WhenChecker, StepChecker):
 
     def rule(self, node: Node) -> Rule | None:
         self.rule_id = None
+        self.on = ()
         if not node.is_mapping:
             self.error(
                 node,
@@ -151,7 +252,7 @@ class FileChecker(WhenChecker, StepChecker):
         enabled = self.scalar(m.get("enabled"), bool, "enabled", True)
         stop = self.scalar(m.get("stop"), bool, "stop", False)
         priority = self.scalar(m.get("priority"), int, "priority", 0)
-        on = self.event_types(node)
+        on = self.on = self.event_types(node)
         when = self.when(m.get("when"), node)
         dedupe = self.dedupe(m.get("dedupe"))
         throttle = self.throttle(m.get("throttle"), rule_id or "")
@@ -211,7 +312,36 @@ class FileChecker(WhenChecker, StepChecker):
                 self.error(item, f"event type {value!r}{self.in_rule} is not valid; {expected}")
             else:
                 types.append(value)
+                self.check_event_type(item, value)
         return tuple(dict.fromkeys(types))
+
+    def check_event_type(self, node: Node, value: str) -> None:
+        """Warn about an `on:` type that no documented source emits (a typo, most likely)."""
+        known = self.catalogue
+        if known is None or known.emits(value):
+            return
+        namespace = value.split(".", 1)[0]
+        ours = namespace in known.namespaces
+        if is_glob(value):
+            if ours and not is_glob(namespace):
+                self.warn(
+                    node,
+                    f"'on' pattern {value!r}{self.in_rule} matches no event type that "
+                    f"{namespace} sources emit; the types are listed in docs/events.md",
+                )
+            return
+        hint = suggest(value, sorted(known.types), cutoff=0.8)
+        if not ours and not hint:
+            return  # a generic source's own type (shop.order.paid): nothing to compare with
+        self.warn(
+            node,
+            f"no source emits event type {value!r}{self.in_rule}; {hint}"
+            + (
+                "the types are listed in docs/events.md"
+                if ours
+                else "unless a generic source sends it, check the spelling against docs/events.md"
+            ),
+        )
 
     # -- conditions --
 

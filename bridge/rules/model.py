@@ -122,15 +122,21 @@ def _now() -> datetime:
 def event_context(
     event: Event, rule: Rule | None = None, steps: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The names templates and expressions see; never environment variables or secrets."""
+    """The names templates and expressions see; never environment variables or secrets.
+
+    The CloudEvents attributes are there as `event.type` and, as in a condition's `path:`,
+    as `type` (likewise `id`, `source`, `subject`, `time`): both spellings work everywhere.
+    """
+    attributes = {
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "subject": event.subject,
+        "time": event.time,
+    }
     return {
-        "event": {
-            "id": event.id,
-            "type": event.type,
-            "source": event.source,
-            "subject": event.subject,
-            "time": event.time,
-        },
+        **attributes,
+        "event": dict(attributes),
         "data": event.data,
         "changes": {k: dict(v) for k, v in event.changes.items()},
         "rule": {"id": rule.id, "description": rule.description} if rule else {},

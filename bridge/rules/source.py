@@ -3,7 +3,10 @@
 PyYAML follows YAML 1.1, where an unquoted `on:` key is the boolean True and `yes`, `no`,
 `off` are booleans too; dates become `date` objects. Rule files are read with only `true`
 and `false` as booleans and dates left as strings (events carry them as JSON strings).
-Duplicate keys are reported, never silently dropped.
+Duplicate keys are reported, never silently dropped. Syntax errors are told in plain
+words (what to change, on which line); a file indented with tabs, or a `rules:` list with
+one broken rule, is read again without the broken part so that its other problems are
+reported too. Nesting is bounded, so a hostile file cannot exhaust the stack.
 """
 
 from __future__ import annotations
@@ -17,10 +20,30 @@ import yaml
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 MAX_NODES = 100_000  # a guard against alias bombs ("billion laughs")
+MAX_DEPTH = 64  # nesting levels; a rule needs a handful, deep files would exhaust the stack
+_RECOVERY_TRIES = 20
 
 
 class RuleFileLoader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2-style booleans (`true`/`false` only) and no timestamps."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"values are nested more than {MAX_DEPTH} levels deep; "
+                    "a rule needs only a few levels: flatten this part of the file",
+                    mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 RuleFileLoader.yaml_implicit_resolvers = {
@@ -40,6 +63,9 @@ class Node:
     line: int
     column: int
     keys: dict[str, Node] = field(default_factory=dict)  # mapping keys, for their positions
+    # For an unquoted scalar: a `# …` comment on the same line right after it, which is
+    # often part of the value the author meant (`channel: #creative` is null).
+    comment: str | None = None
 
     @property
     def is_mapping(self) -> bool:
@@ -68,34 +94,255 @@ class SourceProblem:
 
 
 def parse(text: str) -> tuple[Node | None, list[SourceProblem]]:
-    """The document as Nodes (None when empty), and the problems found reading it."""
+    """The document as Nodes (None when empty), and the problems found reading it.
+
+    Lines indented with tabs are reported and the file is read again with the tabs as
+    spaces; a syntax error inside one item of a `rules:` list is reported and the file is
+    read again without that item. Either way the rest of the file is still checked.
+    """
+    problems = _tab_problems(text)
+    if problems:
+        for width in (2, 4, 8):
+            expanded = _expand_tabs(text, width)
+            if _syntax_problem(expanded) is None:
+                text = expanded
+                break
+    reported = {(p.line, p.column) for p in problems}
+    for _ in range(_RECOVERY_TRIES):
+        try:
+            root = yaml.compose(text, Loader=RuleFileLoader)
+        except yaml.YAMLError as exc:
+            problem = _describe(exc, text)
+            if (problem.line, problem.column) not in reported:
+                problems.append(problem)
+            reported.add((problem.line, problem.column))
+            opened = _opened_line(exc, problem.line)
+            without = _without_rule_at(text, min(opened, problem.line), problem.line)
+            if without is None:
+                return None, problems
+            text = without
+            continue
+        except RecursionError:  # bounded by MAX_DEPTH; a last guard all the same
+            problems.append(SourceProblem(1, 1, "invalid YAML: the file is nested too deeply"))
+            return None, problems
+        if root is None:
+            return None, problems
+        builder = _Builder(text)
+        try:
+            node = builder.build(root)
+        except _TooDeep as exc:
+            return None, [*problems, exc.problem]
+        return node, problems + builder.problems
+    return None, problems
+
+
+def _opened_line(exc: yaml.YAMLError, line: int) -> int:
+    context_mark = getattr(exc, "context_mark", None)
+    return context_mark.line + 1 if context_mark is not None else line
+
+
+def _syntax_problem(text: str) -> yaml.YAMLError | None:
     try:
-        root = yaml.compose(text, Loader=RuleFileLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        what = exc.problem or exc.context or "invalid YAML"
+        yaml.compose(text, Loader=RuleFileLoader)
+    except yaml.YAMLError as exc:
+        return exc
+    except RecursionError:
+        return yaml.YAMLError("nested too deeply")
+    return None
+
+
+_LEADING = re.compile(r"^[ \t]*")
+
+
+def _tab_problems(text: str) -> list[SourceProblem]:
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        indent = _LEADING.match(line)
+        lead = indent.group() if indent else ""
+        if "\t" in lead and line.strip() and not line.strip().startswith("#"):
+            found.append(
+                SourceProblem(
+                    number,
+                    lead.index("\t") + 1,
+                    f"invalid YAML: line {number} is indented with a tab; "
+                    "YAML needs spaces: replace the tab with spaces",
+                )
+            )
+    return found
+
+
+def _expand_tabs(text: str, width: int) -> str:
+    def expand(line: str) -> str:
+        indent = _LEADING.match(line)
+        lead = indent.group() if indent else ""
+        return lead.expandtabs(width) + line[len(lead) :]
+
+    return "".join(expand(line) for line in text.splitlines(keepends=True))
+
+
+_ITEM = re.compile(r"^(?P<indent> *)- ")
+_TOP_KEY = re.compile(r"^[^\s#-]")
+
+
+def _without_rule_at(text: str, line: int, last_line: int) -> str | None:
+    """The text with the `rules:` items holding lines `line`…`last_line` blanked, or None.
+
+    Line numbers are kept (blanked lines stay as empty lines), so the problems found in
+    the other rules are reported at their true places.
+    """
+    lines = text.splitlines(keepends=True)
+    start = next(
+        (i for i, t in enumerate(lines) if re.match(r"^rules\s*:\s*(#.*)?$", t.rstrip())), None
+    )
+    if start is None or line - 1 <= start:
+        return None
+    items: list[int] = []
+    indent: str | None = None
+    end = len(lines)
+    for i in range(start + 1, len(lines)):
+        t = lines[i]
+        if _TOP_KEY.match(t) and not (indent == "" and t.startswith("- ")):
+            end = i
+            break
+        found = _ITEM.match(t)
+        if found is None:
+            continue
+        if indent is None:
+            indent = found.group("indent")
+        if found.group("indent") == indent:
+            items.append(i)
+    last_line = min(last_line, len(lines))
+    holding = [i for i in items if i <= line - 1]
+    if not holding or last_line - 1 >= end:
+        return None
+    first = holding[-1]
+    last = last_line - 1
+    if last in items and last > first:
+        last -= 1  # reported at the start of the next rule: the broken one is before it
+    later = [i for i in items if i > last]
+    stop = later[0] if later else end
+    if not any(lines[i].strip() for i in range(first, stop)):
+        return None
+    blanked = ["\n" if first <= i < stop else t for i, t in enumerate(lines)]
+    return "".join(blanked)
+
+
+def _comment_hint(lines: list[str], first: int, last: int) -> str:
+    """When ` #` on one of the lines hid the rest of it (`{channel: #creative}`), say so."""
+    for number in range(max(first, 1), min(last, len(lines)) + 1):
+        if " #" in lines[number - 1]:
+            return (
+                f" (' #' on line {number} starts a comment that hides the rest of that line: "
+                "quote the value that holds '#')"
+            )
+    return ""
+
+
+def _describe(exc: yaml.YAMLError, text: str) -> SourceProblem:
+    """A syntax error in plain words: what to change, and where."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return SourceProblem(1, 1, f"invalid YAML: {exc}")
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = exc.problem or exc.context or "invalid YAML"
+    context = exc.context or ""
+    opened = exc.context_mark.line + 1 if exc.context_mark is not None else line
+    lines = text.splitlines()
+    here = lines[line - 1] if 0 < line <= len(lines) else ""
+    said = f" (YAML says: {problem})"
+    plain: str | None = None
+    if "nested more than" in problem:
+        plain, said = problem, ""
+    elif "found character '\t'" in problem:
+        plain = f"line {line} has a tab where YAML needs spaces; replace the tab with spaces"
+    elif problem.startswith("found character"):
+        char = problem.split("'")[1] if "'" in problem else "this character"
+        plain = f"a value cannot start with {char!r}; put the value in quotes"
+    elif problem == "mapping values are not allowed here":
+        before = here[: column - 1]
+        if ": " in before or before.rstrip().endswith(":"):
+            plain = (
+                f"line {line} has ': ' inside an unquoted value; "
+                'put the value in quotes (text: "Note: approved")'
+            )
+        else:
+            plain = (
+                f"line {line} is indented under a line that already has a value, or the line "
+                "above it misses a ':'; line it up with the keys around it"
+            )
+    elif ("flow sequence" in context or "flow mapping" in context) and (
+        problem.endswith("but got ':'") and opened == line
+    ):
+        plain = (
+            f"line {line} has ': ' inside an unquoted value; "
+            'put the value in quotes (text: "Note: approved")'
+        )
+    elif "flow sequence" in context or "flow mapping" in context:
+        bracket, closing, what = (
+            ("[", "]", "list") if "flow sequence" in context else ("{", "}", "mapping")
+        )
+        plain = (
+            f"the '{bracket}' opened on line {opened} is not closed; "
+            f"add '{closing}' where the {what} ends"
+        )
+        plain += _comment_hint(lines, opened, line)
+    elif problem.startswith("expected the node content"):
+        plain = f"a value is missing before line {line} column {column}"
+        plain += _comment_hint(lines, min(opened, line - 1), line)
+    elif "quoted scalar" in context:
+        plain = f"the quote opened on line {opened} is never closed; add the closing quote"
+    elif problem.startswith("found undefined alias"):
+        name = problem.split("'")[1] if "'" in problem else ""
+        plain = (
+            f"'*{name}' refers to an anchor '&{name}' that is not defined before it; "
+            "define it first, or quote the value if '*' is meant as text"
+        )
+    elif "could not find expected ':'" in problem:
+        plain = f"line {opened} looks like a key without ':'; add ': ' after the key"
+    elif problem.startswith("expected <block end>") or problem.startswith("expected <block"):
+        if "<scalar>" in problem:
+            plain = (
+                f"line {line} has text after a quoted value; "
+                "quote the whole value, or remove the text after the closing quote"
+            )
+        else:
+            plain = (
+                f"line {line} is not indented like the lines before it (the block starting "
+                f"on line {opened}); line it up with the items or keys it belongs with"
+            )
+    if plain is None:
+        what = problem
         if exc.problem and exc.context and exc.context_mark is not None:
             what += f" ({exc.context} at line {exc.context_mark.line + 1})"
-        return None, [SourceProblem(line, column, f"invalid YAML: {what}")]
-    except yaml.YAMLError as exc:
-        return None, [SourceProblem(1, 1, f"invalid YAML: {exc}")]
-    if root is None:
-        return None, []
-    builder = _Builder()
-    node = builder.build(root)
-    return node, builder.problems
+        return SourceProblem(line, column, f"invalid YAML: {what}")
+    return SourceProblem(line, column, f"invalid YAML: {plain}{said}")
+
+
+class _TooDeep(Exception):
+    def __init__(self, problem: SourceProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, text: str = "") -> None:
         self.problems: list[SourceProblem] = []
         self.count = 0
         self.constructor = RuleFileLoader("")
+        self.lines = text.splitlines()
 
-    def build(self, node: yaml.Node) -> Node:
+    def build(self, node: yaml.Node, depth: int = 0) -> Node:
         self.count += 1
         line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        if depth > MAX_DEPTH:  # aliases can nest deeper than the text itself
+            raise _TooDeep(
+                SourceProblem(
+                    line,
+                    column,
+                    f"invalid YAML: values are nested more than {MAX_DEPTH} levels deep "
+                    "(through aliases); a rule needs only a few levels: flatten this part",
+                )
+            )
         if self.count > MAX_NODES:
             if self.count == MAX_NODES + 1:
                 self.problems.append(
@@ -103,22 +350,35 @@ class _Builder:
                 )
             return Node(None, line, column)
         if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, line, column)
+            return self._mapping(node, line, column, depth)
         if isinstance(node, yaml.SequenceNode):
-            return Node([self.build(item) for item in node.value], line, column)
+            return Node([self.build(item, depth + 1) for item in node.value], line, column)
         try:
             value = self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
             self.problems.append(SourceProblem(line, column, f"invalid YAML: {exc.problem}"))
             value = None
-        return Node(value, line, column)
+        return Node(value, line, column, comment=self._comment_after(node))
 
-    def _mapping(self, node: yaml.MappingNode, line: int, column: int) -> Node:
+    def _comment_after(self, node: yaml.Node) -> str | None:
+        """The `# …` right after an unquoted one-line scalar, on its line."""
+        if getattr(node, "style", "") is not None:
+            return None
+        start, end = node.start_mark, node.end_mark
+        if start.line != end.line or not 0 <= end.line < len(self.lines):
+            return None
+        rest = self.lines[end.line][end.column :]
+        stripped = rest.lstrip()
+        if not stripped.startswith("#") or (rest == stripped and node.value != ""):
+            return None
+        return stripped
+
+    def _mapping(self, node: yaml.MappingNode, line: int, column: int, depth: int) -> Node:
         values: dict[str, Node] = {}
         keys: dict[str, Node] = {}
         self.constructor.flatten_mapping(node)  # resolves `<<: *anchor` merges
         for key_node, value_node in node.value:
-            key = self.build(key_node)
+            key = self.build(key_node, depth + 1)
             if not isinstance(key.value, str):
                 self.problems.append(
                     SourceProblem(
@@ -140,5 +400,5 @@ class _Builder:
                 )
                 continue
             keys[key.value] = key
-            values[key.value] = self.build(value_node)
+            values[key.value] = self.build(value_node, depth + 1)
         return Node(values, line, column, keys)

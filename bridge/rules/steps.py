@@ -9,14 +9,15 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 
-from bridge.rules.checker import Checker, suggest
+from bridge.rules.checker import Checker, comment_fix, suggest
 from bridge.rules.model import Step
 from bridge.rules.source import Node
-from bridge.schema import ActionSchema, accepts, type_name
+from bridge.schema import ActionSchema, Param, accepts, type_name
 
 STEP_KEYS = ("id", "uses", "with", "if", "retry", "continue_on_error")
 RETRY_KEYS = ("attempts", "backoff")
 _STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LONE = re.compile(r"\A\{\{-?(?P<expr>(?:(?!\}\}|\{\{).)*?)-?\}\}\Z", re.DOTALL)
 # Only parses (never renders) templates, to find which `steps.<key>` they read.
 _PARSER = jinja2.Environment(autoescape=False)  # noqa: S701 - nothing is rendered
 
@@ -39,6 +40,27 @@ def step_references(source: str) -> set[str]:
         if named and isinstance(item.node, nodes.Name) and item.node.name == "steps":
             found.add(key.value)  # type: ignore[attr-defined]
     return found
+
+
+def _data_path(expr: nodes.Node) -> str | None:
+    """`data.a.b` (or `data['a'].b`) as a dotted path, or None for anything else."""
+    names: list[str] = []
+    while True:
+        if isinstance(expr, nodes.Getattr):
+            names.append(expr.attr)
+            expr = expr.node
+        elif (
+            isinstance(expr, nodes.Getitem)
+            and isinstance(expr.arg, nodes.Const)
+            and isinstance(expr.arg.value, str)
+        ):
+            names.append(expr.arg.value)
+            expr = expr.node
+        else:
+            break
+    if isinstance(expr, nodes.Name) and expr.name == "data" and names:
+        return ".".join(["data", *reversed(names)])
+    return None
 
 
 class StepChecker(Checker):
@@ -168,6 +190,7 @@ class StepChecker(Checker):
         for key, node in items:
             place = f"{where}.{key}"
             if isinstance(node.value, str):
+                self.cut_by_comment(node, place)
                 problem = self.templates.check_template(node.value)
                 if not problem:
                     self.step_results_used(node, node.value, place)
@@ -189,14 +212,33 @@ class StepChecker(Checker):
             self.error(place, f"{problem}{self.of_rule}")
         for key, node in given.items():
             param = schema.params.get(key)
-            if param is None or _has_template(node):
+            if param is None:
+                continue
+            if _has_template(node):
+                kind = self.rendered_type(node)
+                if kind is not None and _clashes(param, kind):
+                    self.error(
+                        node,
+                        f"parameter {key!r} of {schema.name}{self.in_rule} must be "
+                        f"{' or '.join(param.types)}, but {node.value!r} renders "
+                        f"{'an' if kind[0] in 'aio' else 'a'} {kind}"
+                        f"{_type_fix(schema, key, param, kind)}",
+                    )
                 continue
             value = node.plain()
             if not accepts(param, value):
+                if value is None and node.comment:
+                    self.error(
+                        node,
+                        f"parameter {key!r} of {schema.name}{self.in_rule} is empty: "
+                        f"{comment_fix(key, node)}",
+                    )
+                    continue
                 self.error(
                     node,
                     f"parameter {key!r} of {schema.name}{self.in_rule} must be "
-                    f"{' or '.join(param.types)}, not {type_name(value)}",
+                    f"{' or '.join(param.types)}, not {type_name(value)}"
+                    f"{_type_fix(schema, key, param, type_name(value))}",
                 )
             elif param.choices and value not in param.choices:
                 self.error(
@@ -209,6 +251,45 @@ class StepChecker(Checker):
                 if missing:
                     self.error(node, f"{missing}{self.of_rule}")
 
+    def rendered_type(self, node: Node) -> str | None:
+        """The JSON type a lone `{{ expression }}` renders to, when it can be known ahead."""
+        source = node.value
+        if not isinstance(source, str):
+            return None
+        lone = _LONE.match(source.strip())
+        if lone is None:
+            return None
+        try:
+            tree = _PARSER.parse(source.strip())
+        except jinja2.TemplateSyntaxError:
+            return None
+        if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+            return None
+        parts = tree.body[0].nodes
+        if len(parts) != 1:
+            return None
+        return self._expression_type(parts[0])
+
+    def _expression_type(self, expr: nodes.Node) -> str | None:
+        if isinstance(expr, nodes.List | nodes.Tuple):
+            return "array"
+        if isinstance(expr, nodes.Dict):
+            return "object"
+        if isinstance(expr, nodes.Const):
+            return type_name(expr.value)
+        if isinstance(expr, nodes.Concat):
+            return "string"
+        if isinstance(expr, nodes.Filter):
+            if expr.name in _ARRAY_FILTERS:
+                return "array"
+            if expr.name in _STRING_FILTERS:
+                return "string"
+            return _NUMBER_FILTERS.get(expr.name)
+        path = _data_path(expr)
+        if path is not None and self.catalogue is not None and self.on:
+            return self.catalogue.field_type(self.on, path)
+        return None
+
     def step_if(self, node: Node | None) -> str | None:
         if node is None:
             return None
@@ -220,7 +301,7 @@ class StepChecker(Checker):
                 node, f"'if'{self.in_rule} must be an expression string, not {type_name(value)}"
             )
             return None
-        problem = self.templates.check_expression(value)
+        problem = self.expression_problem(value)
         if problem:
             self.error(node, f"invalid expression {value!r} in 'if'{self.in_rule}: {problem}")
             return None
@@ -253,6 +334,69 @@ class StepChecker(Checker):
             seconds = self.duration(m["backoff"], "retry.backoff", node)
             backoff = seconds if seconds is not None else backoff
         return attempts, backoff
+
+
+_ARRAY_FILTERS = frozenset(
+    [
+        "list",
+        "sort",
+        "unique",
+        "map",
+        "select",
+        "reject",
+        "selectattr",
+        "rejectattr",
+        "batch",
+        "slice",
+        "dictsort",
+        "items",
+    ]
+)
+_STRING_FILTERS = frozenset(
+    [
+        "join",
+        "string",
+        "lower",
+        "upper",
+        "title",
+        "capitalize",
+        "trim",
+        "replace",
+        "format",
+        "truncate",
+        "striptags",
+        "urlencode",
+        "center",
+        "indent",
+        "wordwrap",
+        "tojson",
+        "slugify",
+        "datetimeformat",
+        "e",
+        "escape",
+    ]
+)
+_NUMBER_FILTERS = {"length": "integer", "count": "integer", "int": "integer", "float": "number"}
+
+
+def _clashes(param: Param, kind: str) -> bool:
+    """Whether a value of JSON type `kind` can never fit the parameter (lists vs scalars)."""
+    if "any" in param.types or kind in param.types:
+        return False
+    if kind in ("integer", "number") and ({"integer", "number"} & set(param.types)):
+        return False
+    collections = {"array", "object"}
+    return kind in collections or set(param.types) <= collections
+
+
+def _type_fix(schema: ActionSchema, key: str, param: Param, kind: str) -> str:
+    """How to fix a value of the wrong type, when there is a usual fix."""
+    if kind == "array" and "array" not in param.types:
+        plural = f"{key}s"
+        if plural in schema.params and "array" in schema.params[plural].types:
+            return f"; {key} takes one value: use {plural} for a list"
+        return f"; {key} takes one value: to act on each item, write one step per item"
+    return ""
 
 
 def _has_template(node: Node) -> bool:

@@ -11,8 +11,9 @@ from bridge.events import Event
 from bridge.rules.checker import suggest
 from bridge.rules.source import Node
 
-CASE_KEYS = ("name", "event", "event_file", "expect")
-EXPECT_KEYS = ("matched", "actions", "not_matched_because")
+CASE_KEYS = ("name", "event", "event_file", "events", "expect")
+EXPECT_KEYS = ("matched", "actions", "not_matched_because", "not_matched", "suppressed")
+EXPECTED_ACTION_KEYS = ("uses", "with", "step", "rule", "skipped", "rendered")
 EVENT_KEYS = ("id", "type", "source", "subject", "time", "data", "changes")
 
 
@@ -59,9 +60,12 @@ class CaseReader:
         self.unknown_keys(root, ("cases",), "the test file")
         return list(root.value["cases"].value)
 
-    def case(self, node: Node) -> tuple[str, Event, Mapping[str, Node]] | None:
+    def case(self, node: Node) -> tuple[str, list[Event], Mapping[str, Node]] | None:
+        """A case's name, its events in order (the expectations are about the last), expect."""
         if not node.is_mapping:
-            self.error(node, "a case must be a mapping with name, event (or event_file) and expect")
+            self.error(
+                node, "a case must be a mapping with name, event (or event_file, events) and expect"
+            )
             return None
         before = len(self.problems)
         m: dict[str, Node] = node.value
@@ -69,7 +73,7 @@ class CaseReader:
         name = m["name"].value if "name" in m else f"case at line {node.line}"
         if not isinstance(name, str):
             self.error(m["name"], "a case name must be a string")
-        event = self.event(node, m)
+        events = self.events(node, m)
         expect = m.get("expect")
         if expect is None:
             self.error(node, f"case {name!r} has no 'expect'; expected {{matched: [...]}}")
@@ -78,14 +82,38 @@ class CaseReader:
         else:
             self.unknown_keys(expect, EXPECT_KEYS, "expect")
             self.expectations(expect.value, name)
-        if len(self.problems) > before or event is None or expect is None:
+        if len(self.problems) > before or events is None or expect is None:
             return None
-        return str(name), event, expect.value
+        return str(name), events, expect.value
+
+    def events(self, node: Node, m: dict[str, Node]) -> list[Event] | None:
+        given = [key for key in ("event", "event_file", "events") if key in m]
+        if len(given) != 1:
+            self.error(node, "a case needs exactly one of event (inline), event_file or events")
+            return None
+        if given[0] != "events":
+            event = self.event(node, m)
+            return [event] if event is not None else None
+        items = m["events"]
+        if not items.is_sequence or not items.value:
+            self.error(
+                items,
+                "events is a list of events, in the order they arrive "
+                "(each inline, or {event_file: …}); the expectations are about the last",
+            )
+            return None
+        found = []
+        for item in items.value:
+            if item.is_mapping and set(item.value) == {"event_file"}:
+                event = self.event(item, item.value)
+            else:
+                event = self.event(item, {"event": item})
+            if event is None:
+                return None
+            found.append(event)
+        return found
 
     def event(self, node: Node, m: dict[str, Node]) -> Event | None:
-        if ("event" in m) == ("event_file" in m):
-            self.error(node, "a case needs exactly one of event (inline) or event_file")
-            return None
         if "event" in m:
             raw, where = m["event"].plain(), m["event"]
         else:
@@ -134,12 +162,7 @@ class CaseReader:
                 self.error(actions, f"expect.actions of case {name!r} must be a list")
             else:
                 for item in actions.value:
-                    if not item.is_mapping or "uses" not in item.value:
-                        self.error(item, "an expected action is a mapping {uses: …, with: {…}}")
-                    else:
-                        self.unknown_keys(
-                            item, ("uses", "with", "step", "rule"), "an expected action"
-                        )
+                    self.expected_action(item)
         if "not_matched_because" in m:
             because = m["not_matched_because"]
             if not because.is_mapping or not all(
@@ -149,3 +172,40 @@ class CaseReader:
                     because,
                     "not_matched_because maps a rule id to text found in its failing condition",
                 )
+        if "not_matched" in m:
+            not_matched = m["not_matched"].plain()
+            ids = isinstance(not_matched, list) and all(isinstance(i, str) for i in not_matched)
+            reasons = isinstance(not_matched, Mapping) and all(
+                isinstance(v, str) for v in not_matched.values()
+            )
+            if not ids and not reasons:
+                self.error(
+                    m["not_matched"],
+                    "not_matched is a list of rule ids, or maps a rule id to text found in "
+                    "why it did not match (such as 'not for this event type')",
+                )
+        if "suppressed" in m:
+            suppressed = m["suppressed"]
+            if not suppressed.is_mapping or not all(
+                isinstance(v, str) for v in suppressed.plain().values()
+            ):
+                self.error(
+                    suppressed,
+                    "suppressed maps a rule id to dedupe, throttle, or text found in the reason",
+                )
+
+    def expected_action(self, item: Node) -> None:
+        if not item.is_mapping or "uses" not in item.value:
+            self.error(item, "an expected action is a mapping {uses: …, with: {…}}")
+            return
+        self.unknown_keys(item, EXPECTED_ACTION_KEYS, "an expected action")
+        skipped = item.value.get("skipped")
+        if skipped is not None and not isinstance(skipped.value, bool):
+            self.error(skipped, "skipped is true (the step's if: is false) or false")
+        rendered = item.value.get("rendered")
+        if rendered is not None and rendered.value is None:
+            self.error(
+                rendered,
+                "rendered is text found in the rendered template file, or a subset of its "
+                "JSON (such as {blocks: [...]})",
+            )

@@ -12,6 +12,18 @@ use earlier results still render.
           actions:                                            # in order, each `with` a subset
             - {uses: slack.post, with: {channel: "#creative"}}
           not_matched_because: {other-rule: data.status}      # text found in its failing condition
+
+A case may give several `events:` in order (dedupe and throttle are kept in memory, the
+events' `time` is the clock); the expectations are about the last event:
+
+      - name: a second approval of the same proof is deduplicated
+        events: [{type: lytho.proof.status_changed, data: {id: 7}}, {…same…}]
+        expect:
+          suppressed: {proof-approved-to-slack: dedupe}       # text found in the reason
+          actions:
+            - {uses: slack.post, skipped: true}               # its `if:` is false
+            - {uses: slack.post, rendered: "Proof 7"}         # the template file's output
+          not_matched: {asset-rule: not for this event type}  # text found in why not
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +78,8 @@ class RenderedAction:
     with_: Mapping[str, Any]
     skipped: bool = False
     error: str | None = None
+    # The output of the step's `template:` file (parsed JSON for `*.json.j2`), if it has one.
+    rendered: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rule": self.rule, "step": self.step, "uses": self.uses}
@@ -73,6 +88,8 @@ class RenderedAction:
             out["skipped"] = True
         if self.error:
             out["error"] = self.error
+        if self.rendered is not None:
+            out["rendered"] = self.rendered
         return out
 
 
@@ -86,6 +103,8 @@ class CaseResult:
     failures: list[Failure] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
     actions: list[RenderedAction] = field(default_factory=list)
+    # Matched rules that dedupe or throttle held back for the last event: rule id -> why.
+    suppressed: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -135,9 +154,9 @@ def run_test_file(path: Path, ruleset: RuleSet, templates: Templates) -> FileRes
     for case_node in reader.cases(root):
         case = reader.case(case_node)
         if case is not None:
-            name, event, expect = case
+            name, events, expect = case
             result.cases.append(
-                run_case(result.file, name, case_node.line, event, expect, ruleset, templates)
+                run_case(result.file, name, case_node.line, events, expect, ruleset, templates)
             )
     result.problems.extend(reader.problems)
     return result
@@ -194,30 +213,100 @@ def render_actions(event: Event, rule: Rule, templates: Templates) -> list[Rende
                 continue
             params = templates.render_value(dict(step.with_), context, escape=step.escape)
             template = params.get("template")
+            output = None
             if isinstance(template, str) and template.endswith(".j2"):
-                templates.render_file(template, context)  # errors surface here, not in Slack
+                # Errors surface here, not in Slack; rule tests can assert on the output.
+                output = templates.render_file(template, context)
         except TemplateError as exc:
             rendered.append(RenderedAction(rule.id, step.key, step.uses, {}, error=str(exc)))
             continue
-        rendered.append(RenderedAction(rule.id, step.key, step.uses, params))
+        rendered.append(RenderedAction(rule.id, step.key, step.uses, params, rendered=output))
     return rendered
+
+
+class MemoryLimits:
+    """Dedupe and throttle for rule tests: as the worker keeps them in Redis, in memory.
+
+    The clock is each event's `time`, so a case can step past a throttle window or a
+    dedupe TTL by giving its events later times.
+    """
+
+    def __init__(self) -> None:
+        self._dedupe: dict[tuple[str, str], float] = {}  # (rule, key) -> expires at
+        self._throttle: dict[tuple[str, str], list[float]] = {}  # (rule, key) -> run times
+
+    def admit(self, rule: Rule, event: Event, templates: Templates) -> str | None:
+        """None when the rule may run (the run is booked), else why not (`dedupe: …`)."""
+        if rule.dedupe is None and rule.throttle is None:
+            return None
+        now = _clock(event.time)
+        context = event_context(event, rule)
+        dedupe_key = throttle_key = ""
+        if rule.dedupe is not None:
+            dedupe_key = str(templates.render_value(rule.dedupe.key, context))
+            expires = self._dedupe.get((rule.id, dedupe_key))
+            if expires is not None and expires > now:
+                return (
+                    f"dedupe: key {dedupe_key!r} already ran; it expires in {int(expires - now)} s"
+                )
+        if rule.throttle is not None:
+            throttle_key = str(templates.render_value(rule.throttle.key, context))
+            window = rule.throttle.per_seconds
+            runs = [t for t in self._throttle.get((rule.id, throttle_key), []) if t > now - window]
+            self._throttle[(rule.id, throttle_key)] = runs
+            if len(runs) >= rule.throttle.limit:
+                return (
+                    f"throttle: {throttle_key!r} is full ({rule.throttle.limit} runs per "
+                    f"{window} s); room again in {min(runs) + window - now:.1f} s"
+                )
+        if rule.dedupe is not None:
+            self._dedupe[(rule.id, dedupe_key)] = now + rule.dedupe.ttl_seconds
+        if rule.throttle is not None:
+            self._throttle[(rule.id, throttle_key)].append(now)
+        return None
+
+
+def _clock(time: str) -> float:
+    try:
+        return datetime.fromisoformat(time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def run_case(
     file: str,
     name: str,
     line: int,
-    event: Event,
+    events: Event | list[Event],
     expect: Mapping[str, Node],
     ruleset: RuleSet,
     templates: Templates,
 ) -> CaseResult:
-    """Evaluate one event and compare with the expectations."""
+    """Evaluate the events in order and compare the last one's outcome with the expectations."""
     result = CaseResult(file, name, line)
-    result.evaluations = ruleset.evaluate(event, templates)
-    matched = [e.rule for e in result.evaluations if e.matched]
-    for rule in matched:
-        result.actions.extend(render_actions(event, rule, templates))
+    events = events if isinstance(events, list) else [events]
+    limits = MemoryLimits()
+    for index, event in enumerate(events):
+        last = index == len(events) - 1
+        evaluations = ruleset.evaluate(event, templates)
+        for rule in (e.rule for e in evaluations if e.matched):
+            try:
+                held = limits.admit(rule, event, templates)
+            except TemplateError as exc:
+                result.failures.append(
+                    Failure(
+                        f"the dedupe/throttle key of rule {rule.id!r} renders", "no error", str(exc)
+                    )
+                )
+                held = None
+            if not last:
+                continue
+            if held is not None:
+                result.suppressed[rule.id] = held
+                continue
+            result.actions.extend(render_actions(event, rule, templates))
+        if last:
+            result.evaluations = evaluations
     if "matched" in expect:
         _check_matched(result, expect["matched"].plain(), ruleset)
     for action in result.actions:
@@ -231,6 +320,10 @@ def run_case(
         _check_actions(result, expect["actions"].plain())
     if "not_matched_because" in expect:
         _check_because(result, expect["not_matched_because"].plain(), ruleset)
+    if "not_matched" in expect:
+        _check_not_matched(result, expect["not_matched"].plain(), ruleset)
+    if "suppressed" in expect:
+        _check_suppressed(result, expect["suppressed"].plain())
     return result
 
 
@@ -284,17 +377,19 @@ def _subset(expected: Any, actual: Any) -> bool:
 
 
 def _check_actions(result: CaseResult, expected: list[dict[str, Any]]) -> None:
-    actual = [a for a in result.actions if not a.skipped and not a.error]
-    if not expected and actual:
+    running = [a for a in result.actions if not a.skipped and not a.error]
+    if not expected and running:
         result.failures.append(
             Failure(
                 "expect.actions",
                 [],
-                [a.to_dict() for a in actual],
+                [a.to_dict() for a in running],
                 "`actions: []` means no action runs",
             )
         )
         return
+    # Skipped steps take part only where an expected action says `skipped: true`.
+    actual = [a for a in result.actions if not a.error]
     position = 0
     for index, want in enumerate(expected):
         found = None
@@ -303,13 +398,21 @@ def _check_actions(result: CaseResult, expected: list[dict[str, Any]]) -> None:
                 found = position + offset
                 break
         if found is None:
+            shown = [
+                a.to_dict() for a in actual[position:] if a.skipped == bool(want.get("skipped"))
+            ]
             result.failures.append(
                 Failure(
                     f"action {index + 1} of expect.actions",
                     want,
-                    [a.to_dict() for a in actual[position:]] or "no further actions",
+                    shown or "no further actions",
                     "expected actions are found in order; "
-                    "`with` is a subset of the rendered parameters",
+                    "`with` is a subset of the rendered parameters"
+                    + (
+                        "; `rendered` is text in, or a subset of, the template file's output"
+                        if "rendered" in want
+                        else ""
+                    ),
                 )
             )
             return
@@ -319,11 +422,65 @@ def _check_actions(result: CaseResult, expected: list[dict[str, Any]]) -> None:
 def _action_matches(want: Mapping[str, Any], action: RenderedAction) -> bool:
     if want.get("uses") != action.uses:
         return False
+    if bool(want.get("skipped", False)) != action.skipped:
+        return False
     if "rule" in want and want["rule"] != action.rule:
         return False
     if "step" in want and want["step"] != action.step:
         return False
+    if "rendered" in want and not _rendered_matches(want["rendered"], action.rendered):
+        return False
     return _subset(want.get("with", {}), dict(action.with_))
+
+
+def _rendered_matches(want: Any, output: Any) -> bool:
+    """Text found in the output (or in any of its strings), or a subset of its JSON."""
+    if output is None:
+        return False
+    if not isinstance(want, str):
+        return _subset(want, output)
+    if isinstance(output, str):
+        return want in output
+    return want in json.dumps(output, ensure_ascii=False) or any(
+        want in text for text in _strings(output)
+    )
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _check_not_matched(result: CaseResult, expected: Any, ruleset: RuleSet) -> None:
+    """`not_matched: [ids]` or `{id: text}`: the rule did not match, and why (text in it)."""
+    wanted = expected if isinstance(expected, Mapping) else dict.fromkeys(expected, "")
+    for rule_id, text in wanted.items():
+        what = f"not_matched of {rule_id!r}"
+        evaluation = next((e for e in result.evaluations if e.rule.id == rule_id), None)
+        if evaluation is not None and evaluation.matched:
+            held = result.suppressed.get(rule_id)
+            actual = f"it matched (then held back: {held})" if held else "it matched"
+            result.failures.append(Failure(what, text or "no match", actual))
+            continue
+        why = _why_not(result, rule_id, ruleset)
+        if text and text not in why:
+            result.failures.append(Failure(what, text, why))
+
+
+def _check_suppressed(result: CaseResult, expected: Mapping[str, str]) -> None:
+    for rule_id, text in expected.items():
+        held = result.suppressed.get(rule_id)
+        if held is None:
+            matched = any(e.rule.id == rule_id and e.matched for e in result.evaluations)
+            actual = "it ran" if matched else "it did not match"
+            result.failures.append(Failure(f"suppressed of {rule_id!r}", text, actual))
+        elif text not in held:
+            result.failures.append(Failure(f"suppressed of {rule_id!r}", text, held))
 
 
 def _check_because(result: CaseResult, expected: Mapping[str, str], ruleset: RuleSet) -> None:

@@ -46,7 +46,7 @@ class WhenChecker(Checker):
     def condition(self, node: Node) -> Condition | None:
         value = node.value
         if isinstance(value, str):
-            problem = self.templates.check_expression(value)
+            problem = self.expression_problem(value)
             if problem:
                 self.error(node, f"invalid expression {value!r}{self.in_rule}: {problem}")
                 return None
