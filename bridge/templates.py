@@ -3,8 +3,10 @@
 Templates and expressions run in Jinja's immutable sandbox with strict undefined: no access
 to Python internals, files, network or the environment. Output is capped at 64 KiB, and the
 operations that could build a huge value from a small template (``*``, ``**``, ``%``, ``+``,
-``~``, padding, ``replace``, ``range``) are bounded on the way. CPU time is not bounded here:
-templates are written by rule authors, never taken from event data.
+``~``, padding, ``replace``, ``range``) are bounded on the way. Each render has a budget
+(bridge.jinja_bounds): a number of operations, a deadline (the caller's, such as the end of
+its step, or `MAX_SECONDS` from its start) and a number of bytes it may build in all; past
+any of them it stops with a TemplateError that says which.
 
 In ``*.json.j2`` templates every value written with ``{{ … }}`` is JSON-escaped and
 Slack-escaped (``&``, ``<``, ``>``), so event data can neither break the JSON nor trigger an
@@ -13,9 +15,11 @@ Slack-escaped (``&``, ``<``, ``>``), so event data can neither break the JSON no
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import re
+import time
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime
@@ -36,13 +40,37 @@ from markupsafe import Markup
 
 from bridge.errors import TemplateError
 from bridge.jinja_bounds import (
+    MAX_BUILT,
+    MAX_OPERATIONS,
     MAX_OUTPUT,
+    MAX_SECONDS,
     BoundedNamespace,
     BoundedSandbox,
+    Budget,
+    BudgetExceeded,
     bounded_filter,
     bounded_range,
+    budgeted_filter,
+    budgeted_test,
     check_size,
+    end_budget,
+    start_budget,
 )
+
+__all__ = [
+    "MAX_BUILT",
+    "MAX_OPERATIONS",
+    "MAX_OUTPUT",
+    "MAX_SECONDS",
+    "BudgetExceeded",
+    "SlackText",
+    "Templates",
+    "datetimeformat",
+    "now",
+    "slack_escape",
+    "slugify",
+    "tojson",
+]
 
 _CACHE_LIMIT = 4096  # compiled templates and expressions kept per Templates
 
@@ -144,6 +172,10 @@ def slugify(value: Any) -> str:
 _current_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "bridge_template_context", default=None
 )
+# The deadline set by `Templates.deadline()` for the renders inside it.
+_scope_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "bridge_template_deadline", default=None
+)
 
 
 def _path_of(target: object) -> str | None:
@@ -237,6 +269,10 @@ def _build_env(
             "slack_escape": slack_escape,
         }
     )
+    for name, func in env.filters.items():
+        env.filters[name] = budgeted_filter(func, name)
+    for name, test in env.tests.items():
+        env.tests[name] = budgeted_test(test)
     return env
 
 
@@ -290,17 +326,32 @@ def _error_line(exc: BaseException, filename: str | None) -> int | None:
 
 
 def _message(exc: BaseException) -> str:
-    if isinstance(exc, UndefinedError | SecurityError | TemplateSyntaxError):
+    if isinstance(exc, UndefinedError | SecurityError | TemplateSyntaxError | BudgetExceeded):
         return str(exc.message if isinstance(exc, TemplateSyntaxError) else exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Templates:
-    """Compiles and renders templates and expressions; compiled forms are cached."""
+    """Compiles and renders templates and expressions; compiled forms are cached.
 
-    def __init__(self, templates_dir: Path | None = None) -> None:
+    Every render has a budget: `max_operations` operations, `max_built` bytes built, and
+    until its deadline (the `deadline=` given, a `time.monotonic()` instant, or the one of
+    an enclosing `with templates.deadline(…)`, or else `max_seconds` from its start).
+    """
+
+    def __init__(
+        self,
+        templates_dir: Path | None = None,
+        *,
+        max_operations: int = MAX_OPERATIONS,
+        max_seconds: float = MAX_SECONDS,
+        max_built: int = MAX_BUILT,
+    ) -> None:
         self.templates_dir = templates_dir
+        self.max_operations = max_operations
+        self.max_seconds = max_seconds
+        self.max_built = max_built
         loader = _DirectoryLoader(templates_dir) if templates_dir is not None else None
         self._loader = loader
         self._env = _build_env(loader, for_json=False)
@@ -339,21 +390,59 @@ class Templates:
         lone = _LONE.match(expression.strip())
         return lone.group("expr").strip() if lone else expression.strip()
 
+    # -- budgets --
+
+    @contextlib.contextmanager
+    def deadline(self, deadline: float | None) -> Iterator[None]:
+        """Renders inside the block stop at `deadline` (a `time.monotonic()` instant).
+
+        For a caller that renders through others (a step's `if:`, its parameters, its
+        action's template file): `with templates.deadline(step_deadline): …`. A render given
+        an earlier `deadline=` of its own stops at that one.
+        """
+        token = _scope_deadline.set(deadline)
+        try:
+            yield
+        finally:
+            _scope_deadline.reset(token)
+
+    def _budget(self, deadline: float | None) -> Budget:
+        began = time.monotonic()
+        scoped = _scope_deadline.get()
+        if deadline is None or (scoped is not None and scoped < deadline):
+            deadline = scoped
+        if deadline is None:
+            deadline = began + self.max_seconds
+        return Budget(
+            deadline=deadline,
+            seconds=max(0.0, deadline - began),
+            max_ops=self.max_operations,
+            max_built=self.max_built,
+        )
+
     # -- rendering --
 
     def render_value(
-        self, value: Any, context: Mapping[str, Any], *, escape: str | None = None
+        self,
+        value: Any,
+        context: Mapping[str, Any],
+        *,
+        escape: str | None = None,
+        deadline: float | None = None,
     ) -> Any:
         """Render each string in `value` (dicts, lists walked); a lone `{{ x }}` keeps x's type.
 
         With `escape="slack"` every inserted value is escaped for Slack mrkdwn (`&`, `<`,
         `>`), so event data cannot form mentions or links; the template's own text and
-        values marked `| safe` are left as written.
+        values marked `| safe` are left as written. All the strings share one budget; past
+        `deadline` (a `time.monotonic()` instant) the render stops with a TemplateError.
         """
         token = _current_context.set(context)
+        budget = start_budget(self._budget(deadline))
         try:
             return self._render_value(value, context, escape)
         finally:
+            end_budget(budget)
             _current_context.reset(token)
 
     def _render_value(self, value: Any, context: Mapping[str, Any], escape: str | None) -> Any:
@@ -430,13 +519,16 @@ class Templates:
             raise TemplateError(f"{at}: {_message(exc)}") from exc
         return "".join(chunks)
 
-    def render_file(self, name: str, context: Mapping[str, Any]) -> Any:
+    def render_file(
+        self, name: str, context: Mapping[str, Any], *, deadline: float | None = None
+    ) -> Any:
         """Render a template file; `*.json.j2` output is parsed as JSON, anything else is text."""
         where = self._file_label(name)
         if self._loader is None:
             raise TemplateError(self._not_found(name))
         env = self._json_env if name.endswith(".json.j2") else self._env
         token = _current_context.set(context)
+        budget = start_budget(self._budget(deadline))
         try:
             try:
                 template = env.get_template(name)
@@ -446,6 +538,7 @@ class Templates:
                 raise TemplateError(f"{where}:{exc.lineno}: {exc.message}") from exc
             text = self._render(template, context, where)
         finally:
+            end_budget(budget)
             _current_context.reset(token)
         if env is not self._json_env:
             return text
@@ -460,7 +553,9 @@ class Templates:
                 f"{_short(shown.strip())!r}"
             ) from None
 
-    def evaluate(self, expression: str, context: Mapping[str, Any]) -> Any:
+    def evaluate(
+        self, expression: str, context: Mapping[str, Any], *, deadline: float | None = None
+    ) -> Any:
         """The value of an expression written without braces (`data.amount > 1000`)."""
         source = self._strip_braces(expression)
         try:
@@ -468,11 +563,13 @@ class Templates:
         except TemplateSyntaxError as exc:
             raise TemplateError(f"expression {_short(source)!r}: {exc.message}") from exc
         token = _current_context.set(context)
+        budget = start_budget(self._budget(deadline))
         try:
             return _native(compiled(context))
         except Exception as exc:
             raise TemplateError(f"expression {_short(source)!r}: {_message(exc)}") from exc
         finally:
+            end_budget(budget)
             _current_context.reset(token)
 
     # -- checking (for the loader and `bridge validate`) --
