@@ -82,7 +82,11 @@ async def run(ctx: Context, call: StepCall) -> dict[str, Any]:
     client = ctx.slack
     if client is None:
         raise PermanentError("slack.post needs SLACK_BOT_TOKEN to be set")
-    return await post_message(client, **message_params(ctx, call))
+    params = message_params(ctx, call)
+    # Paced per channel, shared by every worker: a step re-queued to wait for its turn
+    # keeps the slot it booked (the ticket is the step's identity).
+    ticket = "\0".join((call.event_id, call.rule_id, call.step_key))
+    return await post_message(client, limiter=ctx.limiter, ticket=ticket, **params)
 
 
 POST = Action(SCHEMA, run)

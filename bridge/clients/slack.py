@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +12,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.clients.base import parse_retry_after
+from bridge.clients.ratelimit import RateLimiter
 from bridge.errors import ClientError, PermanentError, RateLimited
 
 # Slack error codes worth another try; every other `ok: false` error is permanent.
@@ -28,6 +31,26 @@ HINTS = {
     "msg_too_long": "shorten the message",
 }
 DEFAULT_RETRY_AFTER = 1.0
+# The rate limiter's name of Slack messages; each channel is a scope of its own.
+SLACK_API = "slack"
+# A message waits in process for its channel's slot at most this long (two messages'
+# worth); a later slot is booked and the step re-queued until then, freeing the worker.
+PACING_MAX_WAIT = 2.0
+_PLAIN_CHANNEL = re.compile(r"[A-Za-z0-9._-]{1,80}")
+
+
+def channel_scope(channel: str) -> str:
+    """The pacing schedule of a channel: `#Creative`, `creative` → `creative`; ids as given.
+
+    A channel named in one rule by `#name` and in another by its `C…` id gets two
+    schedules; Slack's own 429 and Retry-After still hold the line then.
+    """
+    bare = channel.strip()
+    if bare.startswith("#"):
+        bare = bare[1:].lower()
+    if _PLAIN_CHANNEL.fullmatch(bare):
+        return bare
+    return "h" + hashlib.sha256(bare.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def retry_after_seconds(headers: Mapping[str, Any]) -> float:
@@ -39,9 +62,41 @@ def retry_after_seconds(headers: Mapping[str, Any]) -> float:
     return DEFAULT_RETRY_AFTER if found is None else found
 
 
-async def post_message(client: AsyncWebClient, **params: Any) -> dict[str, Any]:
-    """chat.postMessage; returns {channel, ts}. Raises RateLimited, PermanentError, ClientError."""
+async def pace(limiter: RateLimiter, channel: str, ticket: str | None = None) -> float:
+    """Wait for the channel's next message slot, shared by every process; the seconds waited.
+
+    A slot more than a moment away raises RateLimited, so the caller's job is re-queued
+    until then; with a `ticket` (the step's identity) that slot stays booked for it.
+    """
+    scope = channel_scope(channel)
+    max_wait = min(PACING_MAX_WAIT, limiter.max_wait)
+    try:
+        return await limiter.acquire(SLACK_API, scope=scope, max_wait=max_wait, ticket=ticket)
+    except RateLimited as exc:
+        raise RateLimited(
+            f"Slack chat.postMessage paced: {channel} takes about one message a second; "
+            f"the step waits {exc.retry_after:.1f} s in the queue for its turn",
+            retry_after=exc.retry_after,
+            status=None,
+        ) from None
+
+
+async def post_message(
+    client: AsyncWebClient,
+    *,
+    limiter: RateLimiter | None = None,
+    ticket: str | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """chat.postMessage; returns {channel, ts}. Raises RateLimited, PermanentError, ClientError.
+
+    With a `limiter`, messages are paced per channel (`pace`), and a 429's Retry-After
+    holds the channel back in every process.
+    """
     method = "Slack chat.postMessage"
+    channel = str(params.get("channel") or "")
+    if limiter is not None:
+        await pace(limiter, channel, ticket)
     try:
         response = await client.chat_postMessage(**params)
     except SlackApiError as exc:
@@ -50,6 +105,8 @@ async def post_message(client: AsyncWebClient, **params: Any) -> dict[str, Any]:
         error = str(data.get("error") or f"HTTP {status}")
         if status == 429 or error == "ratelimited":
             wait = retry_after_seconds(exc.response.headers)
+            if limiter is not None:
+                await limiter.hold(SLACK_API, wait, scope=channel_scope(channel))
             raise RateLimited(
                 f"{method} → 429 ratelimited; retry after {wait:.0f} s", retry_after=wait
             ) from None

@@ -50,7 +50,10 @@ def restart_with_data(server: EmbeddedRedis) -> None:
 def test_redis_outage_loses_nothing_acknowledged(
     own_redis: EmbeddedRedis, key_prefix: str, tmp_path: Path, figures: Figures
 ) -> None:
-    with running_bridge(own_redis.url, key_prefix, tmp_path) as bridge:
+    # The stream is about Redis, not Slack's pace: lift the per-channel limit of one
+    # message a second, or 40 orders a second to #sales would queue for minutes.
+    unpaced = {"BRIDGE_RATE_LIMIT_SLACK": "100000/1s"}
+    with running_bridge(own_redis.url, key_prefix, tmp_path, **unpaced) as bridge:
         bridge.write_rule("orders.yaml", RULE)
         bridge.start_slack()
         bridge.start_web()
