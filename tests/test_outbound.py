@@ -95,6 +95,63 @@ async def test_private_destinations_are_refused_without_connecting(
         assert str(info.value).startswith(message)
 
 
+WRAPPED = "a private, loopback, link-local or metadata address; list it in BRIDGE_HTTP_ALLOW"
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        (
+            "[64:ff9b::a9fe:a9fe]",
+            f"refused 64:ff9b::a9fe:a9fe (it carries the IPv4 address 169.254.169.254): {WRAPPED}",
+        ),
+        (
+            "[64:ff9b::a00:1]",
+            f"refused 64:ff9b::a00:1 (it carries the IPv4 address 10.0.0.1): {WRAPPED}",
+        ),
+        (
+            "[2002:a9fe:a9fe::]",
+            f"refused 2002:a9fe:a9fe:: (it carries the IPv4 address 169.254.169.254): {WRAPPED}",
+        ),
+        ("[::7f00:1]", f"refused ::7f00:1 (it carries the IPv4 address 127.0.0.1): {WRAPPED}"),
+        (
+            "[::ffff:0:7f00:1]",
+            f"refused ::ffff:0:7f00:1 (it carries the IPv4 address 127.0.0.1): {WRAPPED}",
+        ),
+        (
+            "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",
+            "refused 2001:0:4136:e378:8000:63bf:3fff:fdd2 "
+            f"(it carries the IPv4 address 192.0.2.45): {WRAPPED}",
+        ),
+        ("[64:ff9b:1::a00:1]", f"refused 64:ff9b:1::a00:1: {WRAPPED}"),
+        (
+            "dns64.example.com",
+            "refused 64:ff9b::a9fe:a9fe (dns64.example.com resolves to it; "
+            f"it carries the IPv4 address 169.254.169.254): {WRAPPED}",
+        ),
+    ],
+)
+async def test_ipv6_forms_that_carry_an_internal_ipv4_are_refused(host: str, message: str) -> None:
+    table = {"dns64.example.com": ["64:ff9b::a9fe:a9fe"]}
+    async with guarded_client(resolver=fake_resolver(table), inner=MustNotConnect()) as client:
+        with pytest.raises(BlockedAddress) as info:
+            await client.post(f"https://{host}/latest/meta-data/", json={})
+    assert str(info.value) == message + " to allow it"
+
+
+async def test_ipv6_forms_that_carry_a_public_ipv4_still_go_through() -> None:
+    # An IPv6-only host behind DNS64 sees public names as 64:ff9b::/96 addresses.
+    table = {"hooks.example.com": ["64:ff9b::5db8:d822"], "six.example.com": ["2002:5db8:d822::1"]}
+    recorder = Recorder()
+    async with guarded_client(resolver=fake_resolver(table), inner=recorder) as client:
+        for url in ("https://hooks.example.com/in", "https://six.example.com/in"):
+            assert (await client.post(url, json={})).status_code == 200
+    assert [r.url.host for r in recorder.seen] == ["64:ff9b::5db8:d822", "2002:5db8:d822::1"]
+    # And an internal NAT64 range is reachable once listed, as any other address.
+    guard = AddressGuard(["64:ff9b::a00:0/120"], fake_resolver({}))
+    assert await guard.vet(httpx.URL("https://[64:ff9b::a00:1]/")) == "64:ff9b::a00:1"
+
+
 async def test_public_https_goes_to_the_vetted_address_with_the_original_name() -> None:
     recorder = Recorder()
     async with guarded_client(resolver=fake_resolver(DNS), inner=recorder) as client:

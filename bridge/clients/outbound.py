@@ -28,6 +28,19 @@ METADATA_ADDRESSES = frozenset(
 )
 METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address the packet ends up at: NAT64's
+# well-known prefix (RFC 6052), IPv4-compatible (RFC 4291, deprecated) and
+# IPv4-translated (RFC 2765) addresses. Such an address is as public as its IPv4 one.
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+IPV4_IN_LAST_32_BITS = (
+    NAT64_WELL_KNOWN,
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+)
+# Never public whatever they embed: NAT64 for local use (RFC 8215, each operator places
+# the IPv4 address where it likes) and the deprecated site-local fec0::/10.
+LOCAL_IPV6 = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("fec0::/10"))
+
 
 class BlockedAddress(PermanentError):
     """The destination is private, loopback, link-local or a metadata service."""
@@ -58,6 +71,30 @@ def _parse_allow(entries: Iterable[str]) -> tuple[list[Network], set[str]]:
     return networks, names
 
 
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: 6to4, Teredo, NAT64 and the ::/96 forms."""
+    found: list[ipaddress.IPv4Address] = []
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)  # the Teredo server and the client (de-obfuscated)
+    if _carries_last_32_bits(ip):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def _carries_last_32_bits(ip: ipaddress.IPv6Address) -> bool:
+    # :: and ::1 are the unspecified and loopback addresses, not IPv4-compatible ones.
+    return int(ip) > 1 and any(ip in prefix for prefix in IPV4_IN_LAST_32_BITS)
+
+
+def _public(ip: IPAddress) -> bool:
+    """Globally routable and not a metadata service, judged on this address alone."""
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in LOCAL_IPV6):
+        return False
+    return ip.is_global and ip not in METADATA_ADDRESSES and not ip.is_multicast
+
+
 def _literal(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -73,12 +110,23 @@ class AddressGuard:
         self.resolver = resolver or system_resolver
 
     def address_allowed(self, ip: IPAddress) -> bool:
-        """Whether a connection to `ip` is allowed: public, or listed in BRIDGE_HTTP_ALLOW."""
+        """Whether a connection to `ip` is allowed: public, or listed in BRIDGE_HTTP_ALLOW.
+
+        An IPv6 address that carries an IPv4 one (6to4, Teredo, NAT64, IPv4-compatible
+        or -translated) is public only when that IPv4 address is too.
+        """
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+            ip = ip.ipv4_mapped  # the very same socket address
         if any(ip in network for network in self.networks):
             return True
-        return ip.is_global and ip not in METADATA_ADDRESSES and not ip.is_multicast
+        if isinstance(ip, ipaddress.IPv4Address):
+            return _public(ip)
+        inner = embedded_ipv4(ip)
+        # The last-32-bits prefixes are "reserved" as IPv6 addresses; only what they
+        # carry decides. Every other address must be public itself, and so must its IPv4.
+        if not _carries_last_32_bits(ip) and not _public(ip):
+            return False
+        return all(_public(v4) for v4 in inner)
 
     def name_allowed(self, host: str) -> bool:
         return host.lower().rstrip(".") in self.names
@@ -104,7 +152,11 @@ class AddressGuard:
             for address in addresses:
                 ip = ipaddress.ip_address(address)
                 if not self.address_allowed(ip):
-                    shown = "" if literal is not None else f" ({host} resolves to it)"
+                    notes = [] if literal is not None else [f"{host} resolves to it"]
+                    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+                        inner = [str(v4) for v4 in embedded_ipv4(ip) if not _public(v4)]
+                        notes += [f"it carries the IPv4 address {v4}" for v4 in inner[-1:]]
+                    shown = f" ({'; '.join(notes)})" if notes else ""
                     raise BlockedAddress(
                         f"refused {address}{shown}: a private, loopback, link-local or metadata "
                         "address; list it in BRIDGE_HTTP_ALLOW to allow it"

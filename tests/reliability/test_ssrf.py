@@ -39,6 +39,10 @@ DNS = {
     "aws.example.com": ["169.254.169.254"],
     "azure.example.com": ["168.63.129.16"],
     "alibaba.example.com": ["100.100.100.200"],
+    # DNS64 answers and other IPv6 forms that carry an internal IPv4 address.
+    "dns64-metadata.example.com": ["64:ff9b::a9fe:a9fe"],
+    "dns64-private.example.com": ["64:ff9b::a00:1"],
+    "sixtofour.example.com": ["2002:a9fe:a9fe::"],
 }
 
 
@@ -72,6 +76,22 @@ FORBIDDEN = [
     "https://[::ffff:169.254.169.254]/",
     "https://[fe80::1]/",
     "https://[fd00:ec2::254]/",
+    # IPv6 forms that embed an IPv4 address: NAT64 (well-known and local-use prefixes),
+    # 6to4, IPv4-compatible, IPv4-translated, Teredo, and the deprecated site-local range.
+    "https://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+    "https://[64:ff9b::a00:1]/",
+    "https://[64:ff9b::7f00:1]/",
+    "https://[64:ff9b:1::a00:1]/",
+    "https://[64:ff9b:1:5db8:d8:2200::]/",
+    "https://[2002:a9fe:a9fe::]/",
+    "https://[2002:7f00:1::1]/",
+    "https://[::7f00:1]/",
+    "https://[::a9fe:a9fe]/",
+    "https://[::ffff:0:7f00:1]/",
+    "https://[::ffff:0:a9fe:a9fe]/",
+    "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+    "https://[2001:0:5db8:d822::5601:5601]/",
+    "https://[fec0::1]/",
     "https://10.0.0.1/",
     "https://172.31.255.255/",
     "https://192.168.0.1/",
@@ -98,6 +118,9 @@ FORBIDDEN = [
     "https://aws.example.com/",
     "https://azure.example.com/",
     "https://alibaba.example.com/",
+    "https://dns64-metadata.example.com/",
+    "https://dns64-private.example.com/",
+    "https://sixtofour.example.com/",
     "https://user:pass@127.0.0.1/",
     "https://hooks.example.com@127.0.0.1/",
     "http://hooks.example.com/",
