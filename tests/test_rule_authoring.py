@@ -365,3 +365,25 @@ cases:
         "rules/tests/t.test.yaml:4:26: suppressed maps a rule id to dedupe, throttle, or text "
         "found in the reason",
     ]
+
+
+def test_a_rule_of_another_type_is_named_as_such_even_after_a_stop(project: Path) -> None:
+    (project / "rules" / "stop.yaml").write_text(
+        RULES.replace("  - id: noisy\n", "  - id: noisy\n    stop: true\n    priority: 9\n")
+    )
+    lines = outcome(
+        project,
+        f"""\
+cases:
+  - name: the asset rule is not for proofs, whatever stopped first
+    event: {proof(1)}
+    expect:
+      not_matched:
+        asset-created: "is not for this event type (on: lytho.asset.created)"
+        proof-approved: "was not evaluated: rule 'noisy' matched first with stop: true"
+""",
+    )
+    assert lines == [
+        "ok    rules/tests/t.test.yaml:2: the asset rule is not for proofs, whatever stopped first",
+        "1 passed, 0 failed",
+    ]

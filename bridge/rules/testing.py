@@ -105,6 +105,7 @@ class CaseResult:
     actions: list[RenderedAction] = field(default_factory=list)
     # Matched rules that dedupe or throttle held back for the last event: rule id -> why.
     suppressed: dict[str, str] = field(default_factory=dict)
+    event_type: str | None = None  # of the last event
 
     @property
     def passed(self) -> bool:
@@ -307,6 +308,7 @@ def run_case(
             result.actions.extend(render_actions(event, rule, templates))
         if last:
             result.evaluations = evaluations
+            result.event_type = event.type
     if "matched" in expect:
         _check_matched(result, expect["matched"].plain(), ruleset)
     for action in result.actions:
@@ -351,6 +353,8 @@ def _why_not(result: CaseResult, rule_id: str, ruleset: RuleSet) -> str:
     if evaluation is None:
         if not rule.enabled:
             return f"rule {rule_id!r} is disabled"
+        if result.event_type is not None and rule not in ruleset.candidates(result.event_type):
+            return f"rule {rule_id!r} is not for this event type (on: {', '.join(rule.on)})"
         stopped = next((e.rule.id for e in result.evaluations if e.matched and e.rule.stop), None)
         if stopped:
             return (
