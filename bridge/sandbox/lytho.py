@@ -399,12 +399,18 @@ class LythoSandbox:
     # Controls for tests and demos (no auth, no rate limit).
 
     async def control_edit_asset(self, request: Request) -> Response:
-        """Merge fields into an asset as if someone edited it in Lytho."""
+        """Merge fields into an asset as if someone edited it in Lytho.
+
+        `?touch=false` keeps its version and modification date, as Lytho does for fields
+        that move by themselves (a view count, a link signed anew).
+        """
         body = _object_body(await read_json(request))
+        touch = request.query_params.get("touch", "true").lower() not in ("false", "0", "no")
         with self.core.lock:
             asset = self._asset(request)
             asset.update({k: v for k, v in body.items() if k not in ("id", "version")})
-            self._touch(asset)
+            if touch:
+                self._touch(asset)
             return JSONResponse(copy.deepcopy(asset))
 
     async def control_create_asset(self, request: Request) -> Response:

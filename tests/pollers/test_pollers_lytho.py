@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import httpx
 import pytest
 
 from bridge.context import Context
@@ -49,12 +53,14 @@ async def test_untag_and_edit_are_an_untagged_and_an_updated_event(
     events = {e.type: e for e in await stored_events(context)}
     assert set(events) == {"lytho.asset.untagged", "lytho.asset.updated"}
     assert events["lytho.asset.untagged"].data["removed_tags"] == ["draft"]
-    assert dict(events["lytho.asset.updated"].changes) == {
-        "description": {
-            "from": "Spring story video, uploaded for the demo tenant.",
-            "to": "Final cut",
-        }
+    updated = events["lytho.asset.updated"]
+    assert updated.changes["description"] == {
+        "from": "Spring story video, uploaded for the demo tenant.",
+        "to": "Final cut",
     }
+    # Every differing field but the tags, which have their event: the version moved twice.
+    assert sorted(updated.changes) == ["description", "modificationDate", "version"]
+    assert updated.changes["version"] == {"from": 1, "to": 3}
 
 
 async def test_a_new_asset_is_a_created_event(context: Context, sandboxes: Sandboxes) -> None:
@@ -134,3 +140,144 @@ def test_asset_events_carry_tag_names_and_metadata_values_for_rules() -> None:
     assert tagged.data["added_tags"] == ["spring-2026"]
     # The asset as Lytho gave it is still all there.
     assert tagged.data["tags"] == asset["tags"] and tagged.data["metadata"] == asset["metadata"]
+
+
+# Changes outside any list of fields: Lytho's asset model is not fully documented.
+
+
+def edit_quietly(sandboxes: Sandboxes, asset_id: int, **fields: Any) -> None:
+    """Change fields without a new version, as Lytho does for a view count or a link."""
+    url = f"{sandboxes.lytho}/_sandbox/assets/{asset_id}?touch=false"
+    response = httpx.patch(url, json=fields, timeout=5)
+    assert response.status_code == 200, response.text
+
+
+async def test_a_status_field_no_list_names_is_an_updated_event(
+    context: Context, sandboxes: Sandboxes
+) -> None:
+    sandboxes.edit_asset(1004, status="in_review")
+    before = sandboxes.lytho_state()["assets"]["1004"]
+    dam = poller(context, "lytho")
+    await poll(dam)
+    sandboxes.edit_asset(1004, status="approved")
+    await poll(dam)
+    await poll(dam)  # the same state seen again emits nothing more
+    [event] = await stored_events(context)
+    assert (event.type, event.subject) == ("lytho.asset.updated", "1004")
+    # (The sandbox's modification date counts seconds: it moved only if a second passed.)
+    assert {k: v for k, v in event.changes.items() if k != "modificationDate"} == {
+        "status": {"from": "in_review", "to": "approved"},
+        "version": {"from": before["version"], "to": before["version"] + 1},
+    }
+    assert event.data["status"] == "approved"
+
+
+async def test_custom_metadata_and_nested_fields_list_each_differing_key(
+    context: Context, sandboxes: Sandboxes
+) -> None:
+    sandboxes.edit_asset(1001, customFields={"approval": "pending", "region": "EU"})
+    dam = poller(context, "lytho")
+    await poll(dam)
+    metadata = [
+        {"name": "status", "value": "approved"},
+        {"name": "campaign", "value": "spring-2026"},
+    ]
+    sandboxes.edit_asset(
+        1001, metadata=metadata, customFields={"region": "EU", "approval": "approved"}
+    )
+    await poll(dam)
+    [event] = await stored_events(context)
+    assert event.type == "lytho.asset.updated"
+    assert sorted(set(event.changes) - {"modificationDate"}) == [
+        "customFields",
+        "customFields.approval",
+        "metadata",
+        "metadata.status",
+        "version",
+    ]
+    # A map is listed whole and by each key that differs; its key order is no change.
+    assert event.changes["metadata"] == {
+        "from": {"campaign": "spring-2026"},
+        "to": {"campaign": "spring-2026", "status": "approved"},
+    }
+    assert event.changes["metadata.status"] == {"from": None, "to": "approved"}
+    assert event.changes["customFields.approval"] == {"from": "pending", "to": "approved"}
+    assert event.data["metadata_values"] == {"status": "approved", "campaign": "spring-2026"}
+
+
+async def test_a_version_only_change_is_an_updated_event_once(
+    context: Context, sandboxes: Sandboxes
+) -> None:
+    dam = poller(context, "lytho")
+    await poll(dam)
+    sandboxes.edit_asset(1006)  # a new version with the same fields (say, a re-upload)
+    await poll(dam)
+    await poll(dam)
+    [event] = await stored_events(context)
+    assert (event.type, event.subject) == ("lytho.asset.updated", "1006")
+    assert set(event.changes) - {"modificationDate"} == {"version"}
+    assert event.changes["version"] == {"from": 1, "to": 2}
+
+
+async def test_volatile_fields_are_no_event_but_a_link_to_another_file_is(
+    context: Context, sandboxes: Sandboxes
+) -> None:
+    link = "https://cdn.example.test/t1/1002/square.png"
+    sandboxes.edit_asset(
+        1002,
+        viewCount=10,
+        downloadUrl=f"{link}?X-Amz-Expires=300&X-Amz-Signature=aa11",
+        renditions=[{"size": "thumb", "url": f"{link}?w=64&sig=bb22"}],
+    )
+    dam = poller(context, "lytho")
+    await poll(dam)
+    # Viewed, and its links signed anew: the asset did not change.
+    edit_quietly(
+        sandboxes,
+        1002,
+        viewCount=11,
+        lastViewedDate="2026-12-01T10:00:00Z",
+        downloadUrl=f"{link}?X-Amz-Expires=300&X-Amz-Signature=cc33",
+        renditions=[{"size": "thumb", "url": f"{link}?w=64&sig=dd44"}],
+    )
+    await poll(dam)
+    assert await stored_events(context) == []
+    # The same kind of field, now pointing at another file: a change, even without a version.
+    other = "https://cdn.example.test/t1/1002/square-v2.png"
+    edit_quietly(sandboxes, 1002, downloadUrl=f"{other}?X-Amz-Signature=ee55", viewCount=12)
+    await poll(dam)
+    [event] = await stored_events(context)
+    assert (event.type, event.subject) == ("lytho.asset.updated", "1002")
+    assert dict(event.changes) == {"downloadUrl": {"from": link, "to": other}}
+    assert event.data["downloadUrl"] == f"{other}?X-Amz-Signature=ee55"
+
+
+async def test_a_snapshot_of_the_first_format_reports_no_change_on_upgrade(
+    context: Context, sandboxes: Sandboxes
+) -> None:
+    dam = poller(context, "lytho")
+    await poll(dam)
+    # Rewrite the snapshot as a version before this one kept it: a few fields only.
+    key = f"{context.settings.key_prefix}poll:lytho:assets"
+    for asset_id, asset in sandboxes.lytho_state()["assets"].items():
+        entry = {name: asset.get(name) for name in lytho.COMPARED_V1}
+        entry["metadata"] = lytho.metadata_values(asset["metadata"])
+        entry.update(
+            tags=lytho.tag_names(asset),
+            id=asset["id"],
+            version=asset["version"],
+            modified=asset["modificationDate"],
+        )
+        if asset_id == "1008":
+            entry["description"] = "An older description"
+        await context.redis.hset(key, asset_id, json.dumps(entry))
+    await poll(dam)
+    # Fields the old entries did not keep are no change; the one real difference is.
+    [event] = await stored_events(context)
+    assert (event.type, event.subject) == ("lytho.asset.updated", "1008")
+    assert list(event.changes) == ["description"]
+    # The snapshot is of the current format now, and the next pass is silent.
+    raw = await context.redis.hget(key, "1001")
+    assert json.loads(raw)["v"] == lytho.FORMAT
+    await poll(dam)
+    assert len(await stored_events(context)) == 1

@@ -6,14 +6,22 @@ untagged since the snapshot becomes an event when its page is read. An asset tha
 whole pass did not see may have moved between pages while they shifted, so it is only
 reported deleted after a GET of it answers 404.
 
-Redis (under `<prefix>poll:lytho:`): `assets` (id → compact fields), `seen` (ids read in
-this pass), `gone` (ids to confirm with a GET), `state` (`page`, `pass`, `seeded`).
+Lytho's asset model is not fully documented, so every field counts: an asset whose
+version or modification date moved, or any of whose fields changed, is `updated` (or
+`tagged`/`untagged` when its tags are what changed), except for a short list of fields
+that move by themselves (`IGNORED`, and the signature of signed links).
+
+Redis (under `<prefix>poll:lytho:`): `assets` (id → the asset without its volatile fields),
+`seen` (ids read in this pass), `gone` (ids to confirm with a GET), `state` (`page`,
+`pass`, `seeded`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from bridge.clients.lytho import LYTHO_PATHS, MAX_PAGE_SIZE, LythoClient
 from bridge.errors import ClientError, ConfigError, PermanentError
@@ -24,7 +32,7 @@ from bridge.ingress.pollers.snapshot import (
     Commit,
     Compact,
     Snapshot,
-    changes,
+    encode,
     polled_event,
     record,
 )
@@ -39,8 +47,31 @@ DELETED: Final = "lytho.asset.deleted"
 TAGGED: Final = "lytho.asset.tagged"
 UNTAGGED: Final = "lytho.asset.untagged"
 EVENT_TYPES: Final = (CREATED, UPDATED, DELETED, TAGGED, UNTAGGED)
-# Fields whose change is `lytho.asset.updated`; tags have events of their own.
-COMPARED: Final = (
+# Fields that move without the asset changing: a view or download count, when it was last
+# looked at. Never compared, at any depth, and never an event of their own.
+IGNORED: Final = frozenset(
+    {
+        "viewCount",
+        "downloadCount",
+        "views",
+        "downloads",
+        "lastViewedDate",
+        "lastDownloadDate",
+        "lastAccessDate",
+    }
+)
+# A link whose query carries one of these is signed: Lytho may sign it anew on every read,
+# so it is compared without its query (a link to another file is still a change).
+SIGNATURE_PARAMS: Final = frozenset(
+    {"signature", "sig", "x-amz-signature", "x-goog-signature", "token", "expires"}
+)
+# Fields that an `updated` event does not report on their own: tags have events of their
+# own, and a version or date that moved with the tags is explained by those events.
+BOOKKEEPING: Final = ("version", "modificationDate")
+# The snapshot entry's format: 2 keeps the whole asset (`{"v": 2, "asset": {…}}`); an
+# entry without `v` is of the first format, which kept only a few fields (`COMPARED_V1`).
+FORMAT: Final = 2
+COMPARED_V1: Final = (
     "name",
     "fileName",
     "description",
@@ -49,6 +80,7 @@ COMPARED: Final = (
     "expirationDate",
     "metadata",
 )
+_SIGNED_URL = re.compile(r"^https?://[^?#]+\?", re.IGNORECASE)
 
 
 def tag_names(asset: Mapping[str, Any]) -> list[str]:
@@ -61,23 +93,87 @@ def tag_names(asset: Mapping[str, Any]) -> list[str]:
     return sorted(set(names))
 
 
+def metadata_values(metadata: Any) -> Any:
+    """Lytho's `[{name, value}]` metadata as a `{name: value}` map (anything else as is)."""
+    if not isinstance(metadata, list):
+        return metadata
+    return {str(m.get("name")): m.get("value") for m in metadata if isinstance(m, Mapping)}
+
+
+def _signed(value: str) -> bool:
+    if not _SIGNED_URL.match(value):
+        return False
+    query = urlsplit(value).query
+    return any(name.lower() in SIGNATURE_PARAMS for name, _ in parse_qsl(query, True))
+
+
+def _stable(value: Any) -> Any:
+    """`value` without what moves by itself: ignored keys, the query of signed links."""
+    if isinstance(value, Mapping):
+        return {str(k): _stable(v) for k, v in value.items() if k not in IGNORED}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    if isinstance(value, str) and _signed(value):
+        return urlunsplit(urlsplit(value)._replace(query="", fragment=""))
+    return value
+
+
 def compact(asset: Mapping[str, Any]) -> Compact:
-    """What the snapshot keeps of an asset: the compared fields, its tags and version."""
-    out: Compact = {name: asset.get(name) for name in COMPARED}
-    metadata = asset.get("metadata")
-    if isinstance(metadata, list):
-        out["metadata"] = {
-            str(m.get("name")): m.get("value") for m in metadata if isinstance(m, Mapping)
-        }
-    out["tags"] = tag_names(asset)
-    out["id"] = asset.get("id")
-    out["version"] = asset.get("version")
-    out["modified"] = asset.get("modificationDate")
-    return out
+    """What the snapshot keeps of an asset: every field but the volatile ones.
+
+    Tags are kept as their sorted names and metadata as a `{name: value}` map, so that a
+    reordering is no change.
+    """
+    fields = _stable({k: v for k, v in asset.items() if k not in ("tags", "metadata")})
+    if "metadata" in asset:
+        fields["metadata"] = _stable(metadata_values(asset["metadata"]))
+    fields["tags"] = tag_names(asset)
+    return {"v": FORMAT, "asset": fields}
+
+
+def _fields(entry: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The asset fields of a snapshot entry, and whether it is of the first format."""
+    if entry.get("v") == FORMAT and isinstance(entry.get("asset"), Mapping):
+        return dict(entry["asset"]), False
+    # The first format: the compared fields, `tags`, `id`, `version` and `modified`.
+    fields = {k: v for k, v in entry.items() if k != "modified"}
+    fields["modificationDate"] = entry.get("modified")
+    return fields, True
 
 
 def _version(entry: Mapping[str, Any]) -> Any:
-    return entry.get("version") if entry.get("version") is not None else entry.get("modified")
+    fields, _ = _fields(entry)
+    version = fields.get("version")
+    return version if version is not None else fields.get("modificationDate")
+
+
+def _same(a: Any, b: Any) -> bool:
+    # By their JSON, so that 1, 1.0 and true are three values, and key order is no change.
+    return a == b and encode({"v": a}) == encode({"v": b})
+
+
+def differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
+) -> dict[str, dict[str, Any]]:
+    """`{field: {"from", "to"}}` for every field whose value differs, nested maps too.
+
+    A field that is a map on both sides is listed as a whole and, below it, by each of its
+    keys that differs (`metadata` and `metadata.status`), so a rule can ask for either.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if _same(before, after):
+            continue
+        out[prefix + name] = {"from": before, "to": after}
+        if isinstance(before, Mapping) and isinstance(after, Mapping):
+            out.update(differences(before, after, f"{prefix}{name}."))
+    return out
+
+
+def changed(old: Compact | None, new: Compact) -> bool:
+    """Whether the snapshot entry must be written again."""
+    return old is None or encode(old) != encode(new)
 
 
 def asset_events(asset: Mapping[str, Any], old: Compact | None) -> list[Event]:
@@ -87,18 +183,25 @@ def asset_events(asset: Mapping[str, Any], old: Compact | None) -> list[Event]:
     version = _version(new)
     when = asset.get("modificationDate")
     time = when if isinstance(when, str) and when else None
+    now, _ = _fields(new)
     # Lytho gives tags as objects and metadata as a list; rules read names and values:
     # `{path: data.tag_names, contains: hero}`, `data.metadata_values.campaign`.
-    data = {**asset, "tag_names": new["tags"], "metadata_values": new.get("metadata", {})}
+    values = now.get("metadata") if isinstance(now.get("metadata"), dict) else {}
+    data = {**asset, "tag_names": now["tags"], "metadata_values": values}
     if old is None:
         return [polled_event(SOURCE, CREATED, object_id, version, data, time=time)]
+    then, first_format = _fields(old)
+    if first_format:
+        # A snapshot written before every field was kept: compare what it has, so that an
+        # upgrade does not report every asset as changed.
+        now = {k: v for k, v in now.items() if k in then}
+    before, after = set(then.get("tags") or []), set(now.get("tags") or [])
+    edited = {k: v for k, v in differences(then, now).items() if k != "tags"}
     events = []
-    edited = changes(old, new, COMPARED)
-    if edited:
+    if any(k not in BOOKKEEPING for k in edited) or (edited and before == after):
         events.append(
             polled_event(SOURCE, UPDATED, object_id, version, data, change=edited, time=time)
         )
-    before, after = set(old.get("tags") or []), set(new["tags"])
     tags = {"tags": {"from": sorted(before), "to": sorted(after)}}
     if after - before:
         added = {**data, "added_tags": sorted(after - before)}
@@ -115,7 +218,8 @@ def asset_events(asset: Mapping[str, Any], old: Compact | None) -> list[Event]:
 
 def deleted_event(object_id: str, old: Compact) -> Event:
     """`lytho.asset.deleted`, with what the snapshot last knew of the asset."""
-    data = {k: v for k, v in old.items() if k not in ("version", "modified")}
+    fields, _ = _fields(old)
+    data = {k: v for k, v in fields.items() if k not in BOOKKEEPING}
     data.setdefault("id", object_id)
     return polled_event(SOURCE, DELETED, object_id, _version(old), data)
 
@@ -182,7 +286,7 @@ class LythoAssetPoller:
             for asset in items:
                 object_id = str(asset["id"])
                 old, new = known.get(object_id), compact(asset)
-                if old != new:
+                if changed(old, new):
                     commit.put(snap.key("assets"), object_id, new)
                     if seeded:
                         events += asset_events(asset, old)
@@ -220,7 +324,7 @@ class LythoAssetPoller:
                 events.append(deleted_event(object_id, old))
         else:
             new = compact(asset)
-            if old != new:
+            if changed(old, new):
                 commit.put(snap.key("assets"), object_id, new)
                 events += asset_events(asset, old)
         return await record(self.store, snap, events, commit)
