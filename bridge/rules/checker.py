@@ -202,7 +202,8 @@ class Checker:
                 f"{name}{self.in_rule} reads {node.value!r}: the rest of the line "
                 f"({comment!r}) is a YAML comment, because ' #' starts one; if it belongs "
                 f"to the value, quote the whole value "
-                f'({name.rsplit(".", 1)[-1]}: "{node.value} {comment}")',
+                f'({name.rsplit(".", 1)[-1]}: "{node.value} {comment}"); '
+                "if it is a comment, put a space after '#'",
             )
 
     def expression_problem(self, expression: str) -> str | None:

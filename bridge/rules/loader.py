@@ -308,7 +308,14 @@ class FileChecker(WhenChecker, StepChecker):
         types: list[str] = []
         for item in items:
             value = item.value
-            if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+            if value is None and item.comment:
+                bare = str(item.comment).lstrip("#").strip()
+                self.error(
+                    item,
+                    f"'on'{self.in_rule} is empty: {item.comment!r} after 'on:' is a YAML "
+                    f"comment, not the value; event types have no '#': write on: {bare}",
+                )
+            elif not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
                 self.error(item, f"event type {value!r}{self.in_rule} is not valid; {expected}")
             else:
                 types.append(value)
