@@ -218,18 +218,24 @@ class RuleRun:
         attempt = await store.count(self.attempts_key, step.key, 1, ttl)
         trace = {**self.who, "step": step.key, "uses": step.uses, "attempt": attempt}
         begun = time.monotonic()
+        # One budget for the whole step: its `if:`, its parameters, any template file its
+        # action renders, and the action's calls.
+        deadline = begun + self.bridge.settings.step_timeout_seconds
         try:
-            if not should_run(step, context, templates):
-                result: dict[str, Any] = {"skipped": True}
-                await self._finish(step, result, trace | {"status": "skipped"})
-                return result
-            params = templates.render_value(dict(step.with_), context, escape=step.escape)
-            # What was sent, as sent (secrets masked): the dashboard shows this, it never
-            # renders a rule's templates again.
-            trace["params"] = self._shown_params(params)
-            call = StepCall(params, context, self.event.id, self.rule.id, step.key)
-            async with asyncio.timeout(self.bridge.settings.step_timeout_seconds):
-                result = await actions[step.uses].run(self.bridge, call)
+            with templates.deadline(deadline):
+                if not should_run(step, context, templates):
+                    result: dict[str, Any] = {"skipped": True}
+                    await self._finish(step, result, trace | {"status": "skipped"})
+                    return result
+                params = templates.render_value(
+                    dict(step.with_), context, escape=step.escape, deadline=deadline
+                )
+                # What was sent, as sent (secrets masked): the dashboard shows this, it
+                # never renders a rule's templates again.
+                trace["params"] = self._shown_params(params)
+                call = StepCall(params, context, self.event.id, self.rule.id, step.key)
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    result = await actions[step.uses].run(self.bridge, call)
         except RateLimited as exc:
             # A rate limit is not the step's fault: wait as told and spend no try.
             await store.count(self.attempts_key, step.key, -1, ttl)
@@ -246,7 +252,15 @@ class RuleRun:
                 exc.retry_after,
             )
             raise Retry(defer=exc.retry_after) from None
-        except (PermanentError, TemplateError) as exc:
+        except TemplateError as exc:
+            message = str(exc)
+            if time.monotonic() >= deadline:
+                message += (
+                    f" (a step has {self.bridge.settings.step_timeout_seconds:g} s in all, "
+                    "BRIDGE_STEP_TIMEOUT, for its if:, its parameters and its action)"
+                )
+            return await self._failed(step, message, attempt, trace, begun, final=True)
+        except PermanentError as exc:
             return await self._failed(step, str(exc), attempt, trace, begun, final=True)
         except (ClientError, TimeoutError) as exc:
             message = str(exc) or f"timed out after {self.bridge.settings.step_timeout_seconds} s"

@@ -64,3 +64,43 @@ def test_large_params_are_traced_as_a_bounded_preview(bridge: Bridge) -> None:
     assert params["bytes"] == len('{"channel":"#sales","text":"order 3 by Ana"}') + 30_000
     assert params["preview"].startswith('{"channel":"#sales","text":"order 3 by Ana')
     assert len(params["preview"]) == 2048
+
+
+SLOW = """
+id: slow-template
+on: shop.order.paid
+actions:
+  - id: notify
+    uses: slack.post
+    with:
+      channel: "#sales"
+      text: >-
+        {% for i in range(10000) %}{% for j in range(100) %}{% if data.a == data.b %}{% endif
+        %}{% endfor %}{% endfor %}done
+"""
+
+
+def test_rendering_counts_inside_the_step_timeout(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """A template slower than the step's whole budget fails the step (for good, a clear
+    message) instead of running on outside the step timeout and posting anyway."""
+    with running_bridge(redis_url, key_prefix, tmp_path, BRIDGE_STEP_TIMEOUT="0.5") as bridge:
+        bridge.write_rule("slow.yaml", SLOW)
+        bridge.start_slack()
+        bridge.start_web()
+        bridge.start_worker()
+        # Two equal 400 KB strings: each comparison reads them both, so the loop's time,
+        # not its number of operations, is what runs out.
+        blob = "x" * 400_000
+        data = {"a": blob, "b": "".join(["x"] * 400_000)}
+        assert bridge.post({"id": "t-1", "type": "shop.order.paid", "data": data}).status_code
+        [letter] = wait_for(bridge.dead_letters, what="the slow template's dead letter")
+        assert letter["step"] == "notify"
+        assert "exceeded its budget of" in letter["error"]
+        assert letter["error"].endswith(
+            "(a step has 0.5 s in all, BRIDGE_STEP_TIMEOUT, for its if:, its parameters "
+            "and its action)"
+        )
+        assert letter["attempts"] == 1  # a template error is not tried again
+        assert bridge.slack.received() == []
