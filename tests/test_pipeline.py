@@ -169,10 +169,15 @@ def test_secrets_never_reach_logs_or_error_bodies(
         assert bridge.post(proof("p-8")).status_code == 202
         [letter] = wait_for(bridge.dead_letters, what="the invalid_auth dead letter")
         assert letter["error"] == "Slack chat.postMessage → invalid_auth; check SLACK_BOT_TOKEN"
+        # The trace entry and the log line are written after the dead letter: wait for them.
+        wait_for(
+            lambda: bridge.trace_has("p-8", "run", status="dead_lettered"),
+            what="the run's dead_lettered trace entry",
+        )
+        wait_for(lambda: "invalid_auth" in bridge.worker_logs(), what="the failure's log line")
         everything = bad.text + bridge.worker_logs() + str(bridge.trace("p-8")) + str(letter)
         for secret in (wrong_token, SECRET, SECRET.removeprefix("whsec_")):
             assert secret not in everything
-        assert "invalid_auth" in bridge.worker_logs()
 
 
 @pytest.mark.slow
@@ -211,12 +216,14 @@ def test_a_broken_rule_change_keeps_the_last_good_set(bridge: Bridge) -> None:
         ),
         what="/readyz to report the stale rule set",
     )
+    # Degraded, still routed to: a status and a count, no rule error text or path.
     assert ready.status_code == 200
-    assert ready.json()["warnings"] == [
-        "the rule files changed and are invalid; running the last good set"
-    ]
-    [error] = ready.json()["rule_errors"]
-    assert "unknown operator 'equals'" in error and error.startswith(f"{bridge.rules_dir}")
+    assert ready.json() == {
+        "status": "degraded",
+        "checks": {"redis": "ok", "worker": "ok", "rules": "stale"},
+        "rule_problems": 1,
+    }
+    assert str(bridge.rules_dir) not in ready.text and "equals" not in ready.text
     # Events still run on the last good set.
     assert bridge.post(proof("p-11")).status_code == 202
     messages = wait_for(lambda: bridge.slack.received("#creative"), what="the message")
