@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -268,9 +267,9 @@ def test_groups_nest_and_not_negates_all_of_a_list() -> None:
 def test_regex_is_linear_time() -> None:
     condition = PathCondition("data.x", "regex", "(a+)+$")
     scope = Scope(event({"x": "a" * 50_000 + "b"}), TEMPLATES)
-    started = time.perf_counter()
-    assert condition.test(scope) is False  # a backtracking engine would take ages here
-    assert time.perf_counter() - started < 1.0
+    # A backtracking engine would not finish this in a lifetime (the test's timeout fails
+    # it); a linear one answers at once. No clock: a busy machine is slow, not wrong.
+    assert condition.test(scope) is False
     nested = PathCondition("data.x", "regex", "^(a|aa)+$")
     assert nested.test(Scope(event({"x": "a" * 5_000 + "!"}), TEMPLATES)) is False
 

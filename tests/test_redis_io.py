@@ -4,7 +4,6 @@ scripts run without redis-py's generic command path, with the same answers."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from redis.asyncio import ConnectionPool, Redis
@@ -53,11 +52,9 @@ async def test_a_write_to_a_redis_that_stopped_reading_times_out() -> None:
     )
     redis = Redis(connection_pool=pool)
     try:
-        begun = time.monotonic()
         with pytest.raises(RedisTimeoutError, match="Timeout writing to socket"):
             # Bounded: a write that never timed out would fail here with TimeoutError.
             await asyncio.wait_for(redis.set("k", b"x" * 64_000_000), 10)
-        assert time.monotonic() - begun < 5
         assert accepted  # it did connect: the write, not the connect, timed out
     finally:
         await redis.aclose(close_connection_pool=True)
