@@ -52,6 +52,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bridge.logs import configure_logging
+    from bridge.web.server import uvicorn_options
 
     settings = _settings()
     configure_logging(settings)
@@ -63,7 +64,8 @@ def cmd_web(args: argparse.Namespace) -> int:
         "proxy_headers": True,
         "timeout_graceful_shutdown": 20,
         "loop": event_loop_name(),
-        "http": "httptools",
+        # httptools, with a read timeout, bounded headers and a connection limit.
+        **uvicorn_options(settings),
     }
     if settings.web_concurrency == 1:
         from bridge.web.app import create_app

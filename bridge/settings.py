@@ -184,6 +184,9 @@ class Settings:
     dedup_ttl_seconds: int = 7 * 24 * 3600
     trace_ttl_seconds: int = 7 * 24 * 3600
     webhook_tolerance_seconds: int = 300
+    # Seconds a client has to send one whole request, and connections per web process.
+    web_read_timeout: float = 15.0
+    web_max_connections: int = 1000
     worker_poll_delay: float = 0.5
     worker_max_jobs: int = 50
     step_timeout_seconds: float = 10.0
@@ -269,6 +272,8 @@ class Settings:
             dedup_ttl_seconds=_int(env, "BRIDGE_DEDUP_TTL", 7 * 24 * 3600, minimum=60),
             trace_ttl_seconds=_int(env, "BRIDGE_TRACE_TTL", 7 * 24 * 3600, minimum=60),
             webhook_tolerance_seconds=_int(env, "BRIDGE_WEBHOOK_TOLERANCE", 300, minimum=1),
+            web_read_timeout=_float(env, "BRIDGE_WEB_READ_TIMEOUT", 15.0, minimum=0.1),
+            web_max_connections=_int(env, "BRIDGE_WEB_MAX_CONNECTIONS", 1000, minimum=2),
             worker_poll_delay=_float(env, "BRIDGE_WORKER_POLL_DELAY", 0.5, minimum=0.001),
             worker_max_jobs=_int(env, "BRIDGE_WORKER_MAX_JOBS", 50, minimum=1),
             step_timeout_seconds=_float(env, "BRIDGE_STEP_TIMEOUT", 10.0, minimum=0.1),

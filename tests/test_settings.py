@@ -18,6 +18,13 @@ def test_defaults_follow_the_design() -> None:
     assert s.lytho_api_url == "https://openapi.lytho.io/v1/"
     assert s.max_body_bytes == 1024 * 1024
     assert s.allow_unsigned is False
+    assert s.web_read_timeout == 15.0
+    assert s.web_max_connections == 1000
+
+
+def test_the_web_servers_bounds_can_be_set() -> None:
+    s = Settings.from_env({"BRIDGE_WEB_READ_TIMEOUT": "2.5", "BRIDGE_WEB_MAX_CONNECTIONS": "50"})
+    assert (s.web_read_timeout, s.web_max_connections) == (2.5, 50)
 
 
 def test_per_source_secret_wins_over_the_default() -> None:
@@ -42,6 +49,14 @@ def test_per_source_secret_wins_over_the_default() -> None:
         ({"BRIDGE_POLL_INTERVAL": "2"}, "BRIDGE_POLL_INTERVAL has value 2; the minimum is 5"),
         ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY has value 0; the minimum is 1"),
         ({"WEB_CONCURRENCY": "65"}, "WEB_CONCURRENCY has value 65; the maximum is 64"),
+        (
+            {"BRIDGE_WEB_READ_TIMEOUT": "soon"},
+            "BRIDGE_WEB_READ_TIMEOUT has value 'soon'; expected a number",
+        ),
+        (
+            {"BRIDGE_WEB_MAX_CONNECTIONS": "1"},
+            "BRIDGE_WEB_MAX_CONNECTIONS has value 1; the minimum is 2",
+        ),
         (
             {"BRIDGE_WEBHOOK_SCHEME_SHOP": "hmac"},
             "BRIDGE_WEBHOOK_SCHEME_SHOP has value 'hmac'; use standard or github",

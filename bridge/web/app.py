@@ -100,7 +100,9 @@ def create_app_from_env() -> Starlette:
     """The app of one of several `bridge web` processes (WEB_CONCURRENCY > 1): uvicorn
     starts each process afresh, so it reads its settings and sets up its logs itself."""
     from bridge.logs import configure_logging
+    from bridge.web.server import configure
 
     settings = Settings.from_env()
     configure_logging(settings)
+    configure(settings)  # this process's read timeout (the supervisor's is not inherited)
     return create_app(settings)
