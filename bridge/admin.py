@@ -1,4 +1,8 @@
-"""Operations on stored events and dead letters, shared by the CLI and the admin API."""
+"""Operations on stored events and dead letters, shared by the CLI and the admin API.
+
+What they read is what was stored, secrets masked; a record that cannot be decoded is
+returned as a note saying so, never as an exception that hides every other record.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,38 @@ from bridge.context import Context
 from bridge.deadletters import DeadLetter, DeadLetters
 from bridge.events import Event
 from bridge.store import Job
+from bridge.traces import redact
+
+# What a stored record that is not what its reader expects can raise while decoded.
+UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deep"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 async def event_with_trace(
     bridge: Context, event_id: str
 ) -> tuple[Event, list[dict[str, Any]]] | None:
-    """A stored event and its trace, or None when the event is unknown (or expired)."""
-    event = await bridge.store.get_event(event_id)
+    """A stored event and its trace, secrets masked; None when unknown (or expired)."""
+    secrets = bridge.settings.secrets()
+    try:
+        event = await bridge.store.get_event(event_id)
+    except UNREADABLE as exc:
+        event = Event(
+            id=event_id,
+            source="",
+            type="",
+            data={"unreadable": f"the stored event cannot be read: {_why(exc)}"},
+        )
     if event is None:
         return None
-    return event, await bridge.tracer.read(event_id)
+    entries = redact(await bridge.tracer.read(event_id), secrets)
+    if secrets:
+        event = Event.from_dict(redact(event.to_dict(), secrets))
+    return event, entries
 
 
 async def replay(bridge: Context, event_id: str) -> str | None:
@@ -34,7 +60,35 @@ async def replay(bridge: Context, event_id: str) -> str | None:
 
 
 async def dead_letters(bridge: Context, limit: int = 100) -> list[DeadLetter]:
-    return await DeadLetters(bridge).list(limit)
+    """The newest dead letters first; one that cannot be decoded is listed with why."""
+    letters = DeadLetters(bridge)
+    try:
+        return await letters.list(limit)
+    except UNREADABLE:
+        pass
+    # One bad letter must not hide the others: read them one by one.
+    found: list[DeadLetter] = []
+    ids = await bridge.redis.zrevrange(bridge.keys.dead_letter_index, 0, max(0, limit - 1))
+    for raw_id in ids:
+        letter_id = raw_id.decode("utf-8", "replace")
+        try:
+            letter = await letters.get(letter_id)
+        except UNREADABLE as exc:
+            letter = DeadLetter(
+                id=letter_id,
+                event_id="",
+                rule_id="",
+                run="",
+                step="",
+                uses="",
+                error=f"this dead letter cannot be read: {_why(exc)}",
+                attempts=0,
+                failed_at=0.0,
+                event={},
+            )
+        if letter is not None:
+            found.append(letter)
+    return found
 
 
 async def retry_dead_letter(bridge: Context, letter_id: str) -> DeadLetter | None:

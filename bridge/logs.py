@@ -1,4 +1,9 @@
-"""Logging: readable lines in development, JSON lines in production; secrets always redacted."""
+"""Logging: readable lines in development, JSON lines in production; secrets always redacted.
+
+One record is one line: in the text format, control characters that a message carries (an
+event id with a newline, say) are written as escapes, and the lines of a traceback are
+indented, so no value can forge a log line of its own.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,22 @@ import sys
 from collections.abc import Iterable
 
 from bridge.settings import Settings
+from bridge.traces import MASK, printable
 
-REDACTED = "**********"
+REDACTED = MASK
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats a record, then replaces every configured secret by asterisks."""
+    """Formats a record as one line (or one JSON object), every configured secret masked."""
 
     def __init__(self, secrets: Iterable[str], *, as_json: bool) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        # Also as JSON and repr() write them: a secret with a quote or a backslash.
+        self.secrets = sorted(
+            {form for s in secrets if s for form in (s, json.dumps(s)[1:-1], repr(s)[1:-1])},
+            key=len,
+            reverse=True,
+        )
         self.as_json = as_json
 
     def redact(self, text: str) -> str:
@@ -26,17 +37,31 @@ class RedactingFormatter(logging.Formatter):
         return text
 
     def format(self, record: logging.LogRecord) -> str:
-        if not self.as_json:
-            return self.redact(super().format(record))
-        entry = {
-            "time": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        # Masked before encoding: a secret with a quote or a backslash is written escaped.
+        message = self.redact(record.getMessage())
+        details = ""
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return self.redact(json.dumps(entry))
+            details = self.formatException(record.exc_info)
+        if record.stack_info:
+            details = (details + "\n" if details else "") + self.formatStack(record.stack_info)
+        details = self.redact(details)
+        if self.as_json:
+            entry = {
+                "time": self.formatTime(record),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": message,
+            }
+            if details:
+                entry["exception"] = details
+            return self.redact(json.dumps(entry))
+        line = (
+            f"{self.formatTime(record)} {record.levelname:<7} {printable(record.name)}: "
+            f"{printable(message)}"
+        )
+        for detail in details.split("\n") if details else ():
+            line += "\n    " + printable(detail)
+        return self.redact(line)
 
 
 def configure_logging(settings: Settings, *, level: int | None = None) -> None:

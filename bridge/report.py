@@ -1,88 +1,130 @@
-"""Readable text for people: traces, condition trees and tables printed by the CLI."""
+"""Readable text for people: traces, condition trees and tables printed by the CLI.
+
+Every line is safe for a terminal: secrets masked, control characters and lone surrogates
+written as escapes (an event id cannot move the cursor or forge a line), nothing nested
+deeper than a page could show.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.events import Event
 from bridge.rules.explain import stored_tree_lines
+from bridge.traces import displayable, printable
 
 OK, FAIL = "✓", "✗"
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    text = json.dumps(displayable(value), ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _clock(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3]
+def _clock(at: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(at), UTC).strftime("%H:%M:%S.%f")[:-3]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "??:??:??.???"
 
 
-def trace_lines(event: Event, entries: Sequence[dict[str, Any]]) -> list[str]:
-    """What happened to an event, oldest first."""
-    lines = [f"event {event.id}  {event.type}  from {event.source}  at {event.time}"]
-    if event.subject:
-        lines.append(f"  subject: {event.subject}")
-    lines.append(f"  data: {_short(event.data, 200)}")
+def trace_lines(
+    event: Event, entries: Sequence[Mapping[str, Any]], secrets: Iterable[str] = ()
+) -> list[str]:
+    """What happened to an event, oldest first, every line safe to print."""
+    secrets = list(secrets)
+    shown = displayable(event.to_dict(), secrets)
+    lines = [f"event {shown['id']}  {shown['type']}  from {shown['source']}  at {shown['time']}"]
+    if shown.get("subject"):
+        lines.append(f"  subject: {shown['subject']}")
+    lines.append(f"  data: {_short(shown.get('data'), 200)}")
     if not entries:
         lines.append("  (no trace yet: the event is queued, or its trace expired)")
+    lines += _entry_lines(displayable(list(entries), secrets))
+    return [printable(line) for line in lines]
+
+
+def _entry_lines(entries: Sequence[Any]) -> list[str]:
+    lines: list[str] = []
     for entry in entries:
-        kind = entry.get("kind")
-        when = _clock(float(entry.get("at", 0)))
-        run = f" [{entry['run']}]" if entry.get("run") else ""
-        if kind == "evaluated":
-            rules = entry.get("rules", [])
-            matched = entry.get("matched", [])
-            note = f"  ({entry['note']})" if entry.get("note") else ""
-            lines.append(
-                f"{when}  evaluated{run}: {len(matched)} of {len(rules)} candidate "
-                f"rules matched{note}"
-            )
-            suppressed = entry.get("suppressed", {})
-            for evaluation in rules:
-                mark = OK if evaluation.get("matched") else FAIL
-                held = suppressed.get(evaluation.get("rule"))
-                note = f"  (not run: {held['reason']})" if held else ""
-                lines.append(f"    {mark} rule {evaluation.get('rule')}{note}")
-                conditions = evaluation.get("conditions")
-                if conditions:
-                    lines += ["        " + line for line in stored_tree_lines(conditions)]
-        elif kind == "step":
-            duration = f"  {entry['duration_ms']} ms" if "duration_ms" in entry else ""
-            detail = ""
-            if entry.get("error"):
-                detail = f"  error: {entry['error']}"
-            elif "result" in entry:
-                detail = f"  → {_short(entry['result'])}"
-            if "retry_in" in entry:
-                detail += f"  (retry in {entry['retry_in']} s)"
-            if "retry_after" in entry:
-                detail += f"  (retry after {entry['retry_after']} s)"
-            lines.append(
-                f"{when}  step {entry.get('rule')}/{entry.get('step')} "
-                f"{entry.get('uses')}  try {entry.get('attempt')}  "
-                f"{entry.get('status')}{duration}{detail}"
-            )
-        elif kind == "run":
-            extra = (
-                f"  dead letter {entry['dead_letter']}: {entry.get('error')}"
-                if entry.get("dead_letter")
-                else (f"  ({entry['reason']})" if entry.get("reason") else "")
-            )
-            lines.append(f"{when}  run {entry.get('rule')}{run}  {entry.get('status')}{extra}")
-        else:
-            rest = {k: v for k, v in entry.items() if k not in ("at", "kind")}
-            lines.append(f"{when}  {kind}  {_short(rest)}")
+        if not isinstance(entry, dict):
+            lines.append(f"??:??:??.???  {_short(entry)}")
+            continue
+        try:
+            lines += _one_entry(entry)
+        except (AttributeError, TypeError, KeyError, ValueError):
+            # An entry of a shape this version does not know: show it as it is.
+            lines.append(f"{_clock(entry.get('at', 0))}  {_short(entry, 200)}")
+    return lines
+
+
+def _one_entry(entry: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    kind = entry.get("kind")
+    when = _clock(entry.get("at", 0))
+    run = f" [{entry['run']}]" if entry.get("run") else ""
+    if kind == "evaluated":
+        rules = entry.get("rules", [])
+        matched = entry.get("matched", [])
+        note = f"  ({entry['note']})" if entry.get("note") else ""
+        lines.append(
+            f"{when}  evaluated{run}: {len(matched)} of {len(rules)} candidate rules matched{note}"
+        )
+        suppressed = entry.get("suppressed") or {}
+        for evaluation in rules:
+            mark = OK if evaluation.get("matched") else FAIL
+            held = suppressed.get(evaluation.get("rule"))
+            note = f"  (not run: {held.get('reason')})" if held else ""
+            lines.append(f"    {mark} rule {evaluation.get('rule')}{note}")
+            conditions = evaluation.get("conditions")
+            if conditions:
+                lines += ["        " + line for line in stored_tree_lines(conditions)]
+    elif kind == "step":
+        duration = f"  {entry['duration_ms']} ms" if "duration_ms" in entry else ""
+        detail = ""
+        if entry.get("error"):
+            detail = f"  error: {entry['error']}"
+        elif "result" in entry:
+            detail = f"  → {_short(entry['result'])}"
+        if "retry_in" in entry:
+            detail += f"  (retry in {entry['retry_in']} s)"
+        if "retry_after" in entry:
+            detail += f"  (retry after {entry['retry_after']} s)"
+        continued = " (continued)" if entry.get("continued") else ""
+        lines.append(
+            f"{when}  step {entry.get('rule')}/{entry.get('step')} "
+            f"{entry.get('uses')}  try {entry.get('attempt')}  "
+            f"{entry.get('status')}{continued}{duration}{detail}"
+        )
+        if isinstance(entry.get("params"), dict):
+            lines.append(f"        sent: {_short(entry['params'], 200)}")
+    elif kind == "run":
+        status = str(entry.get("status"))
+        extra = (
+            f"  dead letter {entry['dead_letter']}: {entry.get('error')}"
+            if entry.get("dead_letter")
+            else (f"  ({entry['reason']})" if entry.get("reason") else "")
+        )
+        if status == "succeeded_with_errors":
+            failed = entry.get("failed_steps") or []
+            names = ", ".join(map(str, failed)) if isinstance(failed, list) else str(failed)
+            status = "succeeded with errors"
+            extra = f"  (failed under continue_on_error: {names})" if names else extra
+        lines.append(f"{when}  run {entry.get('rule')}{run}  {status}{extra}")
+    elif kind == "unreadable":
+        lines.append(f"{when}  {entry.get('error')}")
+    else:
+        rest = {k: v for k, v in entry.items() if k not in ("at", "kind")}
+        lines.append(f"{when}  {kind}  {_short(rest)}")
     return lines
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain text table with aligned columns."""
-    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    cells = [[printable(str(c)) for c in row] for row in [headers, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     out = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells

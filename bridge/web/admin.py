@@ -1,8 +1,11 @@
 """The admin JSON API under /api/: events and their traces, replays, rules, dead letters, pollers.
 
 The queries here (recent events with their outcome, one event in full, the rules with
-their 24-hour numbers) also feed the dashboard. Every body goes through `redact`, so no
-configured secret is ever sent back.
+their 24-hour numbers) also feed the dashboard. Every body goes through `displayable`, so no
+configured secret is ever sent back (in a value or a key), and whatever a stored record
+holds (lone surrogates, infinite numbers, deep nesting) is shown rather than failing the
+page. Nothing here renders a rule's templates: an event shows the parameters its steps
+recorded when they ran.
 """
 
 from __future__ import annotations
@@ -10,25 +13,33 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from redis.exceptions import RedisError
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import admin, metrics
 from bridge.context import Context
-from bridge.errors import BridgeError
 from bridge.events import Event
 from bridge.ingress.pollers.schedule import poller_status
-from bridge.rules import event_context, should_run
 from bridge.store import loads
-from bridge.traces import redact
-from bridge.web.auth import UNSAFE_METHODS, admin_token, authenticate, csrf_ok, error
+from bridge.traces import decode_entry, displayable
+from bridge.web.auth import UNSAFE_METHODS, Refusal, admin_token, authorize, csrf_ok, error
 
-OUTCOMES = ("pending", "unmatched", "suppressed", "running", "succeeded", "failed")
+OUTCOMES = (
+    "pending",
+    "unmatched",
+    "suppressed",
+    "running",
+    "succeeded",
+    "succeeded_with_errors",
+    "failed",
+)
+NOT_RECORDED = "not recorded: this step ran before lytbridge stored the parameters it sent"
 MAX_LIMIT = 500
 # One listing reads at most this many index entries, however selective its filters.
 MAX_SCAN = 5000
@@ -37,13 +48,35 @@ SCAN_PAGE = 200
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class AnyText(PathConvertor):
+    """A path parameter that takes every character, newlines included (`{id:text}`): an
+    event stored with a control character in its id can still be opened."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("text", AnyText())
+
+
 class BadQuery(ValueError):
     """A query parameter the caller must fix (400)."""
 
 
 def public(bridge: Context, value: Any) -> Any:
-    """`value` with every configured secret masked, ready to leave the process."""
-    return redact(value, bridge.settings.secrets())
+    """`value` with every configured secret masked, ready to leave the process (any stored
+    value: lone surrogates, infinite numbers and deep nesting become something shown)."""
+    return displayable(value, bridge.settings.secrets())
+
+
+def _names(value: Any) -> list[str]:
+    """A trace field that should list names (matched rules, failed steps), as strings."""
+    if isinstance(value, list | tuple):
+        return [str(item) for item in value]
+    return []
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 # --- traces: what became of an event ---------------------------------------------------
@@ -57,15 +90,36 @@ def runs_of(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     found: dict[tuple[str, str], None] = {}
     for entry in entries:
         if entry.get("kind") == "evaluated":
-            held = entry.get("suppressed") or {}
-            for rule_id in entry.get("matched") or ():
+            held = _mapping(entry.get("suppressed"))
+            for rule_id in _names(entry.get("matched")):
                 if rule_id not in held:
-                    found[(str(rule_id), str(entry.get("run", "")))] = None
+                    found[(rule_id, str(entry.get("run", "")))] = None
     return list(found)
 
 
+def run_statuses(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    """The latest status of each (rule, run) that has ended.
+
+    A run that succeeded while a step failed under `continue_on_error` is
+    `succeeded_with_errors`, also in traces written before runs said so themselves.
+    """
+    final: dict[tuple[str, str], str] = {}
+    continued: set[tuple[str, str]] = set()
+    for entry in entries:
+        who = (str(entry.get("rule")), str(entry.get("run", "")))
+        if entry.get("kind") == "step" and entry.get("continued"):
+            continued.add(who)
+        elif entry.get("kind") == "run":
+            final[who] = str(entry.get("status"))
+    for who in continued:
+        if final.get(who) == "succeeded":
+            final[who] = "succeeded_with_errors"
+    return final
+
+
 def event_outcome(entries: Sequence[Mapping[str, Any]]) -> str:
-    """pending (not matched yet), unmatched, running, succeeded, or failed (a dead letter).
+    """pending (not matched yet), unmatched, running, succeeded, succeeded_with_errors (a
+    step failed under `continue_on_error`), or failed (a dead letter).
 
     An event whose matched rules were all held back by dedupe or throttle is `suppressed`.
     """
@@ -75,15 +129,14 @@ def event_outcome(entries: Sequence[Mapping[str, Any]]) -> str:
     expected = runs_of(entries)
     if not expected:
         return "suppressed" if any(e.get("matched") for e in evaluations) else "unmatched"
-    final: dict[tuple[str, str], str] = {}
-    for entry in entries:
-        if entry.get("kind") == "run":
-            final[(str(entry.get("rule")), str(entry.get("run", "")))] = str(entry.get("status"))
+    final = run_statuses(entries)
     statuses = [final.get(run) for run in expected]
     if "dead_lettered" in statuses:
         return "failed"
     if None in statuses:
         return "running"
+    if "succeeded_with_errors" in statuses:
+        return "succeeded_with_errors"
     return "succeeded"
 
 
@@ -100,14 +153,34 @@ def summary(
         "received_at": received_at,
         "outcome": event_outcome(entries),
         "matched": sorted(
-            {
-                str(r)
-                for e in entries
-                if e.get("kind") == "evaluated"
-                for r in e.get("matched") or ()
-            }
+            {r for e in entries if e.get("kind") == "evaluated" for r in _names(e.get("matched"))}
         ),
     }
+
+
+def event_id_of(raw: bytes) -> str:
+    """An event id read from the index (not UTF-8 only when written by something else)."""
+    return raw.decode("utf-8", "replace")
+
+
+def unreadable_event(event_id: str, why: str) -> Event:
+    """What is shown of a stored event record that cannot be decoded."""
+    return Event(
+        id=event_id,
+        source="",
+        type="",
+        data={"unreadable": f"the stored event cannot be read: {why}"},
+    )
+
+
+def decode_event(event_id: str, raw: bytes | str) -> Event:
+    """A stored event record, or an `unreadable_event` when it cannot be decoded."""
+    try:
+        return Event.from_dict(loads(raw))
+    except RecursionError:
+        return unreadable_event(event_id, "nested too deep")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return unreadable_event(event_id, f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
 @dataclass(frozen=True)
@@ -136,14 +209,14 @@ class EventQuery:
         )
 
     def accepts(self, item: Mapping[str, Any]) -> bool:
-        if self.source and item["source"] != self.source:
+        if self.source and str(item["source"]) != self.source:
             return False
         if self.outcome and item["outcome"] != self.outcome:
             return False
         if self.type:
             if any(c in self.type for c in "*?["):
-                return fnmatch.fnmatchcase(item["type"], self.type)
-            return bool(item["type"] == self.type)
+                return fnmatch.fnmatchcase(str(item["type"]), self.type)
+            return str(item["type"]) == self.type
         return True
 
 
@@ -174,17 +247,17 @@ async def recent_events(
             return found, None
         async with redis.pipeline(transaction=False) as pipe:
             for raw_id, _ in page:
-                event_id = raw_id.decode()
+                event_id = event_id_of(raw_id)
                 pipe.get(keys.event(event_id))
                 pipe.lrange(keys.trace(event_id), 0, -1)
             replies = await pipe.execute()
-        for index, (_, score) in enumerate(page):
+        for index, (raw_id, score) in enumerate(page):
             offset += 1
             raw_event, raw_trace = replies[2 * index], replies[2 * index + 1]
             if raw_event is None:
                 continue  # expired between the index and the event
-            entries = [loads(item) for item in raw_trace]
-            item = summary(Event.from_dict(loads(raw_event)), score / 1000, entries)
+            entries = [decode_entry(raw) for raw in raw_trace]
+            item = summary(decode_event(event_id_of(raw_id), raw_event), score / 1000, entries)
             if query.accepts(item):
                 found.append(item)
                 if len(found) >= query.limit:
@@ -193,39 +266,43 @@ async def recent_events(
     return found, offset
 
 
-async def rendered_actions(
-    bridge: Context, event: Event, entries: Sequence[Mapping[str, Any]]
-) -> list[dict[str, Any]]:
-    """Each step of each run, its parameters rendered now (current rules, stored results)."""
-    rules = bridge.rules.current
-    templates = bridge.rules.templates
-    out: list[dict[str, Any]] = []
-    for rule_id, run in runs_of(entries):
-        who = {"rule": rule_id, "run": run}
-        rule = rules.get(rule_id) if rules is not None else None
-        if rule is None:
-            out.append(who | {"step": "", "uses": "", "error": "the rule is no longer loaded"})
+def stored_actions(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each step of each run as its trace recorded it: the parameters it sent, its last
+    status, result or error. Nothing is rendered: what is shown is what ran.
+
+    A step without recorded parameters (a trace written before they were stored, or a
+    step that never rendered them) says so rather than guessing.
+    """
+    steps: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for entry in entries:
+        if entry.get("kind") != "step":
             continue
-        stored = await bridge.redis.hgetall(bridge.keys.steps(event.id, rule_id, run))  # type: ignore[misc]
-        results = {k.decode(): loads(v) for k, v in stored.items()}
-        context = event_context(event, rule, results)
-        for step in rule.actions:
-            item: dict[str, Any] = who | {"step": step.key, "uses": step.uses}
-            try:
-                if not should_run(step, context, templates):
-                    item["skipped"] = True
-                else:
-                    item["with"] = templates.render_value(dict(step.with_), context)
-            except BridgeError as exc:
-                item["error"] = str(exc)
-            if step.key in results:
-                item["result"] = results[step.key]
-            out.append(item)
-    return out
+        who = (str(entry.get("rule")), str(entry.get("run", "")), str(entry.get("step")))
+        item = steps.setdefault(
+            who,
+            {"rule": who[0], "run": who[1], "step": who[2], "uses": str(entry.get("uses"))},
+        )
+        item["status"] = str(entry.get("status"))
+        item["attempts"] = item.get("attempts", 0) + 1
+        if entry.get("continued"):
+            item["continued"] = True
+        for name in ("result", "error"):
+            item.pop(name, None)
+            if name in entry:
+                item[name] = entry[name]
+        if isinstance(entry.get("params"), Mapping):
+            item["with"] = entry["params"]
+    for item in steps.values():
+        if item["status"] == "skipped":
+            item["skipped"] = True
+        elif "with" not in item:
+            item["with"] = None
+            item["not_recorded"] = NOT_RECORDED
+    return list(steps.values())
 
 
 async def event_detail(bridge: Context, event_id: str) -> dict[str, Any] | None:
-    """An event, its outcome, its whole trace and its rendered actions; None if unknown."""
+    """An event, its outcome, its whole trace and its steps as they ran; None if unknown."""
     found = await admin.event_with_trace(bridge, event_id)
     if found is None:
         return None
@@ -236,7 +313,7 @@ async def event_detail(bridge: Context, event_id: str) -> dict[str, Any] | None:
         "received_at": None if score is None else score / 1000,
         "outcome": event_outcome(entries),
         "trace": entries,
-        "actions": await rendered_actions(bridge, event, entries),
+        "actions": stored_actions(entries),
     }
 
 
@@ -282,9 +359,12 @@ async def rules_overview(bridge: Context) -> dict[str, Any]:
 
 
 async def dead_letter_list(bridge: Context, limit: int = 100) -> dict[str, Any]:
+    """The newest dead letters and their count; a letter that cannot be read says so."""
     letters = await admin.dead_letters(bridge, limit)
     count = int(await bridge.redis.zcard(bridge.keys.dead_letter_index))
-    return {"dead_letters": [letter.to_dict() for letter in letters], "count": count}
+    # Field by field, not asdict(): that copies the stored event recursively.
+    shown = [{f.name: getattr(letter, f.name) for f in fields(letter)} for letter in letters]
+    return {"dead_letters": shown, "count": count}
 
 
 # --- the API ----------------------------------------------------------------------------
@@ -296,7 +376,9 @@ def api(handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         if admin_token(request) is None:
             return error(404, "not_found", "the admin API is off; set BRIDGE_ADMIN_TOKEN")
-        auth = authenticate(request)
+        auth = await authorize(request)
+        if isinstance(auth, Refusal):
+            return auth.json()
         if auth is None:
             return error(
                 401,
@@ -401,8 +483,8 @@ def routes() -> list[Route]:
     every = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     return [
         Route("/api/events", api(list_events), methods=["GET"]),
-        Route("/api/events/{event_id:path}/replay", api(replay_event), methods=["POST"]),
-        Route("/api/events/{event_id:path}", api(get_event), methods=["GET"]),
+        Route("/api/events/{event_id:text}/replay", api(replay_event), methods=["POST"]),
+        Route("/api/events/{event_id:text}", api(get_event), methods=["GET"]),
         Route("/api/rules", api(list_rules), methods=["GET"]),
         Route("/api/dead-letters", api(list_dead_letters), methods=["GET"]),
         Route("/api/pollers", api(list_pollers), methods=["GET"]),

@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from bridge import admin, metrics
 from bridge.context import Context
 from bridge.ingress.pollers.schedule import poller_status
+from bridge.traces import displayable
 from bridge.web import prometheus
 from bridge.web.admin import (
     OUTCOMES,
@@ -42,18 +43,20 @@ from bridge.web.admin import (
 from bridge.web.auth import (
     LOGIN_COOKIE,
     Auth,
+    Refusal,
     admin_token,
-    authenticate,
+    authorize,
+    check_login,
     clear_session,
     csrf_ok,
+    end_session,
     login_csrf_ok,
     new_login_csrf,
-    new_session_cookie,
     read_form,
     safe_next,
     set_login_csrf,
     set_session,
-    token_ok,
+    start_session,
 )
 
 HERE = Path(__file__).parent
@@ -78,12 +81,16 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _show(value: Any, limit: int = 160) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    text = json.dumps(displayable(value), ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _pretty(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True, default=str)
+    value = displayable(value)
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True, default=str)
+    except TypeError:  # keys of several types cannot be sorted
+        return json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 
 def _utc(at: float | None) -> str:
@@ -210,7 +217,13 @@ def page(handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         if admin_token(request) is None:
             return _off()
-        auth = authenticate(request)
+        auth = await authorize(request)
+        if isinstance(auth, Refusal):
+            refused = render(
+                request, "message.html", auth.status, title="Refused", message=auth.sentence()
+            )
+            refused.headers.update(auth.headers())
+            return refused
         if auth is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
@@ -261,11 +274,14 @@ async def login(request: Request) -> Response:
     form = await read_form(request)
     if not login_csrf_ok(request, form.get("csrf")):
         return await login_form(request, "The form expired; try again.", 403)
-    if not token_ok(request, form.get("token", "")):
+    verdict = await check_login(request, form.get("token", ""))
+    if isinstance(verdict, Refusal):
+        refused = await login_form(request, verdict.sentence(), verdict.status)
+        refused.headers.update(verdict.headers())
+        return refused
+    if not verdict:
         return await login_form(request, "That token is not BRIDGE_ADMIN_TOKEN.", 401)
-    token = admin_token(request)
-    assert token is not None
-    cookie, _ = new_session_cookie(token)
+    cookie = await start_session(request)
     response = RedirectResponse(safe_next(form.get("next")), status_code=303)
     set_session(response, request, cookie)
     response.delete_cookie(LOGIN_COOKIE, path="/login")
@@ -274,6 +290,7 @@ async def login(request: Request) -> Response:
 
 @page
 async def logout(request: Request) -> Response:
+    await end_session(request)
     response = RedirectResponse("/login", status_code=303)
     clear_session(response)
     return response
@@ -443,8 +460,8 @@ def routes() -> list[BaseRoute]:
         Route("/logout", logout, methods=["POST"]),
         Route("/rules", rules_page, methods=["GET"]),
         Route("/events", events_page, methods=["GET"]),
-        Route("/events/{event_id:path}/replay", replay_event, methods=["POST"]),
-        Route("/events/{event_id:path}", event_page, methods=["GET"]),
+        Route("/events/{event_id:text}/replay", replay_event, methods=["POST"]),
+        Route("/events/{event_id:text}", event_page, methods=["GET"]),
         Route("/dead-letters", dead_letters_page, methods=["GET"]),
         Route("/dead-letters/{letter_id}/retry", retry_letter, methods=["POST"]),
         Route("/dead-letters/{letter_id}/drop", drop_letter, methods=["POST"]),

@@ -38,7 +38,7 @@ function eventRow(e) {
   cell(row, e.source);
   const badge = document.createElement("span");
   badge.className = "outcome outcome-" + e.outcome;
-  badge.textContent = e.outcome;
+  badge.textContent = e.outcome.replace(/_/g, " ");
   cell(row, badge);
   cell(row, e.matched.join(", "));
   cell(row, ago(e.received_at)).title = utc(e.received_at);
