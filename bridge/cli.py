@@ -6,18 +6,24 @@ import argparse
 import asyncio
 import base64
 import json
+import os
+import re
 import secrets
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.errors import BridgeError, ConfigError, RuleError
+from bridge.errors import BridgeError, ConfigError, EventError, RuleError
 from bridge.ingress.pollers.backfill import add_backfill_command
 from bridge.settings import Secret, Settings
+
+if TYPE_CHECKING:
+    from bridge.dev_state import DevState
 
 T = TypeVar("T")
 
@@ -46,6 +52,39 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 def _settings() -> Settings:
     return Settings.from_env()
+
+
+def companion_settings() -> tuple[Settings, DevState | None]:
+    """Settings of a command run beside `bridge dev`: the environment, then dev's state file.
+
+    The variables `bridge dev` wrote to `.bridge/dev.json` (its Redis, prefix, webhook secret
+    and admin token) apply where the environment sets none; a stale file is noted and ignored.
+    """
+    from bridge.dev_state import REDIS_DIR, read_state, shown_url
+
+    state, note = read_state()
+    if note:
+        print(note, file=sys.stderr)
+    if state is None:
+        settings = _settings()
+        if not settings.redis_url_set and REDIS_DIR.is_dir():
+            print(
+                f"note: bridge dev is not running in this folder (its data stays in "
+                f"{REDIS_DIR}/ for its next run); using {shown_url(settings.redis_url)}",
+                file=sys.stderr,
+            )
+        return settings, None
+    return Settings.from_env(defaults=state.env), state
+
+
+def _redacted(text: str, settings: Settings) -> str:
+    """`text` with every configured secret masked (also as JSON writes it)."""
+    from bridge.traces import redact
+
+    values = settings.secrets()
+    escaped = [json.dumps(value)[1:-1] for value in values]
+    shown: str = redact(text, [*values, *escaped])
+    return shown
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -96,35 +135,134 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from bridge.dev import run_dev
 
-    return run_dev(port=args.port)
+    return run_dev(port=args.port, reset=args.reset)
+
+
+DEFAULT_SOURCE = "demo"
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def payload_kind(payload: Any) -> str:
+    """`cloudevents`, `lytics-audience` (a Lytics audience webhook) or `generic`."""
+    first = payload[0] if isinstance(payload, list) and payload else payload
+    if not isinstance(first, dict):
+        return "generic"
+    if "specversion" in first:
+        return "cloudevents"
+    data = first.get("data")
+    if isinstance(data, dict) and "segment_events" in data and "type" not in first:
+        return "lytics-audience"
+    return "generic"
+
+
+def _as_cloudevents(payload: Any, source: str, delivery: str) -> Any:
+    """Generic events as CloudEvents of `source`, with the ids /hooks/{source} would give."""
+    items = payload if isinstance(payload, list) else [payload]
+    wrapped = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            return payload  # not events: the bridge says what is wrong with it
+        event = {
+            "specversion": "1.0",
+            "id": item.get("id")
+            or (delivery if not isinstance(payload, list) else f"{delivery}:{index}"),
+            "source": source,
+            **{k: item[k] for k in ("type", "subject", "time", "data", "changes") if k in item},
+        }
+        wrapped.append(event)
+    return wrapped if isinstance(payload, list) else wrapped[0]
+
+
+def _read_json(path: Path) -> tuple[bytes, Any]:
+    """The bytes and the parsed JSON of an event file; ConfigError if it is not JSON."""
+    from bridge.ingress.webhooks import parse_json
+
+    body = path.read_bytes()
+    try:
+        return body, parse_json(body)
+    except EventError as exc:
+        raise ConfigError(
+            f"{path} is not a JSON event file ({exc}); expected an event object or an array"
+        ) from None
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    """Sign an event file the way a sender would and POST it to /hooks/{source}."""
+    """Sign an event file the way a sender would and POST it to the bridge.
+
+    Generic events go to /hooks/{source}; CloudEvents to /hooks/cloudevents; a Lytics
+    audience webhook to /hooks/lytics. Events of a source whose route takes another shape
+    (`lytics`, `cloudevents`) go as CloudEvents with that source, so any documented event can
+    be sent with its own source.
+    """
     import httpx
 
     from bridge.ingress.signatures import sign_github, sign_standard
+    from bridge.ingress.webhooks import SPECIAL_SOURCES
 
+    settings, state = companion_settings()
     path = Path(args.event)
-    body = path.read_bytes()
-    try:
-        json.loads(body)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-    configured = _settings().webhook_secret
-    secret = configured.get() if configured else DEV_WEBHOOK_SECRET
+    body, payload = _read_json(path)
     msg_id = args.id or f"msg_{uuid.uuid4().hex}"
-    headers = {"content-type": "application/json", "webhook-id": msg_id}
-    if args.github:
+    kind = payload_kind(payload)
+    first = payload[0] if isinstance(payload, list) and payload else payload
+    named = first.get("source") if isinstance(first, dict) else None
+    source = args.source or (str(named) if named and kind == "generic" else DEFAULT_SOURCE)
+    route, content_type = source, "application/json"
+    if kind == "cloudevents":
+        route = "cloudevents"
+        if args.source and args.source != "cloudevents":
+            items = payload if isinstance(payload, list) else [payload]
+            for item in items:
+                if isinstance(item, dict):
+                    item["source"] = args.source
+            body = json.dumps(payload).encode()
+    elif kind == "lytics-audience" and args.source in (None, "lytics"):
+        route = "lytics"
+    elif source in SPECIAL_SOURCES:
+        route = "cloudevents"
+        body = json.dumps(_as_cloudevents(payload, source, msg_id)).encode()
+        print(
+            f"note: /hooks/{source} takes another shape; sent as CloudEvents with source "
+            f"{source!r} to /hooks/cloudevents",
+            file=sys.stderr,
+        )
+    if route == "cloudevents":
+        batch = body.lstrip().startswith(b"[")
+        content_type = f"application/cloudevents{'-batch' if batch else ''}+json"
+    configured = settings.secret_for(route)
+    secret = configured.get() if configured else DEV_WEBHOOK_SECRET
+    headers = {"content-type": content_type, "webhook-id": msg_id}
+    if args.github or settings.scheme_for(route) == "github":
         headers["x-hub-signature-256"] = sign_github(secret, body)
     else:
         stamp = int(time.time())
         headers["webhook-timestamp"] = str(stamp)
         headers["webhook-signature"] = sign_standard(secret, msg_id, stamp, body)
-    url = f"{args.url.rstrip('/')}/hooks/{args.source}"
+    base = args.url or (state.url if state else DEFAULT_URL)
+    url = f"{base.rstrip('/')}/hooks/{route}"
     response = httpx.post(url, content=body, headers=headers, timeout=10)
-    print(f"{response.status_code} {response.text}")
-    return 0 if response.is_success else 1
+    print(_redacted(f"{response.status_code} {response.text}", settings))
+    if response.is_success:
+        try:
+            accepted = response.json().get("accepted") or []
+        except ValueError:
+            accepted = []
+        for event_id in accepted:
+            print(f"see: bridge trace {event_id}")
+        return 0
+    if response.status_code == 401:
+        print(
+            "the bridge refused the signature: run bridge send in the folder of bridge dev, "
+            "or set BRIDGE_WEBHOOK_SECRET to the bridge's secret",
+            file=sys.stderr,
+        )
+    elif response.status_code == 404:
+        print(
+            f"the bridge has no source {route!r}: set BRIDGE_WEBHOOK_SECRET_"
+            f"{route.upper().replace('-', '_')} there, or send with another --source",
+            file=sys.stderr,
+        )
+    return 1
 
 
 def _load(rules_dir: Path, templates_dir: Path) -> tuple[Any, Any]:
@@ -141,6 +279,35 @@ def _load(rules_dir: Path, templates_dir: Path) -> tuple[Any, Any]:
     return ruleset, templates
 
 
+def _templates_dir(given: str | None, rules_dir: Path | None, settings: Settings) -> Path:
+    """--templates; else, for a rules folder named on the command line, the `templates`
+    folder beside it if there is one (`examples/rules` → `examples/templates`); else
+    BRIDGE_TEMPLATES_DIR."""
+    if given:
+        return Path(given)
+    if rules_dir is not None and rules_dir != settings.rules_dir:
+        beside = rules_dir.parent / "templates"
+        if beside.is_dir():
+            return beside
+    return settings.templates_dir
+
+
+def _rules_dir_of(path: Path, default: Path) -> Path:
+    """The rules folder a rule-test path belongs to: BRIDGE_RULES_DIR when the path is in it;
+    else the folder above its `tests/` folder, or the path's own folder."""
+    try:
+        path.resolve().relative_to(default.resolve())
+        return default
+    except ValueError:
+        pass
+    folder = path if path.is_dir() else path.parent
+    parts = folder.parts
+    if "tests" in parts:
+        last = len(parts) - 1 - parts[::-1].index("tests")
+        return Path(*parts[:last]) if last else Path(".")
+    return folder
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check every rule file and template; `file:line:col: message` per problem.
 
@@ -153,7 +320,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     settings = _settings()
     rules_dir = Path(args.dir) if args.dir else settings.rules_dir
-    templates_dir = Path(args.templates) if args.templates else settings.templates_dir
+    templates_dir = _templates_dir(args.templates, Path(args.dir) if args.dir else None, settings)
     checked = check_rules(
         rules_dir,
         templates=Templates(templates_dir if templates_dir.is_dir() else None),
@@ -188,10 +355,16 @@ def cmd_test(args: argparse.Namespace) -> int:
     from bridge.rules.testing import format_results, run_tests
 
     settings = _settings()
-    ruleset, templates = _load(settings.rules_dir, settings.templates_dir)
     path = Path(args.path) if args.path else settings.rules_dir
     if not path.exists():
         raise ConfigError(f"{path} does not exist")
+    rules_dir = _rules_dir_of(path, settings.rules_dir)
+    templates_dir = _templates_dir(args.templates, rules_dir, settings)
+    if rules_dir != settings.rules_dir:
+        print(
+            f"note: testing the rules of {rules_dir} (templates: {templates_dir})", file=sys.stderr
+        )
+    ruleset, templates = _load(rules_dir, templates_dir)
     results = run_tests(path, ruleset, templates)
     if not results:
         print(f"no rule tests found in {path} (*.test.yaml, or YAML under tests/)")
@@ -200,17 +373,25 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
-def read_event_file(path: Path) -> Any:
-    """The events of a JSON file: a generic event, a CloudEvent, or an array of either."""
-    from bridge.ingress.normalize import cloudevents_structured, generic_events
-    from bridge.ingress.webhooks import parse_json
+def read_event_file(path: Path, source: str | None = None) -> Any:
+    """The events of a JSON file: a generic event, a CloudEvent, a Lytics audience webhook,
+    or an array of them; `source`, when given, is every event's source."""
+    from bridge.ingress.normalize import cloudevents_structured, generic_events, lytics_events
 
-    payload = parse_json(path.read_bytes())
-    first = payload[0] if isinstance(payload, list) and payload else payload
-    if isinstance(first, dict) and "specversion" in first:
-        return cloudevents_structured(payload)
-    source = str(first.get("source", "cli")) if isinstance(first, dict) else "cli"
-    return generic_events(source, payload, f"fire-{uuid.uuid4().hex[:12]}")
+    _, payload = _read_json(path)
+    delivery = f"fire-{uuid.uuid4().hex[:12]}"
+    kind = payload_kind(payload)
+    try:
+        if kind == "cloudevents":
+            events = cloudevents_structured(payload)
+            return [replace(e, source=source) for e in events] if source else events
+        if kind == "lytics-audience" and source in (None, "lytics"):
+            return lytics_events(payload, delivery)
+        first = payload[0] if isinstance(payload, list) and payload else payload
+        named = first.get("source") if isinstance(first, dict) else None
+        return generic_events(source or str(named or "cli"), payload, delivery)
+    except EventError as exc:
+        raise EventError(f"{path}: {exc}") from None
 
 
 def cmd_fire(args: argparse.Namespace) -> int:
@@ -219,8 +400,8 @@ def cmd_fire(args: argparse.Namespace) -> int:
     from bridge.rules.explain import format_condition_tree
     from bridge.rules.testing import dry_run_context, render_actions
 
-    settings = _settings()
-    events = read_event_file(Path(args.event))
+    settings, _ = companion_settings() if not args.dry_run else (_settings(), None)
+    events = read_event_file(Path(args.event), args.source)
     if not args.dry_run:
         from bridge.store import Store
 
@@ -229,7 +410,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
             stored: list[bool] = await store.ingest(events)
             return stored
 
-        stored = _with_context(enqueue)
+        stored = _with_context(enqueue, settings)
         for event, new in zip(events, stored, strict=True):
             state = "enqueued" if new else "duplicate, not enqueued"
             print(f"{event.id} ({event.type}): {state}; see: bridge trace {event.id}")
@@ -271,12 +452,12 @@ def cmd_fire(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _with_context(work: Any) -> Any:
+def _with_context(work: Any, settings: Settings) -> Any:
     """Run `work(context)` against the configured Redis, closing it afterwards."""
     from bridge.context import build_context
 
     async def main() -> Any:
-        context = await build_context(_settings(), load_rules=False)
+        context = await build_context(settings, load_rules=False)
         try:
             return await work(context)
         finally:
@@ -289,21 +470,23 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from bridge.admin import event_with_trace
     from bridge.report import trace_lines
 
-    found = _with_context(lambda ctx: event_with_trace(ctx, args.event_id))
+    settings, _ = companion_settings()
+    found = _with_context(lambda ctx: event_with_trace(ctx, args.event_id), settings)
     if found is None:
         print(
             f"no event {args.event_id!r} is stored (unknown, or older than BRIDGE_TRACE_TTL)",
             file=sys.stderr,
         )
         return 1
-    print("\n".join(trace_lines(*found)))
+    print(_redacted("\n".join(trace_lines(*found)), settings))
     return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from bridge.admin import replay
 
-    run = _with_context(lambda ctx: replay(ctx, args.event_id))
+    settings, _ = companion_settings()
+    run = _with_context(lambda ctx: replay(ctx, args.event_id), settings)
     if run is None:
         print(f"no event {args.event_id!r} is stored", file=sys.stderr)
         return 1
@@ -315,8 +498,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     from bridge import admin
     from bridge.report import table
 
+    settings, _ = companion_settings()
     if args.action == "list":
-        letters = _with_context(lambda ctx: admin.dead_letters(ctx, args.limit))
+        letters = _with_context(lambda ctx: admin.dead_letters(ctx, args.limit), settings)
         if not letters:
             print("no dead letters")
             return 0
@@ -328,11 +512,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                 dl.rule_id + (f"@{dl.run}" if dl.run else ""),
                 f"{dl.step} ({dl.uses})",
                 dl.attempts,
-                dl.error if len(dl.error) <= 70 else dl.error[:69] + "…",
+                _short(_redacted(dl.error, settings), 70),
             )
             for dl in letters
         ]
-        print(table(("ID", "FAILED (UTC)", "EVENT", "RULE", "STEP", "TRIES", "ERROR"), rows))
+        headers = ("ID", "FAILED (UTC)", "EVENT", "RULE", "STEP", "TRIES", "ERROR")
+        print(_redacted(table(headers, rows), settings))
         return 0
     if not args.id:
         print(
@@ -340,13 +525,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         )
         return 2
     if args.action == "retry":
-        letter = _with_context(lambda ctx: admin.retry_dead_letter(ctx, args.id))
+        letter = _with_context(lambda ctx: admin.retry_dead_letter(ctx, args.id), settings)
         if letter is None:
             print(f"no dead letter {args.id!r}", file=sys.stderr)
             return 1
         print(f"retrying {letter.rule_id} for event {letter.event_id} from step {letter.step}")
         return 0
-    dropped = _with_context(lambda ctx: admin.drop_dead_letter(ctx, args.id))
+    dropped = _with_context(lambda ctx: admin.drop_dead_letter(ctx, args.id), settings)
     if not dropped:
         print(f"no dead letter {args.id!r}", file=sys.stderr)
         return 1
@@ -354,15 +539,25 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge",
         description="lytbridge: Lytho and Lytics changes become events; YAML rules run actions.",
     )
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the Python traceback of an unexpected error"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = sub.add_parser("dev", help="web + worker in one process, with sandboxes where needed")
     dev.add_argument("--port", type=int, default=None, help="web port (default: $PORT or 8000)")
+    dev.add_argument(
+        "--reset", action="store_true", help="start clean: remove the data kept in .bridge/redis"
+    )
     dev.set_defaults(func=cmd_dev)
 
     sub.add_parser("web", help="the web process (Procfile: web)").set_defaults(func=cmd_web)
@@ -372,8 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     send = sub.add_parser("send", help="sign an event file and POST it to a running bridge")
     send.add_argument("event", help="a JSON file: one event object or an array of them")
-    send.add_argument("--source", default="demo", help="the path's {source} (default: demo)")
-    send.add_argument("--url", default="http://127.0.0.1:8000", help="the bridge's base URL")
+    send.add_argument(
+        "--source",
+        help="the events' source, e.g. lytho or lytics (default: the file's, else demo)",
+    )
+    send.add_argument(
+        "--url", help="the bridge's base URL (default: bridge dev's in this folder, else :8000)"
+    )
     send.add_argument("--id", help="webhook-id to send (default: a new one)")
     send.add_argument("--github", action="store_true", help="sign with X-Hub-Signature-256")
     send.set_defaults(func=cmd_send)
@@ -381,18 +581,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check rule files and templates")
     validate.add_argument("dir", nargs="?", help="the rules folder (default: BRIDGE_RULES_DIR)")
     validate.add_argument(
-        "--templates", help="the templates folder (default: BRIDGE_TEMPLATES_DIR)"
+        "--templates",
+        help="the templates folder (default: the one beside DIR, or BRIDGE_TEMPLATES_DIR)",
     )
     validate.add_argument("--strict", action="store_true", help="fail on warnings too")
     validate.set_defaults(func=cmd_validate)
 
     test = sub.add_parser("test", help="run rule test files (no network, no Redis)")
     test.add_argument("path", nargs="?", help="a test file or folder (default: the rules folder)")
+    test.add_argument(
+        "--templates",
+        help="the templates folder (default: the one beside the rules, or BRIDGE_TEMPLATES_DIR)",
+    )
     test.set_defaults(func=cmd_test)
 
     fire = sub.add_parser("fire", help="show which rules match an event; or enqueue it")
     fire.add_argument("event", help="a JSON file: an event, a CloudEvent, or an array")
     fire.add_argument("--dry-run", action="store_true", help="explain only; enqueue nothing")
+    fire.add_argument("--source", help="the events' source (default: the file's, else cli)")
     fire.set_defaults(func=cmd_fire)
 
     trace = sub.add_parser("trace", help="print what happened to one event")
@@ -414,20 +620,123 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure is one or two lines on stderr and a non-zero exit."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
+        # Output still buffered for a closed pipe fails here, inside the handling below.
+        sys.stdout.flush()
     except RuleError as exc:
         print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 1
-    except BridgeError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:
+        # `bridge trace … | head`: the reader has all it wanted. Nothing more to say, and
+        # nothing more may be written (Python would complain when it flushes at exit).
+        _silence_stdout()
+        return 141
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the one place that turns errors into messages
+        if args.traceback:
+            traceback.print_exc()
+        print(_error_message(args, exc), file=sys.stderr)
+        return 1
     return code
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    action = getattr(args, "action", None)
+    return f"bridge {args.command}" + (f" {action}" if args.command == "dlq" and action else "")
+
+
+def _error_message(args: argparse.Namespace, exc: BaseException) -> str:
+    """What went wrong and what to do, in one or two lines, secrets masked."""
+    import httpx
+    import redis
+
+    name = _command_name(args)
+    cause = exc.__cause__
+    if isinstance(exc, BridgeError) and isinstance(
+        cause, redis.ConnectionError | redis.TimeoutError
+    ):
+        exc = cause  # the store's "cannot store events" is, here, an unreachable Redis
+    if isinstance(exc, BridgeError):
+        text = f"{type(exc).__name__}: {exc}"
+    elif isinstance(exc, FileNotFoundError):
+        text = f"{name}: no file {exc.filename}; give the path of a JSON file"
+        if Path("examples/events").is_dir():
+            text += " (examples/events/ has samples)"
+    elif isinstance(exc, IsADirectoryError):
+        text = f"{name}: {exc.filename} is a folder; give the path of a JSON file"
+    elif isinstance(exc, PermissionError):
+        text = f"{name}: cannot read {exc.filename}: permission denied"
+    elif isinstance(exc, httpx.TimeoutException):
+        text = (
+            f"{name}: the bridge at {_url_of(exc)} did not answer in time\n"
+            "is it overloaded or stuck? its terminal or logs say more"
+        )
+    elif isinstance(exc, httpx.TransportError):
+        reason = "connection refused" if "refused" in str(exc).lower() else str(exc)
+        text = (
+            f"{name}: no bridge answers at {_url_of(exc)} ({reason or type(exc).__name__})\n"
+            "start one with `bridge dev` in this folder, or pass --url"
+        )
+    elif isinstance(exc, redis.AuthenticationError):
+        text = f"{name}: Redis refused the credentials ({exc})\ncheck the password in REDIS_URL"
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        text = (
+            f"{name}: cannot reach Redis{_redis_problem(exc)}\n"
+            "start `bridge dev` in this folder (its commands find it), or set REDIS_URL "
+            "to the bridge's Redis"
+        )
+    elif isinstance(exc, redis.RedisError):
+        text = f"{name}: Redis answered with an error: {exc}\ncheck REDIS_URL"
+    elif isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        text = f"{name}:{where} {exc.strerror or exc}"
+    else:
+        text = (
+            f"{name}: unexpected error: {type(exc).__name__}: {exc}\n"
+            "this is a bug in lytbridge; run again with `bridge --traceback …` and report it"
+        )
+    try:
+        return _redacted(text, _settings())
+    except BridgeError:
+        return text
+
+
+def _redis_problem(exc: Exception) -> str:
+    """` at localhost:6379 (connection refused)` from redis-py's wordier message."""
+    import redis
+
+    message = str(exc)
+    where = re.search(r"connecting to (\S+?)\.? ", message + " ")
+    at = f" at {where.group(1)}" if where else ""
+    if "Error 111 " in message or "refused" in message.lower():
+        return f"{at} (connection refused)"
+    if isinstance(exc, redis.TimeoutError) or "timed out" in message.lower():
+        return f"{at} (no answer in time)"
+    return f"{at} ({message})"
+
+
+def _url_of(exc: Exception) -> str:
+    """The base URL of the request an httpx error is about."""
+    try:
+        url = exc.request.url  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        return "the given URL"
+    return f"{url.scheme}://{url.netloc.decode()}"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush finds no closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (tests capture it): nothing will be flushed to a pipe
 
 
 def dev_settings(settings: Settings) -> Settings:

@@ -5,19 +5,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import redis
 import uvicorn
 
 from bridge.cli import DEV_WEBHOOK_SECRET, dev_settings, run_async
 from bridge.context import build_context
+from bridge.dev_state import (
+    REDIS_DIR,
+    STATE_FILE,
+    DevState,
+    load_state,
+    prepare_dir,
+    read_state,
+    remove_state,
+    shown_url,
+    single_instance,
+    state_env,
+    write_state,
+)
+from bridge.errors import ConfigError
 from bridge.logs import configure_logging
-from bridge.redis_server import EmbeddedRedis, redis_answers
+from bridge.redis_server import EmbeddedRedis
 from bridge.sandbox.lytho import create_lytho_app
 from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
 from bridge.sandbox.lytics import create_lytics_app
@@ -35,33 +54,66 @@ DEV_LYTICS_TOKEN = "sandbox-lytics-token"  # noqa: S105
 DEV_CLIENT_ID, DEV_CLIENT_SECRET = "sandbox-client", "sandbox-secret"
 
 
-def _print_slack(message: dict[str, Any]) -> None:
-    thread = f" (thread {message['thread_ts']})" if message.get("thread_ts") else ""
-    blocks = f" [+{len(message['blocks'])} blocks]" if message.get("blocks") else ""
-    print(
-        f"[slack sandbox] {message['channel_name']}{thread}: {message['text']}{blocks}", flush=True
-    )
+def dev_slack_sandbox() -> SlackSandbox:
+    """The Slack sandbox of `bridge dev`: every channel exists; what it gets is printed."""
+    sandbox = SlackSandbox(strict=False, archived=())
+
+    def show(message: dict[str, Any]) -> None:
+        lines = sandbox.describe(message)
+        print("\n".join([f"[slack sandbox] {lines[0]}", *lines[1:]]), flush=True)
+
+    def created(name: str, channel_id: str) -> None:
+        print(
+            f"[slack sandbox] #{name} created on its first post (in dev every channel exists; "
+            "in Slack, invite the bot to it)",
+            flush=True,
+        )
+
+    sandbox.on_message = show
+    sandbox.on_channel = created
+    return sandbox
+
+
+def _stop_orphaned_redis(url: str, data_dir: Path) -> None:
+    """Shut down a redis-server left running on our data by a `bridge dev` that was killed."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+    try:
+        config: dict[str, str] = client.config_get("dir")  # type: ignore[assignment]
+        if config.get("dir") == str(data_dir.resolve()):
+            client.shutdown()
+    except redis.RedisError:
+        pass  # nothing answers there any more, or it is not ours
+    finally:
+        client.close()
 
 
 @contextlib.contextmanager
-def dev_services(settings: Settings) -> Iterator[Settings]:
+def dev_services(settings: Settings, data_dir: Path = REDIS_DIR) -> Iterator[Settings]:
     """Start what is missing (Redis, sandboxes) and yield the settings that point at them."""
     with contextlib.ExitStack() as stack:
-        if not settings.redis_url_set and not redis_answers("127.0.0.1", 6379):
-            embedded = stack.enter_context(EmbeddedRedis())
-            settings = replace(settings, redis_url=embedded.url)
-            print(f"[dev] no Redis on localhost: started an embedded one at {embedded.url}")
+        if settings.redis_url_set:
+            print(f"[dev] Redis: {shown_url(settings.redis_url)} (REDIS_URL)")
         else:
-            print(f"[dev] Redis: {settings.redis_url.split('@')[-1]}")
+            prepare_dir(data_dir.parent)
+            embedded = stack.enter_context(EmbeddedRedis(data_dir=data_dir))
+            settings = replace(settings, redis_url=embedded.url)
+            print(
+                f"[dev] Redis: its own redis-server on 127.0.0.1:{embedded.port}, data in "
+                f"{data_dir}/ (kept between runs{_kept(embedded.url)}; "
+                "bridge dev --reset starts clean)"
+            )
         if settings.slack_bot_token is None:
-            sandbox = SlackSandbox(on_message=_print_slack)
+            sandbox = dev_slack_sandbox()
             server = ThreadedServer(create_slack_app(sandbox))
             server.start()
             stack.callback(server.stop)
             settings = replace(
                 settings, slack_api_url=f"{server.url}/api/", slack_bot_token=Secret(DEFAULT_TOKEN)
             )
-            print(f"[dev] no SLACK_BOT_TOKEN: Slack sandbox at {server.url}; messages print here")
+            print(
+                f"[dev] no SLACK_BOT_TOKEN: Slack sandbox at {server.url}; every channel "
+                "exists, and what it gets prints here"
+            )
         if settings.lytho_api_key is None:
             url = _sandbox(stack, create_lytho_app(DEV_LYTHO_KEY))
             settings = replace(
@@ -87,6 +139,18 @@ def dev_services(settings: Settings) -> Iterator[Settings]:
         yield settings
 
 
+def _kept(url: str) -> str:
+    """`, 42 keys from earlier runs`, or nothing for an empty database."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        keys: int = client.dbsize()  # type: ignore[assignment]
+    except redis.RedisError:
+        return ""
+    finally:
+        client.close()
+    return f", {keys} key{'s' if keys > 1 else ''} from earlier runs" if keys else ""
+
+
 def _sandbox(stack: contextlib.ExitStack, app: Any) -> str:
     """Start a sandbox app on a free loopback port until the stack closes; its base URL."""
     server = ThreadedServer(app)
@@ -95,7 +159,7 @@ def _sandbox(stack: contextlib.ExitStack, app: Any) -> str:
     return server.url
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, redis_dir: Path | None) -> None:
     context = await build_context(settings)
     config = uvicorn.Config(
         create_app(settings, context=context),
@@ -105,7 +169,7 @@ async def _serve(settings: Settings) -> None:
         access_log=False,
         http="httptools",
     )
-    server = DevServer(config, settings)
+    server = DevServer(config, settings, redis_dir)
 
     def request_exit(signum: int, frame: object) -> None:
         server.should_exit = True
@@ -128,38 +192,87 @@ async def _serve(settings: Settings) -> None:
 class DevServer(uvicorn.Server):
     """uvicorn, telling the person at the terminal once it really listens."""
 
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(self, config: uvicorn.Config, settings: Settings, redis_dir: Path | None) -> None:
         super().__init__(config)
         self.settings = settings
+        self.redis_dir = redis_dir
+        example = Path("examples/events/proof-approved.json")
+        self.example = example if example.is_file() else None
+
+    def _port(self) -> int:
+        """The port really bound (`--port 0` picks a free one)."""
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets:
+                port: int = sock.getsockname()[1]
+                return port
+        return self.settings.port
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.should_exit:
             return
         settings = self.settings
-        print(f"[dev] listening on http://{settings.host}:{settings.port}  (Ctrl-C stops)")
+        port = self._port()
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host  # noqa: S104
+        url = f"http://{host}:{port}"
+        write_state(
+            DevState(
+                pid=os.getpid(),
+                url=url,
+                env=state_env(settings),
+                redis_dir=str(self.redis_dir.resolve()) if self.redis_dir else None,
+                started_at=time.time(),
+            )
+        )
+        print(f"[dev] listening on {url}  (Ctrl-C stops)")
+        print(
+            f"[dev] bridge send, trace, dlq, replay and fire in this folder find this bridge "
+            f"through {STATE_FILE}"
+        )
         secret = settings.webhook_secret
-        if secret is not None and secret.get() == DEV_WEBHOOK_SECRET:
-            print("[dev] try: bridge send examples/events/proof-approved.json")
+        if secret is not None and secret.get() == DEV_WEBHOOK_SECRET and self.example:
+            print(f"[dev] try: bridge send {self.example}")
         token = settings.admin_token
         if token is not None and token.get().startswith("dev-"):
-            print(
-                f"[dev] dashboard: http://{settings.host}:{settings.port}/login  "
-                f"token for this run: {token.get()}"
-            )
+            print(f"[dev] dashboard: {url}/login  token for this run: {token.get()}")
         sys.stdout.flush()
 
 
-def run_dev(port: int | None = None) -> int:
+def run_dev(port: int | None = None, reset: bool = False) -> int:
     settings = dev_settings(Settings.from_env())
     if port is not None:
         settings = replace(settings, port=port)
+    if reset and settings.redis_url_set:
+        raise ConfigError(
+            "bridge dev --reset clears the data of its own Redis in .bridge/redis, but "
+            "REDIS_URL is set; unset REDIS_URL, or clear that Redis yourself"
+        )
     configure_logging(settings)
-    with dev_services(settings) as settings:
-        secret = settings.webhook_secret
-        if secret is not None and secret.get() == DEV_WEBHOOK_SECRET:
-            print("[dev] webhooks are signed with the development secret (bridge send uses it)")
-        rules = settings.rules_dir.resolve()
-        print(f"[dev] rules from {rules}; templates from {settings.templates_dir.resolve()}")
-        run_async(_serve(settings))
+    with single_instance():
+        earlier, _ = read_state()
+        if earlier is None and STATE_FILE.exists():
+            stale = load_state()
+            print("[dev] an earlier bridge dev in this folder did not stop cleanly; starting anew")
+            if stale is not None and stale.redis_dir and "REDIS_URL" in stale.env:
+                _stop_orphaned_redis(stale.env["REDIS_URL"], Path(stale.redis_dir))
+            STATE_FILE.unlink(missing_ok=True)
+        redis_dir = None if settings.redis_url_set else REDIS_DIR
+        if reset and REDIS_DIR.exists():
+            shutil.rmtree(REDIS_DIR)
+            print(f"[dev] --reset: removed the data of earlier runs ({REDIS_DIR}/)")
+        try:
+            with dev_services(settings) as settings:
+                secret = settings.webhook_secret
+                if secret is not None and secret.get() == DEV_WEBHOOK_SECRET:
+                    print(
+                        "[dev] webhooks are signed with the development secret "
+                        "(bridge send uses it)"
+                    )
+                rules = settings.rules_dir.resolve()
+                print(
+                    f"[dev] rules from {rules}; templates from {settings.templates_dir.resolve()}"
+                )
+                run_async(_serve(settings, redis_dir))
+        finally:
+            remove_state(os.getpid())
     return 0

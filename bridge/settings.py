@@ -194,9 +194,17 @@ class Settings:
     log_level: str = "info"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read the settings; raise ConfigError naming the variable that is wrong."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, defaults: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Read the settings; raise ConfigError naming the variable that is wrong.
+
+        `defaults` apply to variables the environment leaves unset or empty (the commands
+        beside `bridge dev` take its Redis, secret and token this way).
+        """
         env = os.environ if environ is None else environ
+        if defaults:
+            env = {**defaults, **{name: value for name, value in env.items() if value}}
         secrets: dict[str, Secret] = {}
         schemes: dict[str, str] = {}
         intervals: dict[str, int] = {}

@@ -4,6 +4,10 @@ Shapes follow Slack's documentation: errors are HTTP 200 with `{"ok": false, "er
 rate limits are HTTP 429 with `Retry-After`. Scenarios (rate limits, server errors, a
 given Slack error) are queued through `/_sandbox/scenario`; `/_sandbox/messages` lists what
 was posted.
+
+A strict sandbox (the default, for tests) knows a fixed set of channels and answers
+`channel_not_found` for any other, as Slack does for a channel the bot is not in; an open one
+(`bridge dev`) creates a channel on its first post, so a newcomer's own rule just works.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -30,6 +35,10 @@ ARCHIVED_CHANNELS = ("old-campaigns",)
 MAX_TEXT = 40_000
 MAX_BLOCKS = 50
 SCENARIOS = ("rate_limit", "status", "error", "hang", "delay")
+# What an open sandbox takes for a channel name (Slack's own rules are stricter).
+_CHANNEL_NAME = re.compile(r"^[^\s#,]{1,80}$")
+# How much of a message the printed form shows.
+MAX_LINE, MAX_LINES = 300, 40
 
 
 @dataclass
@@ -51,11 +60,16 @@ class SlackSandbox:
 
     tokens: tuple[str, ...] = (DEFAULT_TOKEN,)
     channels: tuple[str, ...] = DEFAULT_CHANNELS
+    archived: tuple[str, ...] = ARCHIVED_CHANNELS
+    # Strict: unknown channels are `channel_not_found`. Open: created on their first post.
+    strict: bool = True
     # Messages per second allowed per channel (Slack: about 1, short bursts tolerated);
     # None lets everything through.
     per_channel_rate: float | None = None
     per_channel_burst: int = 5
     on_message: Callable[[dict[str, Any]], None] | None = None
+    # Called with (name, id) when an open sandbox creates a channel.
+    on_channel: Callable[[str, str], None] | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10_000))
     scenarios: list[Scenario] = field(default_factory=list)
@@ -64,18 +78,67 @@ class SlackSandbox:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: Iterable[int] = field(default_factory=itertools.count)
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Channel name → id, in the order the channels came to exist.
+    _ids: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in (*self.channels, *self.archived):
+            self._ids.setdefault(name, f"C{len(self._ids) + 1:08d}")
 
     def channel_id(self, name: str) -> str | None:
         """The C… id of a channel given as `#name`, `name` or its id; None if unknown."""
         bare = name.lstrip("#")
-        for index, known in enumerate(self.channels + ARCHIVED_CHANNELS):
-            cid = f"C{index + 1:08d}"
-            if bare in (known, cid):
-                return cid
-        return None
+        with self._lock:
+            if bare in self._ids:
+                return self._ids[bare]
+            return bare if bare in self._ids.values() else None
+
+    def channel_name(self, channel_id: str) -> str:
+        """`#name` of a channel id (the id itself if unknown)."""
+        with self._lock:
+            for name, cid in self._ids.items():
+                if cid == channel_id:
+                    return f"#{name}"
+        return channel_id
+
+    def open_channel(self, name: str) -> str | None:
+        """The id of a channel; an open sandbox creates one it does not know yet."""
+        known = self.channel_id(name)
+        if known is not None or self.strict:
+            return known
+        bare = name.lstrip("#")
+        if not _CHANNEL_NAME.match(bare):
+            return None
+        with self._lock:
+            created = bare not in self._ids
+            cid = self._ids.setdefault(bare, f"C{len(self._ids) + 1:08d}")
+            if created:
+                self.channels = (*self.channels, bare)
+        if created and self.on_channel is not None:
+            self.on_channel(bare, cid)
+        return cid
 
     def is_archived(self, channel_id: str) -> bool:
-        return int(channel_id[1:]) > len(self.channels)
+        return any(self._ids.get(name) == channel_id for name in self.archived)
+
+    def describe(self, message: dict[str, Any]) -> list[str]:
+        """A posted message as a person reads it: channel and text, then its blocks' text."""
+        thread = f" (thread {message['thread_ts']})" if message.get("thread_ts") else ""
+        first, *rest = str(message.get("text") or "").splitlines() or [""]
+        head = f"{self.channel_name(message['channel'])}{thread}: {first}"
+        lines = [head.rstrip(), *("  " + line for line in rest)]
+        blocks = message.get("blocks")
+        if isinstance(blocks, str):
+            try:
+                blocks = json.loads(blocks)
+            except ValueError:
+                blocks = None
+        for block in blocks if isinstance(blocks, list) else []:
+            lines += ["  │ " + line for line in block_lines(block)]
+        shown = [line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…" for line in lines]
+        if len(shown) > MAX_LINES:
+            shown = [*shown[: MAX_LINES - 1], f"  │ … {len(shown) - MAX_LINES + 1} more lines"]
+        return shown
 
     def next_ts(self) -> str:
         with self._lock:
@@ -121,6 +184,73 @@ class SlackSandbox:
             self.requests.clear()
             self.scenarios.clear()
             self._buckets.clear()
+
+
+def _text_of(value: Any) -> str:
+    """The text of a Block Kit text object (or of a plain string)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        return str(value["text"])
+    return ""
+
+
+def _element_text(element: Any) -> str:
+    if not isinstance(element, dict):
+        return ""
+    kind = element.get("type")
+    if kind == "image":
+        return f"[image: {element.get('alt_text', '')}]"
+    if kind in ("button", "static_select", "overflow", "datepicker", "users_select"):
+        label = _text_of(element.get("text")) or _text_of(element.get("placeholder"))
+        return f"[{label or kind}]"
+    return _text_of(element)
+
+
+def _rich_text(value: Any) -> str:
+    """The characters of a rich_text element tree."""
+    if isinstance(value, dict):
+        if isinstance(value.get("text"), str):
+            return str(value["text"])
+        if value.get("type") == "link":
+            return str(value.get("url", ""))
+        if value.get("type") in ("user", "channel", "usergroup"):
+            return "@" + str(value.get("user_id") or value.get("channel_id") or "")
+        if value.get("type") == "emoji":
+            return f":{value.get('name', '')}:"
+        return _rich_text(value.get("elements", []))
+    if isinstance(value, list):
+        return "".join(_rich_text(item) for item in value)
+    return ""
+
+
+def block_lines(block: Any) -> list[str]:
+    """The text a person sees in one Block Kit block, line by line."""
+    if not isinstance(block, dict):
+        return []
+    kind = block.get("type")
+    lines: list[str] = []
+    if kind in ("section", "header"):
+        lines += _text_of(block.get("text")).splitlines()
+        for item in block.get("fields") or []:
+            lines.append(" ".join(_text_of(item).split("\n")))
+        accessory = _element_text(block.get("accessory"))
+        if accessory:
+            lines.append(accessory)
+    elif kind == "context":
+        lines.append(" · ".join(filter(None, map(_element_text, block.get("elements") or []))))
+    elif kind == "actions":
+        lines.append(" ".join(filter(None, map(_element_text, block.get("elements") or []))))
+    elif kind == "divider":
+        lines.append("─" * 24)
+    elif kind == "image":
+        title = _text_of(block.get("title"))
+        lines.append(f"[image: {block.get('alt_text', '')}]" + (f" {title}" if title else ""))
+    elif kind == "rich_text":
+        lines += _rich_text(block.get("elements", [])).splitlines()
+    else:
+        lines.append(f"[{kind} block]")
+    return lines
 
 
 def _fail(error: str, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -216,7 +346,7 @@ def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
         if token not in state.tokens:
             return _fail("invalid_auth")
         channel = args.get("channel")
-        cid = state.channel_id(str(channel)) if channel else None
+        cid = state.open_channel(str(channel)) if channel else None
         if scenario is not None:
             if scenario.kind == "rate_limit":
                 return _fail("ratelimited", 429, {"Retry-After": str(scenario.retry_after)})
