@@ -3,8 +3,11 @@
 The admin surface (dashboard and /api/) exists only when BRIDGE_ADMIN_TOKEN is set. The
 API takes `Authorization: Bearer <token>`; the dashboard's login takes the same token and
 answers with a session cookie signed by HMAC-SHA256 under a key derived from the token
-(changing the token ends every session). Every session carries a CSRF token that each
+(changing the token ends every session). A session also lives in Redis from login to
+logout, so logging out ends it for good. Every session carries a CSRF token that each
 POST form (or the `X-CSRF-Token` header of an API call made with the cookie) must repeat.
+Wrong tokens are counted per client address in Redis, shared by every web process: past
+`LOGIN_FAILURES` in `LOGIN_WINDOW` seconds, that address gets 429 until the window ends.
 """
 
 from __future__ import annotations
@@ -12,22 +15,38 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
+import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.settings import Settings
+
+if TYPE_CHECKING:
+    from bridge.context import Context
+
+logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "lytbridge_session"
 LOGIN_COOKIE = "lytbridge_login"
 SESSION_SECONDS = 12 * 3600
 MAX_FORM_BYTES = 64 * 1024
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Wrong admin tokens (dashboard logins and bearer tokens) allowed per client address in
+# a window; past them, every try from that address is refused until the window ends.
+LOGIN_FAILURES = 10
+LOGIN_WINDOW = 15 * 60
+# Of the refusals of one address in one window, the first is logged, then every 100th.
+REFUSALS_LOGGED_EVERY = 100
 
 
 def error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -66,14 +85,37 @@ class Auth:
 
     kind: str
     csrf: str = ""
+    session_id: str = ""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request refused before its credentials were judged: throttled (429) or no Redis."""
+
+    status: int
+    code: str
+    message: str
+    retry_after: int | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+    def json(self) -> JSONResponse:
+        return error(self.status, self.code, self.message, **self.headers())
+
+    def sentence(self) -> str:
+        """The message as a sentence, for a page."""
+        return self.message[:1].upper() + self.message[1:] + "."
 
 
 def new_session_cookie(token: str, now: float | None = None) -> tuple[str, Auth]:
     """A signed session cookie value and the session it stands for."""
     csrf = secrets.token_urlsafe(24)
+    sid = secrets.token_urlsafe(24)
     issued = int(time.time() if now is None else now)
-    payload = _b64(json.dumps({"iat": issued, "csrf": csrf}, separators=(",", ":")).encode())
-    return f"{payload}.{_sign(token, payload)}", Auth("session", csrf)
+    body = {"iat": issued, "csrf": csrf, "sid": sid}
+    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+    return f"{payload}.{_sign(token, payload)}", Auth("session", csrf, sid)
 
 
 def read_session(token: str, cookie: str | None, now: float | None = None) -> Auth | None:
@@ -85,13 +127,13 @@ def read_session(token: str, cookie: str | None, now: float | None = None) -> Au
         return None
     try:
         data = json.loads(_unb64(payload))
-        issued, csrf = int(data["iat"]), str(data["csrf"])
+        issued, csrf, sid = int(data["iat"]), str(data["csrf"]), str(data["sid"])
     except (ValueError, KeyError, TypeError):
         return None
     current = time.time() if now is None else now
-    if not 0 <= current - issued <= SESSION_SECONDS or not csrf:
+    if not 0 <= current - issued <= SESSION_SECONDS or not csrf or not sid:
         return None
-    return Auth("session", csrf)
+    return Auth("session", csrf, sid)
 
 
 def bearer(request: Request) -> str | None:
@@ -112,6 +154,162 @@ def authenticate(request: Request) -> Auth | None:
     if sent is not None:
         return Auth("bearer") if _equal(sent, token) else None
     return read_session(token, request.cookies.get(SESSION_COOKIE))
+
+
+def _context(request: Request) -> Context:
+    bridge: Context = request.app.state.bridge
+    return bridge
+
+
+def client_address(request: Request) -> str:
+    """Who is asking, for the throttle: the client's address, a whole /64 for IPv6.
+
+    Behind a proxy on a private or loopback address (Heroku's router), the address is the
+    last `X-Forwarded-For` entry, the one the proxy appended; entries a client wrote
+    itself come before it and are ignored.
+    """
+    peer = _ip(request.client.host if request.client else "")
+    if peer is not None and (peer.is_private or peer.is_loopback):
+        forwarded = request.headers.get("x-forwarded-for", "")
+        peer = _ip(forwarded.rsplit(",", 1)[-1]) or peer
+    if peer is None:
+        return "unknown"
+    if isinstance(peer, ipaddress.IPv6Address):
+        if peer.ipv4_mapped is not None:
+            return str(peer.ipv4_mapped)
+        return str(ipaddress.IPv6Network((peer, 64), strict=False))
+    return str(peer)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def _throttle_keys(request: Request) -> tuple[str, str, str]:
+    address = client_address(request)
+    prefix = f"{_context(request).settings.key_prefix}auth:"
+    return address, f"{prefix}failures:{address}", f"{prefix}refused:{address}"
+
+
+async def throttled(request: Request, what: str) -> Refusal | None:
+    """A 429 while this client's address has used up its wrong tokens, else None."""
+    address, failures, refused = _throttle_keys(request)
+    redis = _context(request).redis
+    count = int(await redis.get(failures) or 0)
+    if count < LOGIN_FAILURES:
+        return None
+    ttl_ms = int(await redis.pttl(failures))
+    wait = max(1, math.ceil(ttl_ms / 1000)) if ttl_ms > 0 else LOGIN_WINDOW
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(refused)
+        pipe.pexpire(refused, max(ttl_ms, 1000))
+        times, _ = await pipe.execute()
+    if times == 1 or times % REFUSALS_LOGGED_EVERY == 0:
+        logger.warning(
+            "refused %s from %s: %d wrong admin tokens in %d s; %d refused so far, "
+            "refusing for another %d s",
+            what,
+            address,
+            count,
+            LOGIN_WINDOW,
+            times,
+            wait,
+        )
+    return Refusal(
+        429,
+        "too_many_attempts",
+        f"too many wrong admin tokens from this address; try again in {wait} s",
+        wait,
+    )
+
+
+async def count_wrong_token(request: Request, what: str) -> None:
+    """Count a wrong token from this client's address; log it (the token never)."""
+    address, failures, _ = _throttle_keys(request)
+    async with _context(request).redis.pipeline(transaction=True) as pipe:
+        # The window starts at the first wrong token (SET NX), on any Redis version.
+        pipe.set(failures, 0, ex=LOGIN_WINDOW, nx=True)
+        pipe.incr(failures)
+        _, count = await pipe.execute()
+    logger.warning(
+        "wrong admin token (%s) from %s: %d of %d allowed in %d s",
+        what,
+        address,
+        count,
+        LOGIN_FAILURES,
+        LOGIN_WINDOW,
+    )
+
+
+def _live_session_key(request: Request, session_id: str) -> str:
+    digest = hashlib.sha256(session_id.encode()).hexdigest()
+    return f"{_context(request).settings.key_prefix}auth:session:{digest}"
+
+
+async def authorize(request: Request) -> Auth | Refusal | None:
+    """The request's proof of being an operator; a Refusal when it may not try now; or None.
+
+    A bearer token is throttled per client address; a session must be live in Redis
+    (logged in, not yet logged out).
+    """
+    token = admin_token(request)
+    if token is None:
+        return None
+    try:
+        sent = bearer(request)
+        if sent is not None:
+            refusal = await throttled(request, "admin API bearer token")
+            if refusal is not None:
+                return refusal
+            if _equal(sent, token):
+                return Auth("bearer")
+            await count_wrong_token(request, f"bearer token on {request.url.path}")
+            return None
+        auth = read_session(token, request.cookies.get(SESSION_COOKIE))
+        if auth is None or not await _context(request).redis.exists(
+            _live_session_key(request, auth.session_id)
+        ):
+            return None
+        return auth
+    except (RedisError, OSError):
+        return Refusal(503, "store_unavailable", "Redis cannot be reached right now; retry later")
+
+
+async def check_login(request: Request, sent: str) -> bool | Refusal:
+    """Whether a dashboard login's token is right; a Refusal while this address is throttled."""
+    try:
+        refusal = await throttled(request, "dashboard login")
+        if refusal is not None:
+            return refusal
+        if token_ok(request, sent):
+            return True
+        await count_wrong_token(request, "dashboard login")
+        return False
+    except (RedisError, OSError):
+        return Refusal(503, "store_unavailable", "Redis cannot be reached right now; retry later")
+
+
+async def start_session(request: Request) -> str:
+    """A new session (live in Redis until logout or expiry); the cookie value to set."""
+    token = admin_token(request)
+    if token is None:
+        raise RuntimeError("no session without BRIDGE_ADMIN_TOKEN")
+    cookie, auth = new_session_cookie(token)
+    await _context(request).redis.set(
+        _live_session_key(request, auth.session_id), "1", ex=SESSION_SECONDS
+    )
+    return cookie
+
+
+async def end_session(request: Request) -> None:
+    """End the request's session in Redis, so its cookie stops working everywhere."""
+    token = admin_token(request)
+    auth = read_session(token, request.cookies.get(SESSION_COOKIE)) if token else None
+    if auth is not None:
+        await _context(request).redis.delete(_live_session_key(request, auth.session_id))
 
 
 def csrf_ok(auth: Auth, sent: str | None) -> bool:
