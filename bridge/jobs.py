@@ -204,6 +204,8 @@ class RuleRun:
             **({"failed_steps": failed} if failed else {}),
         )
         metrics.run_ended(self.bridge, self.rule.id, status)
+        if not self.run_name and (self.rule.dedupe is not None or self.rule.throttle is not None):
+            await self.bridge.run_limits.keep(self.event.id, self.rule.id)
         return {"status": status, "steps": list(results)} | (
             {"failed_steps": failed} if failed else {}
         )

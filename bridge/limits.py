@@ -7,8 +7,8 @@ can never both pass the same key, and a suppressed run books nothing.
 A slot counts only for a run that did not fail: a run that ends in the dead letters gives
 its dedupe key and its throttle slot back (`release`, one Lua script), so the next matching
 event runs. A run still in progress, or waiting to try a step again, holds its slots. What
-a run booked is kept beside it (`<prefix>slots:<event id>:<rule id>`), so a release frees
-exactly that booking, never a key booked since by another run.
+a run booked is kept beside it until it ends (`<prefix>slots:<event id>:<rule id>`), so a
+release frees exactly that booking, never a key booked since by another run.
 """
 
 from __future__ import annotations
@@ -150,3 +150,7 @@ class RunLimits:
     async def release(self, event_id: str, rule_id: str) -> bool:
         """Give back the slots of a run that failed; False when it had booked none."""
         return bool(await self._release([self.booking_key(event_id, rule_id)], []))
+
+    async def keep(self, event_id: str, rule_id: str) -> None:
+        """A run that did not fail keeps its slots: its booking is no longer needed."""
+        await self.redis.delete(self.booking_key(event_id, rule_id))

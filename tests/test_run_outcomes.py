@@ -85,6 +85,9 @@ def test_a_dead_lettered_run_gives_its_throttle_slot_back(bridge: Bridge) -> Non
     assert held["job-failed-alert"]["by"] == "throttle"  # type: ignore[index]
     wait_for(lambda: bridge.queued() == 0, what="the queue to drain")
     assert [m["text"] for m in bridge.slack.received("#ops")] == ["job 2 failed"]
+    # What each run booked is forgotten once it ended (given back, or kept for good).
+    pattern = f"{bridge.settings.key_prefix}slots:*"
+    wait_for(lambda: not list(bridge.redis.scan_iter(match=pattern)), what="no bookings left")
 
 
 def test_a_dead_lettered_run_gives_its_dedupe_key_back(bridge: Bridge) -> None:
