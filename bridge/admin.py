@@ -7,6 +7,7 @@ returned as a note saying so, never as an exception that hides every other recor
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from bridge.context import Context
@@ -63,7 +64,7 @@ async def dead_letters(bridge: Context, limit: int = 100) -> list[DeadLetter]:
     """The newest dead letters first; one that cannot be decoded is listed with why."""
     letters = DeadLetters(bridge)
     try:
-        return await letters.list(limit)
+        return [_masked(bridge, letter) for letter in await letters.list(limit)]
     except UNREADABLE:
         pass
     # One bad letter must not hide the others: read them one by one.
@@ -87,8 +88,21 @@ async def dead_letters(bridge: Context, limit: int = 100) -> list[DeadLetter]:
                 event={},
             )
         if letter is not None:
-            found.append(letter)
+            found.append(_masked(bridge, letter))
     return found
+
+
+def _masked(bridge: Context, letter: DeadLetter) -> DeadLetter:
+    """The letter with every configured secret masked (also one stored before masking)."""
+    secrets = bridge.settings.secrets()
+    if not secrets:
+        return letter
+    return replace(
+        letter,
+        error=redact(letter.error, secrets),
+        event=redact(letter.event, secrets),
+        step=redact(letter.step, secrets),
+    )
 
 
 async def retry_dead_letter(bridge: Context, letter_id: str) -> DeadLetter | None:

@@ -359,8 +359,55 @@ def test_the_dashboard_session_works_for_the_api_with_its_csrf_token(bridge: Bri
             ],
             "running",
         ),
+        (
+            [
+                {"kind": "evaluated", "matched": ["a"]},
+                {"kind": "run", "rule": "a", "status": "succeeded_with_errors"},
+            ],
+            "succeeded_with_errors",
+        ),
+        (
+            [  # a trace written before runs said so themselves
+                {"kind": "evaluated", "matched": ["a", "b"]},
+                {"kind": "step", "rule": "a", "status": "failed", "continued": True},
+                {"kind": "run", "rule": "a", "status": "succeeded"},
+                {"kind": "run", "rule": "b", "status": "succeeded"},
+            ],
+            "succeeded_with_errors",
+        ),
+        (
+            [
+                {"kind": "evaluated", "matched": ["a", "b"]},
+                {"kind": "run", "rule": "a", "status": "succeeded_with_errors"},
+                {"kind": "run", "rule": "b", "status": "dead_lettered"},
+            ],
+            "failed",
+        ),
+        (
+            [  # a replay's run is its own: the first run's errors are not the replay's
+                {"kind": "evaluated", "matched": ["a"]},
+                {"kind": "step", "rule": "a", "status": "failed", "continued": True},
+                {"kind": "run", "rule": "a", "status": "succeeded_with_errors"},
+                {"kind": "evaluated", "matched": ["a"], "run": "replay-1"},
+                {"kind": "run", "rule": "a", "run": "replay-1", "status": "succeeded"},
+            ],
+            "succeeded_with_errors",
+        ),
     ],
-    ids=["pending", "unmatched", "running", "suppressed", "ran", "failed", "retried", "replay"],
+    ids=[
+        "pending",
+        "unmatched",
+        "running",
+        "suppressed",
+        "ran",
+        "failed",
+        "retried",
+        "replay",
+        "with-errors",
+        "continued-step",
+        "failed-wins",
+        "replay-of-errors",
+    ],
 )
 def test_event_outcomes_from_traces(entries: list[dict[str, Any]], expected: str) -> None:
     assert event_outcome(entries) == expected
