@@ -529,7 +529,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         if letter is None:
             print(f"no dead letter {args.id!r}", file=sys.stderr)
             return 1
-        print(f"retrying {letter.rule_id} for event {letter.event_id} from step {letter.step}")
+        shown = f"retrying {letter.rule_id} for event {letter.event_id} from step {letter.step}"
+        print(_redacted(shown, settings))
         return 0
     dropped = _with_context(lambda ctx: admin.drop_dead_letter(ctx, args.id), settings)
     if not dropped:
