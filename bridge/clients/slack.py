@@ -74,7 +74,7 @@ async def pace(limiter: RateLimiter, channel: str, ticket: str | None = None) ->
         return await limiter.acquire(SLACK_API, scope=scope, max_wait=max_wait, ticket=ticket)
     except RateLimited as exc:
         raise RateLimited(
-            f"Slack chat.postMessage paced: {channel} takes about one message a second; "
+            f"Slack chat.postMessage paced: {channel[:80]} takes about one message a second; "
             f"the step waits {exc.retry_after:.1f} s in the queue for its turn",
             retry_after=exc.retry_after,
             status=None,
