@@ -43,6 +43,7 @@ MAX_OPERATIONS = 1_000_000
 MAX_SECONDS = 2.0  # when the caller gives no deadline
 MAX_BUILT = 32 * 1024 * 1024  # bytes
 
+_CONTAINERS = (list, tuple, dict, set, frozenset)
 # A %-format width or precision of a million or more, or taken from the arguments (`*`).
 _WIDTH = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(?:\*|\d{6,}|\d*\.(?:\*|\d{6,}))")
 # Operations between two looks at the clock: one operation is a few microseconds at most
@@ -142,21 +143,46 @@ class Budget:
             self._sizes[id(value)] = (value, size)
         return size
 
-    def size_of(self, value: Any) -> int:
-        """Bytes of `value` with every item counted, however often it is shared."""
-        if isinstance(value, str | int | float):
-            return sys.getsizeof(value)
-        if not isinstance(value, list | tuple | dict | set | frozenset):
-            return 0
+    def compare_weight(self, value: Any) -> int:
+        """Operations a comparison with `value` is worth beyond the first: by its size."""
+        if not isinstance(value, _CONTAINERS):
+            return len(value) >> 12 if isinstance(value, str) else 0
         known = self._sizes.get(id(value))
         if known is not None and known[0] is value:
-            return known[1]
-        total = sys.getsizeof(value)
-        items: Iterable[Any] = value.items() if isinstance(value, dict) else value
-        for item in items:
-            total += self.size_of(item)
-            if total > self.max_built:
-                break
+            return int(known[1]) >> 12
+        # Not met before: event data (a tree, walked once here) or a small value built
+        # here (under 1 KiB in all, else it would be known).
+        return self.size_of(value) >> 12 if len(value) >= 64 else 0
+
+    def size_of(self, value: Any) -> int:
+        """Bytes of `value` with every item counted, however often it is shared.
+
+        Walked without recursion (event data may nest deeply); containers met before are
+        looked up, not walked again. The walk stops once past the budget: the answer is
+        then "too big", whatever the rest.
+        """
+        if not isinstance(value, _CONTAINERS):
+            return sys.getsizeof(value) if isinstance(value, str | int | float) else 0
+        known = self._sizes.get(id(value))
+        if known is not None and known[0] is value:
+            return int(known[1])
+        total = 0
+        pending: list[Any] = [value]
+        while pending and total <= self.max_built:
+            item = pending.pop()
+            if isinstance(item, str | int | float):
+                total += sys.getsizeof(item)
+            elif isinstance(item, _CONTAINERS):
+                known = self._sizes.get(id(item)) if item is not value else None
+                if known is not None and known[0] is item:
+                    total += known[1]
+                    continue
+                total += sys.getsizeof(item)
+                if isinstance(item, dict):
+                    pending.extend(item.keys())
+                    pending.extend(item.values())
+                else:
+                    pending.extend(item)
         return self._remember(value, total)
 
 
@@ -181,8 +207,9 @@ def _weight(value: Any) -> int:
     return 0
 
 
-# What a filter costs, by its name: one operation a call, and in proportion to the size
-# of what it is given (bits shifted off a list's length: 0 is an operation per item).
+# What a filter costs, by its name: two operations a call, and in proportion to the size
+# of what it is given: a quarter of an operation an item, or two for those that call
+# Python code for each item (a sort's key, a group's attribute).
 _FILTER_BASE = 2
 _CONSTANT_FILTERS = frozenset(
     {"abs", "attr", "bool", "count", "d", "default", "first", "float", "int", "length"}
@@ -195,12 +222,12 @@ _PER_ITEM_FILTERS = frozenset(
 _PICKING_FILTERS = frozenset({"attr", "d", "default", "first", "last", "max", "min", "random"})
 
 
-def _filter_weight(value: Any, shift: int) -> int:
+def _filter_weight(value: Any, per_item: bool) -> int:
     """Like `_weight`, for a filter's argument: filters walk lists in Python, item by item."""
     if isinstance(value, str):
         return len(value) >> 8
-    if isinstance(value, list | tuple | dict | set | frozenset):
-        return len(value) >> shift
+    if isinstance(value, _CONTAINERS):
+        return len(value) << 1 if per_item else len(value) >> 2
     return 0
 
 
@@ -339,7 +366,6 @@ class _CodeGenerator(CodeGenerator):
         self.write(")")
 
 
-_CONTAINERS = (list, tuple, dict, set, frozenset)
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "eq": operator.eq,
     "ne": operator.ne,
@@ -396,12 +422,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def compare(left: Any, op: str, right: Any) -> Any:
         budget = _active.get()
         if budget is not None:
-            cost = 1
             # Comparing lists compares every item, and `in` looks through all of them.
-            if isinstance(right, _CONTAINERS):
-                cost += budget.size_of(right) >> 12
-            if op not in ("in", "notin") and isinstance(left, _CONTAINERS):
-                cost += budget.size_of(left) >> 12
+            cost = 1 + budget.compare_weight(right)
+            if op != "in" and op != "notin":
+                cost += budget.compare_weight(left)
             budget.spend(cost)
         return _COMPARE[op](left, right)
 
@@ -530,7 +554,7 @@ def budgeted_filter(func: Callable[..., Any], name: str) -> Callable[..., Any]:
     it builds (unless it hands back what it was given)."""
     constant = name in _CONSTANT_FILTERS
     picks = name in _PICKING_FILTERS
-    shift = 0 if name in _PER_ITEM_FILTERS else 2
+    per_item = name in _PER_ITEM_FILTERS
 
     def budgeted(*args: Any, **kwargs: Any) -> Any:
         budget = _active.get()
@@ -539,7 +563,7 @@ def budgeted_filter(func: Callable[..., Any], name: str) -> Callable[..., Any]:
         cost = _FILTER_BASE
         if not constant:
             for arg in args:
-                cost += _filter_weight(arg, shift)
+                cost += _filter_weight(arg, per_item)
         budget.spend(cost)
         result = func(*args, **kwargs)
         if not picks and not _one_of(result, args):
