@@ -156,3 +156,26 @@ def test_the_session_cookie_is_secure_behind_an_https_router(bridge: Bridge) -> 
         plain = login(client, TOKEN)
         assert plain.status_code == 303
         assert "secure" not in plain.headers["set-cookie"].lower()
+
+
+def test_300_wrong_tokens_are_mostly_refused_and_logged_in_a_few_lines(
+    bridge: Bridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.web.auth")
+    with httpx.Client(base_url=bridge.web_url, timeout=10) as client:
+        statuses = [
+            client.get(
+                "/api/rules",
+                headers={"authorization": f"Bearer {WRONG}-{n}", "x-forwarded-for": ATTACKER},
+            ).status_code
+            for n in range(300)
+        ]
+
+    assert statuses == [401] * LOGIN_FAILURES + [429] * (300 - LOGIN_FAILURES)
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.web.auth"]
+    # Ten wrong tokens, then the 1st, 100th and 200th of the 290 refusals.
+    assert len(lines) == LOGIN_FAILURES + 3
+    assert [line.split(" from ")[0] for line in lines[LOGIN_FAILURES:]] == [
+        "refused admin API bearer token"
+    ] * 3
+    assert not any(WRONG in line for line in lines)
