@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from bridge.ingress.signatures import sign_github
 from tests.helpers import Bridge, running_bridge, signed_headers, wait_for
 
 SECRET_A = "whsec_c291cmNlLWEtc2VjcmV0LWZvci10aGUtdGVzdHM="
@@ -121,6 +122,35 @@ def test_the_issues_amplifying_request_is_refused_and_stores_nothing(bridge: Bri
     assert len(response.content) < 200
     assert stored_bytes(bridge.redis, bridge.settings.key_prefix) == before == 0
     assert_nothing_stored(bridge)
+
+
+def test_a_long_github_delivery_id_is_refused_too(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    with running_bridge(
+        redis_url,
+        key_prefix,
+        tmp_path,
+        BRIDGE_WEBHOOK_SECRET_GH="gh-secret",
+        BRIDGE_WEBHOOK_SCHEME_GH="github",
+    ) as bridge:
+        bridge.start_web()
+        raw = json.dumps([{"type": "a.b"}, {"type": "a.b"}]).encode()
+        headers = {
+            "content-type": "application/json",
+            "x-hub-signature-256": sign_github("gh-secret", raw),
+            "x-github-delivery": "d" * 257,
+        }
+        response = bridge.post(raw, source="gh", headers=headers)
+        assert response.status_code == 400
+        assert response.json()["message"] == (
+            "the x-github-delivery header is longer than 256 characters"
+        )
+        assert_nothing_stored(bridge)
+        headers["x-github-delivery"] = "d" * 256
+        response = bridge.post(raw, source="gh", headers=headers)
+        assert response.status_code == 202
+        assert all(len(event_id) <= 256 for event_id in response.json()["accepted"])
 
 
 def test_the_largest_accepted_request_stays_bounded(bridge: Bridge) -> None:

@@ -143,15 +143,19 @@ def verify(bridge: Context, source: str, headers: Mapping[str, str], body: bytes
     )
 
 
+DELIVERY_HEADERS = ("webhook-id", "x-github-delivery")
+
+
 def check_delivery_id(headers: Mapping[str, str]) -> None:
-    """The sender's delivery id (`webhook-id`) names events of a batch: bound it like an id.
+    """The sender's delivery id names the events of a batch: bound it like an id.
     Raises EventError."""
-    delivery = headers.get("webhook-id")
-    if delivery is None:
-        return
-    if len(delivery) > MAX_ID_LENGTH:
-        raise EventError(f"the webhook-id header is longer than {MAX_ID_LENGTH} characters")
-    check_attribute(delivery, "webhook-id", None)
+    for name in DELIVERY_HEADERS:
+        delivery = headers.get(name)
+        if delivery is None:
+            continue
+        if len(delivery) > MAX_ID_LENGTH:
+            raise EventError(f"the {name} header is longer than {MAX_ID_LENGTH} characters")
+        check_attribute(delivery, name, None)
 
 
 def stored_size(events: list[Event], limit: int) -> int:
