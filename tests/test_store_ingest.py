@@ -4,6 +4,7 @@ only once its own events are stored, and a failure reaches every caller of the b
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -142,3 +143,25 @@ async def test_a_cancelled_writer_does_not_strand_the_others(redis: Redis, key_p
     results = await asyncio.wait_for(asyncio.gather(*others, return_exceptions=True), 10)
     # The others were waiting for the next call: it still happens, and they are answered.
     assert results == [[True]] * 5
+
+
+async def test_an_id_another_source_owns_is_stored_under_a_qualified_id(
+    redis: Redis, key_prefix: str
+) -> None:
+    store = store_for(redis, key_prefix)
+    tricky = 'x","source":"evil\\"é'
+    theirs = Event(id=tricky, source="a", type="a.b", data={"n": 1})
+    mine = Event(id=tricky, source="b", type="a.b", data={"n": 2})
+    assert await store.admit([theirs]) == [(True, tricky)]
+    assert await store.admit([mine, mine]) == [(True, f"b:{tricky}"), (False, f"b:{tricky}")]
+    stored = json.loads(await redis.get(f"{key_prefix}event:b:{tricky}"))
+    assert stored == mine.to_dict() | {"id": f"b:{tricky}"}
+    job = json.loads(await redis.get(f"arq:job:{key_prefix}handle:b:{tricky}"))
+    assert job["f"] == "handle_event" and job["a"] == [stored]
+    # The first source's record is untouched.
+    assert json.loads(await redis.get(f"{key_prefix}event:{tricky}")) == theirs.to_dict()
+    # An id too long to qualify as it is gets a bounded one.
+    long_id = "L" * 256
+    await store.admit([Event(id=long_id, source="a", type="a.b")])
+    [(new, stored_id)] = await store.admit([Event(id=long_id, source="b", type="a.b")])
+    assert new and stored_id.startswith("evt_") and len(stored_id) == 36
