@@ -47,6 +47,7 @@ class Keys:
     prefix: str
 
     def seen(self, event_id: str) -> str:
+        """A stored id, holding the source that owns it (written by the ingest script)."""
         return f"{self.prefix}seen:{event_id}"
 
     def event(self, event_id: str) -> str:
@@ -74,6 +75,7 @@ class Keys:
         return f"{self.prefix}dlq:index"
 
     def handle_job_id(self, event_id: str, run: str = "") -> str:
+        # The ingest script builds the first run's id the same way: `<prefix>handle:<id>`.
         return f"{self.prefix}handle:{event_id}" + (f"@{run}" if run else "")
 
     def run_job_id(self, event_id: str, rule_id: str, run: str = "", retry: int = 0) -> str:
