@@ -19,8 +19,10 @@ from tests.helpers import Bridge, running_bridge, wait_for
 # lets three go at once, then one a second.
 BURST = 3
 INTERVAL = 1.0
-# Arrival times are taken as the sandbox stores each message; allow for scheduling noise.
-TOLERANCE = 0.1
+# Arrival times are taken as the sandbox stores each message, so they carry each request's
+# latency: the burst's first messages also open their connections, the paced ones reuse
+# them. Allow for that and for scheduling noise on a busy machine.
+TOLERANCE = 0.25
 
 RULE = """
 id: order-to-channel
@@ -91,7 +93,7 @@ def test_six_posts_to_one_channel_are_paced_and_another_channel_is_not_held(
     # a second apart (GCRA's guarantee, whatever order the jobs ran in).
     for (i, earlier), (j, later) in itertools.combinations(enumerate(creative), 2):
         assert later - earlier >= (j - i - (BURST - 1)) * INTERVAL - TOLERANCE, creative
-    assert creative[-1] - creative[0] >= (6 - BURST) * INTERVAL - TOLERANCE
+    assert creative[-1] - creative[0] >= (6 - BURST) * INTERVAL - TOLERANCE, creative
     # Every order was posted once, and Slack never had to say 429.
     assert sorted(text for _, name, text in arrivals.messages if name == "#creative") == sorted(
         f"order c-{n}" for n in range(6)
