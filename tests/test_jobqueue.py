@@ -78,7 +78,7 @@ async def test_jobs_run_once_and_leave_only_their_results(pool: ArqRedis, key_pr
     assert (w.jobs_complete, w.jobs_failed, w.jobs_retried) == (3, 0, 0)
     for job_id in ids:
         job = Job(job_id, pool, _queue_name=f"{key_prefix}queue", _deserializer=job_deserializer)
-        assert await job.result(timeout=1) == {"double": 42, "try": 1}
+        assert await job.result() == {"double": 42, "try": 1}
         assert await job.status() == JobStatus.complete
         assert await job_keys(pool, job_id) == []
     assert await pool.zcard(f"{key_prefix}queue") == 0
@@ -98,7 +98,7 @@ async def test_retry_defers_the_job_and_counts_the_try(pool: ArqRedis, key_prefi
     await w.main()
 
     job = Job(job_id, pool, _queue_name=f"{key_prefix}queue", _deserializer=job_deserializer)
-    assert await job.result(timeout=1) == 2
+    assert await job.result() == 2
     assert len(started) == 2
     assert started[1] - started[0] >= 0.19  # re-scored into the future, not run at once
     assert (w.jobs_complete, w.jobs_retried) == (1, 1)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bridge.actions import action_schemas
 from bridge.context import Context
 from bridge.ingress.pollers import lytho
+from bridge.rules import load_rules
+from bridge.templates import Templates
 from tests.pollers.support import Sandboxes, poll, poller, stored_events
 
 
@@ -173,7 +177,7 @@ async def test_a_status_field_no_list_names_is_an_updated_event(
 
 
 async def test_custom_metadata_and_nested_fields_list_each_differing_key(
-    context: Context, sandboxes: Sandboxes
+    context: Context, sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
     sandboxes.edit_asset(1001, customFields={"approval": "pending", "region": "EU"})
     dam = poller(context, "lytho")
@@ -203,6 +207,24 @@ async def test_custom_metadata_and_nested_fields_list_each_differing_key(
     assert event.changes["metadata.status"] == {"from": None, "to": "approved"}
     assert event.changes["customFields.approval"] == {"from": "pending", "to": "approved"}
     assert event.data["metadata_values"] == {"status": "approved", "campaign": "spring-2026"}
+    # What docs/events.md tells rule authors to write matches it.
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "approved.yaml").write_text(APPROVED_RULE)
+    rules = load_rules(rules_dir, templates=Templates(), actions=action_schemas())
+    assert [r.id for r in rules.matching(event, Templates())] == ["asset-approved"]
+
+
+APPROVED_RULE = """
+id: asset-approved
+on: lytho.asset.updated
+when:
+  - {path: data.metadata.status, changed: {to: approved}}
+  - {path: data.metadata_values.status, eq: approved}
+actions:
+  - uses: slack.post
+    with: {channel: "#creative", text: "{{ data.name }} was approved"}
+"""
 
 
 async def test_a_version_only_change_is_an_updated_event_once(
