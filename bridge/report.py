@@ -81,7 +81,7 @@ def _one_entry(entry: dict[str, Any]) -> list[str]:
             lines.append(f"    {mark} rule {evaluation.get('rule')}{note}")
             conditions = evaluation.get("conditions")
             if conditions:
-                lines += ["        " + line for line in stored_tree_lines(conditions)]
+                lines += ["        " + line for line in stored_tree_lines(_tree(conditions))]
     elif kind == "step":
         duration = f"  {entry['duration_ms']} ms" if "duration_ms" in entry else ""
         detail = ""
@@ -120,6 +120,26 @@ def _one_entry(entry: dict[str, Any]) -> list[str]:
         rest = {k: v for k, v in entry.items() if k not in ("at", "kind")}
         lines.append(f"{when}  {kind}  {_short(rest)}")
     return lines
+
+
+def _tree(node: dict[str, Any]) -> dict[str, Any]:
+    """A stored condition tree whose branches cut for depth (by `displayable`) read as a note."""
+    copy = dict(node)
+    stack = [copy]
+    while stack:
+        current = stack.pop()
+        children = current.get("children")
+        if not isinstance(children, list):
+            continue
+        kept: list[dict[str, Any]] = []
+        for child in children:
+            if isinstance(child, dict):
+                kept.append(dict(child))
+                stack.append(kept[-1])
+            else:
+                kept.append({"op": "expr", "result": current.get("result"), "expected": child})
+        current["children"] = kept
+    return copy
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -187,6 +187,12 @@ def test_deep_nesting_and_infinite_numbers_show_on_every_reader(bridge: Bridge) 
     prefix = bridge.settings.key_prefix
     bridge.redis.hset(f"{prefix}dlq", "dl_deep", dumps(letter))
     bridge.redis.zadd(f"{prefix}dlq:index", {"dl_deep": 1.9e9})
+    # A condition tree deeper than any rule may nest (pages and `bridge trace` recurse on it).
+    tree: dict[str, Any] = {"op": "exists", "result": True, "path": "data"}
+    for _ in range(1000):
+        tree = {"op": "not", "result": True, "children": [tree]}
+    evaluation = {"rule": "r2", "matched": False, "conditions": tree}
+    seed(bridge, lambda ctx: ctx.tracer.record("deep-1", "evaluated", rules=[evaluation]))
 
     answers = every_reader(bridge, "deep-1")
     for path, response in answers.items():
@@ -200,8 +206,10 @@ def test_deep_nesting_and_infinite_numbers_show_on_every_reader(bridge: Bridge) 
     letter = strict_json(answers["/api/dead-letters"])["dead_letters"][0]
     assert TOO_DEEP in json.dumps(letter["event"], ensure_ascii=False)
 
+    assert answers["/events/{id}"].text.count('<span class="op">not</span>') > 20
     printed = bridge_trace(bridge, "deep-1")
     assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.count(" not") > 20
     assert '"Infinity", "-Infinity", "NaN"' not in printed.stdout  # data is cut at 200 chars
     assert "data: {" in printed.stdout
 
