@@ -303,3 +303,17 @@ async def test_a_snapshot_of_the_first_format_reports_no_change_on_upgrade(
     assert json.loads(raw)["v"] == lytho.FORMAT
     await poll(dam)
     assert len(await stored_events(context)) == 1
+
+
+def test_a_string_that_only_looks_like_a_signed_link_is_kept_as_it_is() -> None:
+    asset = {
+        "id": 9,
+        "version": 1,
+        "source": "http://[::1?sig=1",  # no valid URL: compared as text, no crash
+        "page": "https://example.test/a?lang=en",  # not signed: its query counts
+        "file": "https://cdn.example.test/a.jpg?Signature=x#top",
+    }
+    fields = lytho.compact(asset)["asset"]
+    assert fields["source"] == "http://[::1?sig=1"
+    assert fields["page"] == "https://example.test/a?lang=en"
+    assert fields["file"] == "https://cdn.example.test/a.jpg"

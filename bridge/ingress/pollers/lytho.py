@@ -65,8 +65,8 @@ IGNORED: Final = frozenset(
 SIGNATURE_PARAMS: Final = frozenset(
     {"signature", "sig", "x-amz-signature", "x-goog-signature", "token", "expires"}
 )
-# Fields that an `updated` event does not report on their own: tags have events of their
-# own, and a version or date that moved with the tags is explained by those events.
+# Fields that move with every edit: on their own they are an `updated` (a new version with
+# the same fields), but when the tags changed too, the tag events explain them.
 BOOKKEEPING: Final = ("version", "modificationDate")
 # The snapshot entry's format: 2 keeps the whole asset (`{"v": 2, "asset": {…}}`); an
 # entry without `v` is of the first format, which kept only a few fields (`COMPARED_V1`).
@@ -100,11 +100,17 @@ def metadata_values(metadata: Any) -> Any:
     return {str(m.get("name")): m.get("value") for m in metadata if isinstance(m, Mapping)}
 
 
-def _signed(value: str) -> bool:
+def _unsigned(value: str) -> str:
+    """A signed link without its query and fragment; any other string as it is."""
     if not _SIGNED_URL.match(value):
-        return False
-    query = urlsplit(value).query
-    return any(name.lower() in SIGNATURE_PARAMS for name, _ in parse_qsl(query, True))
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # not a URL after all (say, a broken IPv6 host)
+        return value
+    if any(name.lower() in SIGNATURE_PARAMS for name, _ in parse_qsl(parts.query, True)):
+        return urlunsplit(parts._replace(query="", fragment=""))
+    return value
 
 
 def _stable(value: Any) -> Any:
@@ -113,8 +119,8 @@ def _stable(value: Any) -> Any:
         return {str(k): _stable(v) for k, v in value.items() if k not in IGNORED}
     if isinstance(value, list):
         return [_stable(v) for v in value]
-    if isinstance(value, str) and _signed(value):
-        return urlunsplit(urlsplit(value)._replace(query="", fragment=""))
+    if isinstance(value, str):
+        return _unsigned(value)
     return value
 
 
