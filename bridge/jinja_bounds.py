@@ -44,6 +44,7 @@ MAX_SECONDS = 2.0  # when the caller gives no deadline
 MAX_BUILT = 32 * 1024 * 1024  # bytes
 
 _CONTAINERS = (list, tuple, dict, set, frozenset)
+_SIZED = (list, tuple, dict, set, frozenset, range, str)
 # A %-format width or precision of a million or more, or taken from the arguments (`*`).
 _WIDTH = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(?:\*|\d{6,}|\d*\.(?:\*|\d{6,}))")
 # Operations between two looks at the clock: one operation is a few microseconds at most
@@ -66,39 +67,46 @@ class Budget:
 
     __slots__ = (
         "_sizes",
+        "began",
         "built",
         "deadline",
         "max_built",
         "max_ops",
         "next_check",
         "ops",
-        "seconds",
     )
 
     def __init__(
         self,
-        *,
         deadline: float,
-        seconds: float,
+        began: float,
         max_ops: int = MAX_OPERATIONS,
         max_built: int = MAX_BUILT,
+        check_first: bool = True,
     ) -> None:
+        # Positional and plain: one is made for every render.
         self.ops = 0
-        self.next_check = 1  # the first operation looks at the clock
+        # The first operation looks at the clock when the deadline may already be near.
+        self.next_check = 1 if check_first or max_ops < _CHECK_EVERY else _CHECK_EVERY
         self.built = 0
         self.max_ops = max_ops
         self.max_built = max_built
         self.deadline = deadline
-        self.seconds = seconds
+        self.began = began
         # Logical sizes of the containers met so far, by id (each kept alive while here).
         self._sizes: dict[int, tuple[Any, int]] = {}
+
+    @property
+    def seconds(self) -> float:
+        """The time the render was given."""
+        return max(0.0, self.deadline - self.began)
 
     def spend(self, ops: int = 1) -> None:
         self.ops += ops
         if self.ops >= self.next_check:
-            self._check()
+            self.check()
 
-    def _check(self) -> None:
+    def check(self) -> None:
         if self.ops > self.max_ops:
             raise BudgetExceeded(
                 f"exceeded its budget of {self.max_ops:,} operations; {_ADVICE}", "operations"
@@ -233,7 +241,9 @@ def _filter_weight(value: Any, per_item: bool) -> int:
 
 def _ticking(items: Iterator[Any], budget: Budget) -> Iterator[Any]:
     for item in items:
-        budget.spend()
+        budget.ops += 1
+        if budget.ops >= budget.next_check:
+            budget.check()
         yield item
 
 
@@ -409,8 +419,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def counted(iterable: Any) -> Any:
+        """A loop's iterable: each pass one operation, paid up front when its length is known
+        (a loop runs to its end), else as each item comes."""
         budget = _active.get()
         if budget is None:
+            return iterable
+        if isinstance(iterable, _SIZED):
+            budget.spend(1 + len(iterable))
             return iterable
         return _ticking(iter(iterable), budget)
 
@@ -433,7 +448,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def literal(value: Any) -> Any:
         budget = _active.get()
         if budget is not None:
-            budget.spend()
+            budget.ops += 1
+            if budget.ops >= budget.next_check:
+                budget.check()
             budget.built_value(value)
         return value
 
@@ -502,7 +519,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def getattr(self, obj: Any, attribute: str) -> Any:
         budget = _active.get()
         if budget is not None:
-            budget.spend()
+            budget.ops += 1
+            if budget.ops >= budget.next_check:
+                budget.check()
         # Event data is JSON: `data.items` means the key "items", not dict.items().
         if type(obj) is dict and attribute in obj:
             return obj[attribute]
@@ -513,7 +532,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def getitem(self, obj: Any, argument: Any) -> Any:
         budget = _active.get()
         if budget is not None:
-            budget.spend()
+            budget.ops += 1
+            if budget.ops >= budget.next_check:
+                budget.check()
         return super().getitem(obj, argument)
 
 
@@ -580,7 +601,9 @@ def budgeted_test(func: Any) -> Any:
     def budgeted(*args: Any, **kwargs: Any) -> Any:
         budget = _active.get()
         if budget is not None:
-            budget.spend()
+            budget.ops += 1
+            if budget.ops >= budget.next_check:
+                budget.check()
         return func(*args, **kwargs)
 
     return functools.wraps(func)(budgeted)

@@ -411,14 +411,10 @@ class Templates:
         scoped = _scope_deadline.get()
         if deadline is None or (scoped is not None and scoped < deadline):
             deadline = scoped
+        given = deadline is not None
         if deadline is None:
             deadline = began + self.max_seconds
-        return Budget(
-            deadline=deadline,
-            seconds=max(0.0, deadline - began),
-            max_ops=self.max_operations,
-            max_built=self.max_built,
-        )
+        return Budget(deadline, began, self.max_operations, self.max_built, given)
 
     # -- rendering --
 
