@@ -51,6 +51,7 @@ def test_two_web_processes_share_the_port_and_stop_on_sigterm(
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
+        "BRIDGE_WEB_READ_TIMEOUT": "1.5",
     }
     (tmp_path / "rules").mkdir()
     (tmp_path / "templates").mkdir()
@@ -89,6 +90,15 @@ def test_two_web_processes_share_the_port_and_stop_on_sigterm(
             assert answer.json() == {"accepted": [event_id], "duplicates": []}
         assert client.zcard(f"{key_prefix}events") == len(ids)
         assert client.zcard(f"{key_prefix}queue") == len(ids)
+        # Each server process took its read timeout from the environment.
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", port)) as silent:
+                silent.settimeout(60)  # a safety net: the server closes it first
+                answer = b""
+                while chunk := silent.recv(4096):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+            assert answer.endswith(b"the request did not arrive in full within 1.5 s")
 
         web.send_signal(signal.SIGTERM)
         assert web.wait(30) == 0
