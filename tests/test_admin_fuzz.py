@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from math import isfinite
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,9 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.admin import event_with_trace
 from bridge.context import Context, build_context
-from bridge.deadletters import DeadLetters
 from bridge.events import Event
+from bridge.report import trace_lines
 from bridge.settings import Settings
 from bridge.store import dumps
 from bridge.traces import TOO_DEEP
@@ -87,10 +89,29 @@ async def store_event(context: Context, event: Event, *, letter_error: str | Non
         params={"text": data, "channel": event.subject},
     )
     if letter_error is not None:
-        await DeadLetters(context).add(event, "r1", "", "notify", "slack.post", letter_error, 1)
+        await add_letter(context, event, letter_error)
         await context.tracer.record(
             event.id, "run", rule="r1", status="dead_lettered", error=letter_error
         )
+
+
+async def add_letter(context: Context, event: Event, error: str) -> None:
+    """A dead letter as DeadLetters stores one, written directly: its add() copies the event
+    recursively (asdict), which no event nested 900 deep survives."""
+    letter = {
+        "id": f"dl_{event.id}",
+        "event_id": event.id,
+        "rule_id": "r1",
+        "run": "",
+        "step": "notify",
+        "uses": "slack.post",
+        "error": error,
+        "attempts": 1,
+        "failed_at": 1.9e9,
+        "event": event.to_dict(),
+    }
+    await context.redis.hset(context.keys.dead_letters, letter["id"], dumps(letter))  # type: ignore[misc]
+    await context.redis.zadd(context.keys.dead_letter_index, {letter["id"]: 1.9e9})
 
 
 def strict_json(response: httpx.Response) -> Any:
@@ -170,23 +191,7 @@ def test_deep_nesting_and_infinite_numbers_show_on_every_reader(bridge: Bridge) 
         type="demo.thing",
         data={"deep": deep, "numbers": [float("inf"), -float("inf"), float("nan"), 10**4000]},
     )
-    seed(bridge, lambda ctx: store_event(ctx, event))
-    # Written as DeadLetters stores a letter (its add() copies the event recursively).
-    letter = {
-        "id": "dl_deep",
-        "event_id": "deep-1",
-        "rule_id": "r1",
-        "run": "",
-        "step": "notify",
-        "uses": "slack.post",
-        "error": "deep",
-        "attempts": 1,
-        "failed_at": 1.9e9,
-        "event": event.to_dict(),
-    }
-    prefix = bridge.settings.key_prefix
-    bridge.redis.hset(f"{prefix}dlq", "dl_deep", dumps(letter))
-    bridge.redis.zadd(f"{prefix}dlq:index", {"dl_deep": 1.9e9})
+    seed(bridge, lambda ctx: store_event(ctx, event, letter_error="deep"))
     # A condition tree deeper than any rule may nest (pages and `bridge trace` recurse on it).
     tree: dict[str, Any] = {"op": "exists", "result": True, "path": "data"}
     for _ in range(1000):
@@ -296,14 +301,61 @@ def _deep(depth: int, leaf: Any, as_dict: bool) -> Any:
 
 JSON = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.just(TOKEN) | TEXT, inner, max_size=4)
+    ),
     max_leaves=12,
 ) | st.builds(_deep, st.sampled_from([63, 64, 65, 200, 900]), SCALARS, st.booleans())
+
+
+# Each example also carries one of these, so that every edge is met in a bounded run.
+EDGES = st.sampled_from(
+    [
+        float("inf"),
+        float("nan"),
+        -(10**4000),
+        "\ud800 \x1b[2J\n",
+        _deep(900, "bottom", True),
+        {TOKEN: "a secret as a key"},
+        "x" * 100_000,
+    ]
+)
+
+
+def edges_of(*values: Any) -> set[str]:
+    """Which JSON edges the values hold (for the fuzz to show what it covered)."""
+    found: set[str] = set()
+    stack = [(value, 1) for value in values]
+    while stack:
+        value, depth = stack.pop()
+        if depth > 64:
+            found.add("deeper than 64")
+        if isinstance(value, dict):
+            stack += [(k, depth) for k in value] + [(v, depth + 1) for v in value.values()]
+            if TOKEN in value:
+                found.add("secret as a key")
+        elif isinstance(value, list):
+            stack += [(v, depth + 1) for v in value]
+        elif isinstance(value, float) and not isfinite(value):
+            found.add("NaN or infinity")
+        elif isinstance(value, int) and abs(value) > 2**63:
+            found.add("huge integer")
+        elif isinstance(value, str):
+            if any("\ud800" <= c <= "\udfff" for c in value):
+                found.add("lone surrogate")
+            if any(c < " " or "\x7f" <= c <= "\x9f" for c in value):
+                found.add("control character")
+            if len(value) > 60_000:
+                found.add("long string")
+            if TOKEN in value:
+                found.add("secret in a value")
+    return found
 
 
 @pytest.mark.timeout(300)  # ~15 s alone; a loaded 2-core machine is slower, not wrong
 def test_fuzz_no_reader_answers_5xx(bridge: Bridge) -> None:
     seen: list[int] = []
+    covered: set[str] = set()
 
     @settings(
         max_examples=EXAMPLES,
@@ -316,11 +368,14 @@ def test_fuzz_no_reader_answers_5xx(bridge: Bridge) -> None:
         subject=st.none() | TEXT,
         type_=TEXT.filter(bool),
         data=JSON,
+        edge=EDGES,
         error=TEXT,
     )
-    def check(subject: str | None, type_: str, data: Any, error: str) -> None:
+    def check(subject: str | None, type_: str, data: Any, edge: Any, error: str) -> None:
         event_id = f"fz-{len(seen)}"
         seen.append(1)
+        data = {"fuzzed": data, "edge": edge}
+        covered.update(edges_of(subject, type_, data, error))
         event = Event(id=event_id, source="demo", type=type_, subject=subject, data=data)
         seed(bridge, lambda ctx: store_event(ctx, event, letter_error=error))
         for path, response in every_reader(bridge, event_id).items():
@@ -331,6 +386,20 @@ def test_fuzz_no_reader_answers_5xx(bridge: Bridge) -> None:
                 assert TOKEN not in json.dumps(body, ensure_ascii=False)
             else:
                 assert TOKEN not in response.text
+        # What `bridge trace` prints: strict UTF-8, one line per line, no secret.
+        found = seed(bridge, lambda ctx: event_with_trace(ctx, event_id))
+        printed = "\n".join(trace_lines(*found)).encode("utf-8")
+        assert TOKEN.encode() not in printed and b"\x1b" not in printed
 
     check()
     assert len(seen) == EXAMPLES
+    assert covered == {
+        "deeper than 64",
+        "secret as a key",
+        "secret in a value",
+        "NaN or infinity",
+        "huge integer",
+        "lone surrogate",
+        "control character",
+        "long string",
+    }
