@@ -54,6 +54,14 @@ _CHECK_EVERY = 64
 _ADVICE = "loop over less, or do less in each pass"
 
 
+def _bytes(count: int) -> str:
+    """`32 MiB`, `512 KiB`, `100 bytes`."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size and count % size == 0:
+            return f"{count // size:,} {unit}"
+    return f"{count:,} bytes"
+
+
 class BudgetExceeded(Exception):
     """A render went over its budget; `kind` is "operations", "time" or "memory"."""
 
@@ -112,16 +120,15 @@ class Budget:
                 f"exceeded its budget of {self.max_ops:,} operations; {_ADVICE}", "operations"
             )
         if time.monotonic() > self.deadline:
+            done = f"{self.ops:,} operation{'' if self.ops == 1 else 's'} done"
             raise BudgetExceeded(
-                f"exceeded its budget of {self.seconds:.3g} s "
-                f"({self.ops:,} operations done); {_ADVICE}",
-                "time",
+                f"exceeded its budget of {self.seconds:.3g} s ({done}); {_ADVICE}", "time"
             )
         self.next_check = min(self.ops + _CHECK_EVERY, self.max_ops + 1)
 
     def _over_memory(self, what: str) -> BudgetExceeded:
         return BudgetExceeded(
-            f"exceeded its budget of {self.max_built // (1024 * 1024)} MiB {what}; "
+            f"exceeded its budget of {_bytes(self.max_built)} {what}; "
             "build smaller strings and lists",
             "memory",
         )
