@@ -227,6 +227,8 @@ def test_records_that_cannot_be_decoded_are_listed_with_why(bridge: Bridge) -> N
     bridge.redis.set(f"{keys}event:raw-1", hopeless)
     bridge.redis.zadd(f"{keys}events", {"raw-1": 1.9e12})
     bridge.redis.rpush(f"{keys}trace:raw-1", hopeless, b"{not json")
+    for odd in ({"kind": "step", "at": "soon", "rule": "r"}, {"kind": "run", "at": 1e300}):
+        bridge.redis.rpush(f"{keys}trace:raw-1", json.dumps(odd))
     bridge.redis.hset(f"{keys}dlq", "dl_raw", hopeless)
     bridge.redis.zadd(f"{keys}dlq:index", {"dl_raw": 1.9e9})
 
@@ -241,7 +243,7 @@ def test_records_that_cannot_be_decoded_are_listed_with_why(bridge: Bridge) -> N
     assert body["event"]["data"] == {
         "unreadable": "the stored event cannot be read: nested too deep"
     }
-    assert [e["kind"] for e in body["trace"]] == ["unreadable", "unreadable"]
+    assert [e["kind"] for e in body["trace"]] == ["unreadable", "unreadable", "step", "run"]
     assert body["trace"][0]["error"] == "this trace entry cannot be read: nested too deep"
     page = get(bridge, "/events/raw-1")
     assert page.status_code == 200

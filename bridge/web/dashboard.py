@@ -93,22 +93,35 @@ def _pretty(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 
+def _instant(at: Any) -> datetime | None:
+    """A stored time (seconds since the epoch) as a datetime; None when it is not one."""
+    try:
+        return datetime.fromtimestamp(float(at), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
 def _utc(at: float | None) -> str:
     if at is None:
         return "never"
-    return datetime.fromtimestamp(float(at), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    instant = _instant(at)
+    return "?" if instant is None else instant.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _clock(at: float | None) -> str:
     if at is None:
         return ""
-    return datetime.fromtimestamp(float(at), UTC).strftime("%H:%M:%S.%f")[:-3]
+    instant = _instant(at)
+    return "?" if instant is None else instant.strftime("%H:%M:%S.%f")[:-3]
 
 
 def _ago(at: float | None) -> str:
     if at is None:
         return "never"
-    seconds = max(0, int(time.time() - float(at)))
+    instant = _instant(at)
+    if instant is None:
+        return "?"
+    seconds = max(0, int(time.time() - instant.timestamp()))
     for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
         if seconds >= size:
             return f"{seconds // size} {unit} ago"
