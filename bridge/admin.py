@@ -12,6 +12,7 @@ from typing import Any
 
 from bridge.context import Context
 from bridge.deadletters import DeadLetter, DeadLetters
+from bridge.errors import EventError
 from bridge.events import Event
 from bridge.store import Job
 from bridge.traces import redact
@@ -49,13 +50,22 @@ async def event_with_trace(
 
 
 async def replay(bridge: Context, event_id: str) -> str | None:
-    """Match and run a stored event again as a new run; the run's name, or None if unknown."""
-    event = await bridge.store.get_event(event_id)
-    if event is None:
-        return None
-    run = f"replay-{time.time_ns() // 1_000_000}"
-    job = Job("handle_event", (event.to_dict(), run), bridge.keys.handle_job_id(event.id, run))
-    await bridge.store.enqueue([job])
+    """Match and run a stored event again as a new run; the run's name, or None if unknown.
+
+    Raises EventError when the stored record cannot be read back into an event.
+    """
+    try:
+        event = await bridge.store.get_event(event_id)
+        if event is None:
+            return None
+        run = f"replay-{time.time_ns() // 1_000_000}"
+        job = Job("handle_event", (event.to_dict(), run), bridge.keys.handle_job_id(event.id, run))
+        await bridge.store.enqueue([job])
+    except UNREADABLE as exc:
+        raise EventError(
+            f"the stored event {event_id!r} cannot be read ({_why(exc)}), so it cannot be "
+            "replayed; send it again"
+        ) from None
     await bridge.tracer.record(event.id, "replayed", run=run)
     return run
 

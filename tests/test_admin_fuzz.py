@@ -260,6 +260,26 @@ def test_records_that_cannot_be_decoded_are_listed_with_why(bridge: Bridge) -> N
     assert printed.returncode == 0, printed.stderr
     assert "this trace entry cannot be read: nested too deep" in printed.stdout
 
+    # Nothing can be replayed from it: said so, and nothing is queued.
+    queued, traced = bridge.queued(), bridge.redis.llen(f"{keys}trace:raw-1")
+    replay = httpx.post(f"{bridge.web_url}/api/events/raw-1/replay", headers=AUTH, timeout=10)
+    assert replay.status_code == 409
+    message = (
+        "the stored event 'raw-1' cannot be read (nested too deep), so it cannot be replayed; "
+        "send it again"
+    )
+    assert replay.json() == {"error": "unreadable", "message": message}
+    cli = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "replay", "raw-1"],
+        env={**os.environ, **bridge.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert cli.returncode == 1 and message in cli.stderr and "Traceback" not in cli.stderr
+    assert (bridge.queued(), bridge.redis.llen(f"{keys}trace:raw-1")) == (queued, traced)
+
 
 def test_control_characters_in_ids_cannot_forge_lines_or_links(bridge: Bridge) -> None:
     forged = "ctl-1\n12:00:00.000  run r1  succeeded\x1b[2J\r"

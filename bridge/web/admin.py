@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from dataclasses import fields as fields_of
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -24,6 +25,7 @@ from starlette.routing import Route
 
 from bridge import admin, metrics
 from bridge.context import Context
+from bridge.errors import EventError
 from bridge.events import Event
 from bridge.ingress.pollers.schedule import poller_status
 from bridge.store import loads
@@ -363,7 +365,7 @@ async def dead_letter_list(bridge: Context, limit: int = 100) -> dict[str, Any]:
     letters = await admin.dead_letters(bridge, limit)
     count = int(await bridge.redis.zcard(bridge.keys.dead_letter_index))
     # Field by field, not asdict(): that copies the stored event recursively.
-    shown = [{f.name: getattr(letter, f.name) for f in fields(letter)} for letter in letters]
+    shown = [{f.name: getattr(letter, f.name) for f in fields_of(letter)} for letter in letters]
     return {"dead_letters": shown, "count": count}
 
 
@@ -435,7 +437,10 @@ def _no_event(event_id: str) -> JSONResponse:
 
 async def replay_event(request: Request) -> Response:
     event_id = request.path_params["event_id"]
-    run = await admin.replay(_bridge(request), event_id)
+    try:
+        run = await admin.replay(_bridge(request), event_id)
+    except EventError as exc:
+        return error(409, "unreadable", str(public(_bridge(request), str(exc))))
     if run is None:
         return _no_event(event_id)
     return ok(request, {"event_id": event_id, "run": run}, 202)

@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from bridge import admin, metrics
 from bridge.context import Context
+from bridge.errors import EventError
 from bridge.ingress.pollers.schedule import poller_status
 from bridge.traces import displayable
 from bridge.web import prometheus
@@ -408,7 +409,10 @@ async def event_page(request: Request) -> Response:
 @page
 async def replay_event(request: Request) -> Response:
     event_id = request.path_params["event_id"]
-    run = await admin.replay(_bridge(request), event_id)
+    try:
+        run = await admin.replay(_bridge(request), event_id)
+    except EventError as exc:
+        return render(request, "message.html", 409, title="Cannot replay", message=str(exc))
     if run is None:
         return _back("/events", "missing", id=event_id)
     return _back(f"/events/{quote(event_id, safe='')}", "replayed", run=run)
