@@ -14,7 +14,7 @@ from bridge.context import Context
 from bridge.deadletters import DeadLetter, DeadLetters
 from bridge.errors import EventError
 from bridge.events import Event
-from bridge.store import Job
+from bridge.store import Job, loads
 from bridge.traces import redact
 
 # What a stored record that is not what its reader expects can raise while decoded.
@@ -27,6 +27,26 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
+def unreadable_event(event_id: str, exc: BaseException) -> Event:
+    """What is shown of a stored event record that cannot be read back, and why."""
+    return Event(
+        id=event_id,
+        source="",
+        type="",
+        data={"unreadable": f"the stored event cannot be read: {_why(exc)}"},
+    )
+
+
+def decode_event(event_id: str, raw: bytes | str) -> Event:
+    """A stored event record, or an `unreadable_event` when it cannot be read back."""
+    try:
+        event = Event.from_dict(loads(raw))
+        event.to_dict()  # what every reader calls: a record it fails on is unreadable
+    except UNREADABLE as exc:
+        return unreadable_event(event_id, exc)
+    return event
+
+
 async def event_with_trace(
     bridge: Context, event_id: str
 ) -> tuple[Event, list[dict[str, Any]]] | None:
@@ -34,13 +54,10 @@ async def event_with_trace(
     secrets = bridge.settings.secrets()
     try:
         event = await bridge.store.get_event(event_id)
+        if event is not None:
+            event.to_dict()  # what every reader calls: a record it fails on is unreadable
     except UNREADABLE as exc:
-        event = Event(
-            id=event_id,
-            source="",
-            type="",
-            data={"unreadable": f"the stored event cannot be read: {_why(exc)}"},
-        )
+        event = unreadable_event(event_id, exc)
     if event is None:
         return None
     entries = redact(await bridge.tracer.read(event_id), secrets)

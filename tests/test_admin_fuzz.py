@@ -229,13 +229,16 @@ def test_records_that_cannot_be_decoded_are_listed_with_why(bridge: Bridge) -> N
     bridge.redis.rpush(f"{keys}trace:raw-1", hopeless, b"{not json")
     for odd in ({"kind": "step", "at": "soon", "rule": "r"}, {"kind": "run", "at": 1e300}):
         bridge.redis.rpush(f"{keys}trace:raw-1", json.dumps(odd))
+    odd_changes = {"id": "raw-2", "source": "demo", "type": "demo.thing", "changes": {"a": 5}}
+    bridge.redis.set(f"{keys}event:raw-2", json.dumps(odd_changes))
+    bridge.redis.zadd(f"{keys}events", {"raw-2": 1.8e12})
     bridge.redis.hset(f"{keys}dlq", "dl_raw", hopeless)
     bridge.redis.zadd(f"{keys}dlq:index", {"dl_raw": 1.9e9})
 
     events = get(bridge, "/api/events")
     assert events.status_code == 200
     listed = {e["id"]: e for e in strict_json(events)["events"]}
-    assert set(listed) == {"ok-1", "raw-1"}
+    assert set(listed) == {"ok-1", "raw-1", "raw-2"}
     assert listed["raw-1"]["type"] == "" and listed["raw-1"]["outcome"] == "pending"
     detail = get(bridge, "/api/events/raw-1")
     assert detail.status_code == 200
@@ -245,6 +248,12 @@ def test_records_that_cannot_be_decoded_are_listed_with_why(bridge: Bridge) -> N
     }
     assert [e["kind"] for e in body["trace"]] == ["unreadable", "unreadable", "step", "run"]
     assert body["trace"][0]["error"] == "this trace entry cannot be read: nested too deep"
+    odd = get(bridge, "/api/events/raw-2")
+    assert odd.status_code == 200
+    assert strict_json(odd)["event"]["data"] == {
+        "unreadable": "the stored event cannot be read: TypeError: 'int' object is not iterable"
+    }
+    assert get(bridge, "/events/raw-2").status_code == 200
     page = get(bridge, "/events/raw-1")
     assert page.status_code == 200
     assert "this trace entry cannot be read: nested too deep" in page.text

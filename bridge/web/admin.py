@@ -28,7 +28,6 @@ from bridge.context import Context
 from bridge.errors import EventError
 from bridge.events import Event
 from bridge.ingress.pollers.schedule import poller_status
-from bridge.store import loads
 from bridge.traces import decode_entry, displayable
 from bridge.web.auth import UNSAFE_METHODS, Refusal, admin_token, authorize, csrf_ok, error
 
@@ -165,26 +164,6 @@ def event_id_of(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def unreadable_event(event_id: str, why: str) -> Event:
-    """What is shown of a stored event record that cannot be decoded."""
-    return Event(
-        id=event_id,
-        source="",
-        type="",
-        data={"unreadable": f"the stored event cannot be read: {why}"},
-    )
-
-
-def decode_event(event_id: str, raw: bytes | str) -> Event:
-    """A stored event record, or an `unreadable_event` when it cannot be decoded."""
-    try:
-        return Event.from_dict(loads(raw))
-    except RecursionError:
-        return unreadable_event(event_id, "nested too deep")
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        return unreadable_event(event_id, f"{type(exc).__name__}: {str(exc)[:200]}")
-
-
 @dataclass(frozen=True)
 class EventQuery:
     """Filters of the event list; `type` may be a glob (lytho.proof.*)."""
@@ -259,7 +238,9 @@ async def recent_events(
             if raw_event is None:
                 continue  # expired between the index and the event
             entries = [decode_entry(raw) for raw in raw_trace]
-            item = summary(decode_event(event_id_of(raw_id), raw_event), score / 1000, entries)
+            item = summary(
+                admin.decode_event(event_id_of(raw_id), raw_event), score / 1000, entries
+            )
             if query.accepts(item):
                 found.append(item)
                 if len(found) >= query.limit:
