@@ -400,14 +400,19 @@ def test_fuzz_no_reader_answers_5xx(bridge: Bridge) -> None:
         type_=TEXT.filter(bool),
         data=JSON,
         edge=EDGES,
+        changes=st.dictionaries(TEXT, st.fixed_dictionaries({"from": SCALARS, "to": JSON})),
         error=TEXT,
     )
-    def check(subject: str | None, type_: str, data: Any, edge: Any, error: str) -> None:
+    def check(
+        subject: str | None, type_: str, data: Any, edge: Any, changes: Any, error: str
+    ) -> None:
         event_id = f"fz-{len(seen)}"
         seen.append(1)
         data = {"fuzzed": data, "edge": edge}
-        covered.update(edges_of(subject, type_, data, error))
-        event = Event(id=event_id, source="demo", type=type_, subject=subject, data=data)
+        covered.update(edges_of(subject, type_, data, changes, error))
+        event = Event(
+            id=event_id, source="demo", type=type_, subject=subject, data=data, changes=changes
+        )
         seed(bridge, lambda ctx: store_event(ctx, event, letter_error=error))
         for path, response in every_reader(bridge, event_id).items():
             assert response.status_code < 500, (path, response.text[:300])
