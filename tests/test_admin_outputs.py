@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from bridge.sandbox.server import ThreadedServer
 from bridge.sandbox.slack import DEFAULT_TOKEN
-from bridge.web.admin import NOT_RECORDED
+from bridge.web.admin import NOT_RECORDED, NOT_RENDERED
 from tests.helpers import SECRET, Bridge, running_bridge, wait_for
 
 TOKEN = "outputs-admin-token-0123456789"
@@ -162,16 +162,20 @@ def test_steps_traced_without_params_say_they_were_not_recorded(bridge: Bridge) 
          "attempt": 1, "status": "succeeded", "result": {"ok": True}},
         {"at": 1.7e9, "kind": "step", "rule": "gone", "step": "tag", "uses": "lytho.tag_asset",
          "attempt": 1, "status": "skipped"},
+        {"at": 1.7e9, "kind": "step", "rule": "gone", "step": "sync", "uses": "lytics.collect",
+         "attempt": 1, "status": "failed", "continued": True, "error": "TemplateError: …"},
         {"at": 1.7e9, "kind": "run", "rule": "gone", "status": "succeeded"},
     ):  # fmt: skip
         bridge.redis.rpush(key, json.dumps(entry))
 
     body = get(bridge, "/api/events/old-1").json()
-    assert body["outcome"] == "succeeded"
-    notify, tag = body["actions"]
+    assert body["outcome"] == "succeeded_with_errors"
+    notify, tag, sync = body["actions"]
     assert notify["with"] is None and notify["not_recorded"] == NOT_RECORDED
     assert notify["result"] == {"ok": True}
     assert tag["skipped"] is True and "not_recorded" not in tag
+    assert sync["with"] is None and sync["not_recorded"] == NOT_RENDERED
+    assert sync["error"] == "TemplateError: …" and sync["continued"] is True
     page = get(bridge, "/events/old-1").text
     assert NOT_RECORDED in page
     assert "skipped (if: false): nothing was sent" in page

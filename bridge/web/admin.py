@@ -41,6 +41,10 @@ OUTCOMES = (
     "failed",
 )
 NOT_RECORDED = "not recorded: this step ran before lytbridge stored the parameters it sent"
+NOT_RENDERED = (
+    "not recorded: the step failed before its parameters were rendered (or ran before "
+    "lytbridge stored them)"
+)
 MAX_LIMIT = 500
 # One listing reads at most this many index entries, however selective its filters.
 MAX_SCAN = 5000
@@ -280,7 +284,7 @@ def stored_actions(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
             item["skipped"] = True
         elif "with" not in item:
             item["with"] = None
-            item["not_recorded"] = NOT_RECORDED
+            item["not_recorded"] = NOT_RENDERED if item["status"] == "failed" else NOT_RECORDED
     return list(steps.values())
 
 
