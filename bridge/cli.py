@@ -403,17 +403,19 @@ def cmd_fire(args: argparse.Namespace) -> int:
     settings, _ = companion_settings() if not args.dry_run else (_settings(), None)
     events = read_event_file(Path(args.event), args.source)
     if not args.dry_run:
-        from bridge.store import Store
+        from bridge.store import Admission, Store
 
-        async def enqueue(ctx: Any) -> list[bool]:
+        async def enqueue(ctx: Any) -> list[Admission]:
             store: Store = ctx.store
-            stored: list[bool] = await store.ingest(events)
-            return stored
+            admitted: list[Admission] = await store.admit(events)
+            return admitted
 
-        stored = _with_context(enqueue, settings)
-        for event, new in zip(events, stored, strict=True):
-            state = "enqueued" if new else "duplicate, not enqueued"
-            print(f"{event.id} ({event.type}): {state}; see: bridge trace {event.id}")
+        admitted = _with_context(enqueue, settings)
+        for event, admission in zip(events, admitted, strict=True):
+            # Another source may own the event's id: then it is stored under another one.
+            state = "enqueued" if admission.new else "duplicate, not enqueued"
+            shown = admission.id
+            print(f"{shown} ({event.type}): {state}; see: bridge trace {shown}")
         return 0
     ruleset, templates = _load(settings.rules_dir, settings.templates_dir)
     failed = False

@@ -44,6 +44,7 @@ from bridge.sandbox.server import ThreadedServer
 from bridge.sandbox.slack import DEFAULT_TOKEN, SlackSandbox, create_slack_app
 from bridge.settings import Secret, Settings
 from bridge.web.app import create_app
+from bridge.web.server import uvicorn_options
 from bridge.worker import run_worker
 
 logger = logging.getLogger("bridge.dev")
@@ -167,7 +168,8 @@ async def _serve(settings: Settings, redis_dir: Path | None) -> None:
         port=settings.port,
         log_level="warning",
         access_log=False,
-        http="httptools",
+        # The same bounds on slow and hostile clients as `bridge web`.
+        **uvicorn_options(settings),
     )
     server = DevServer(config, settings, redis_dir)
 

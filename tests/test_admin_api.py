@@ -219,6 +219,7 @@ def test_rules_with_numbers_and_the_rule_sets_validity(bridge: Bridge) -> None:
         "state": "ok",
         "loaded_at": body["rule_set"]["loaded_at"],
         "problems": [],
+        "warnings": [],
     }
     [rule] = body["rules"]
     assert rule["id"] == "proof-approved-to-slack"
@@ -237,6 +238,22 @@ def test_rules_with_numbers_and_the_rule_sets_validity(bridge: Bridge) -> None:
     [problem] = body["rule_set"]["problems"]
     assert "broken.yaml:4:" in problem and "equals" in problem
     assert [r["id"] for r in body["rules"]] == ["proof-approved-to-slack"]  # the last good set
+
+
+def test_rule_warnings_are_shown_beside_a_valid_rule_set(bridge: Bridge) -> None:
+    typo = RULE.replace("proof-approved-to-slack", "typo").replace(
+        "lytho.proof.status_changed", "lytho.proof.status_changd"
+    )
+    bridge.write_rule("typo.yaml", typo)
+    response = api(bridge, "GET", "/api/rules")
+    assert response.status_code == 200
+    rule_set = response.json()["rule_set"]
+    assert rule_set["valid"] is True  # a warning does not stop the rule set
+    [warning] = rule_set["warnings"]
+    assert "typo.yaml:" in warning and "did you mean 'lytho.proof.status_changed'" in warning
+    page = httpx.get(f"{bridge.web_url}/rules", headers=AUTH, timeout=10)
+    assert page.status_code == 200
+    assert "did you mean &#39;lytho.proof.status_changed&#39;" in page.text
 
 
 def test_dead_letters_listed_retried_and_dropped(bridge: Bridge) -> None:

@@ -138,3 +138,26 @@ def test_fire_takes_the_source_named(bridge: Bridge, capsys: pytest.CaptureFixtu
     assert first_trace_line(capsys, event_id).startswith(
         f"event {event_id}  lytics.job.failed  from lytics"
     )
+
+
+def test_fire_names_the_id_an_event_is_stored_under(
+    bridge: Bridge, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An id another source owns is stored under another one: fire prints that one."""
+    (tmp_path / "first.json").write_text(json.dumps({**JOB_FAILED, "id": "shared-7"}))
+    code, out, _ = cli(capsys, "fire", "first.json", "--source", "lytho")
+    assert (code, out) == (
+        0,
+        "shared-7 (lytics.job.failed): enqueued; see: bridge trace shared-7\n",
+    )
+    code, out, _ = cli(capsys, "fire", "first.json", "--source", "lytics")
+    assert code == 0
+    stored = out.split(" ")[0]
+    assert stored != "shared-7"
+    assert out == f"{stored} (lytics.job.failed): enqueued; see: bridge trace {stored}\n"
+    assert first_trace_line(capsys, stored).startswith(
+        f"event {stored}  lytics.job.failed  from lytics"
+    )
+    assert first_trace_line(capsys, "shared-7").startswith(
+        "event shared-7  lytics.job.failed  from lytho"
+    )

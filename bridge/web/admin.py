@@ -340,6 +340,8 @@ async def rules_overview(bridge: Context) -> dict[str, Any]:
             "state": state,
             "loaded_at": live.loaded_at,
             "problems": list(live.problems),
+            # What `bridge validate` warns about (an `on:` type no source emits, …).
+            "warnings": list(live.warnings),
         },
         "rules": rules,
     }
