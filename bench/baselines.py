@@ -73,7 +73,7 @@ UPSTREAMS = ("lytho", "lytho-workflow", "lytics")
 def upstream_app(kind: str) -> Any:
     """A Lytho DAM, Lytho Workflow or Lytics sandbox with `bridge dev`'s credentials
     (imported only here, so that the baselines' memory stays theirs alone)."""
-    from bridge import dev
+    from bridge.cli import dev
     from bridge.sandbox.lytho import create_lytho_app
     from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
     from bridge.sandbox.lytics import create_lytics_app
@@ -99,7 +99,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(
             f"unknown server {kind!r}; expected noop, lpush, slack or {', '.join(UPSTREAMS)}"
         )
-    # The same server options as `bridge web` (bridge/cli.py), so the ratios compare apps.
+    # The same server options as `bridge web` (bridge/cli/main.py), so the ratios compare apps.
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

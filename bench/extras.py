@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from bench.procs import cpu_seconds, free_port, http_ok, wait_until
-from bridge import dev
+from bridge.cli import dev
 
 ADMIN_TOKEN = "bench-admin-token-0f3c"  # the benchmark's own, for its own web
 DASHBOARD_REFRESH_S = 3.0  # bridge/web/static/dashboard.js

@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 from bridge.actions import action_schemas
 from bridge.events import Event
 from bridge.rules import RuleSet, load_rules
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 TYPES = 100
 HOT_TYPE = "lytho.asset.updated"

@@ -48,7 +48,7 @@ from bench.procs import (
     wait_until,
 )
 from bench.report import render
-from bridge.redis_server import EmbeddedRedis
+from bridge.cli.redis_server import EmbeddedRedis
 from bridge.sandbox.slack import DEFAULT_TOKEN
 
 SECRET = "whsec_YmVuY2htYXJrLXNlY3JldC1mb3ItbHl0YnJpZGdlLWJlbmNo"  # the benchmark's own secret

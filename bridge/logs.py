@@ -12,8 +12,8 @@ import logging
 import sys
 from collections.abc import Iterable
 
+from bridge.jobs.traces import MASK, printable
 from bridge.settings import Settings
-from bridge.traces import MASK, printable
 
 REDACTED = MASK
 

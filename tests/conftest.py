@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from bridge.redis_server import EmbeddedRedis, redis_answers
+from bridge.cli.redis_server import EmbeddedRedis, redis_answers
 
 # Tests never flush the machine's Redis: they use this database with a key prefix per test
 # and delete only their own keys afterwards.

@@ -24,13 +24,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.admin import event_with_trace
-from bridge.context import Context, build_context
+from bridge.cli.report import trace_lines
 from bridge.events import Event
-from bridge.report import trace_lines
+from bridge.jobs.traces import TOO_DEEP
+from bridge.operate.admin import event_with_trace
+from bridge.operate.context import Context, build_context
+from bridge.queue.store import dumps
 from bridge.settings import Settings
-from bridge.store import dumps
-from bridge.traces import TOO_DEEP
 from tests.helpers import Bridge, running_bridge
 
 TOKEN = "fuzz-admin-token-0123456789"

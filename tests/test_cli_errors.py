@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from bridge.cli import main
-from bridge.context import build_context
-from bridge.deadletters import DeadLetter
+from bridge.cli.main import main
 from bridge.events import Event
+from bridge.jobs.deadletters import DeadLetter
+from bridge.operate.context import build_context
+from bridge.queue.store import Keys
 from bridge.sandbox.server import free_port
 from bridge.settings import Settings
-from bridge.store import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 REFUSED = free_port()  # nothing listens here: a Redis or a bridge that is not running
@@ -102,12 +102,12 @@ def test_reset_with_redis_url_says_why_it_cannot(
 def test_an_unexpected_error_is_one_line_and_a_hint(
     folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bridge.cli
+    import bridge.cli.main
 
     def broken(path: Path, source: str | None = None) -> None:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(bridge.cli, "read_event_file", broken)
+    monkeypatch.setattr(bridge.cli.main, "read_event_file", broken)
     assert main(["fire", "--dry-run", "event.json"]) == 1
     assert capsys.readouterr().err == (
         "bridge fire: unexpected error: ZeroDivisionError: division by zero\n"

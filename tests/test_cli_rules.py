@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bridge.cli import main
+from bridge.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
+from bridge.cli.main import main
 from tests.helpers import Bridge, running_bridge
 
 ROOT = Path(__file__).resolve().parents[1]

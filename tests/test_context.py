@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 
-from bridge.context import create_redis
+from bridge.operate.context import create_redis
 from bridge.settings import Settings
 
 

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.context import Context, build_context
-from bridge.deadletters import DeadLetters
 from bridge.events import Event
+from bridge.jobs.deadletters import DeadLetters
+from bridge.operate.context import Context, build_context
+from bridge.queue.store import loads
 from bridge.settings import Settings
-from bridge.store import loads
 from tests.helpers import Bridge, running_bridge, wait_for
 
 ADMIN_TOKEN = "admin-token-for-dead-letter-tests"

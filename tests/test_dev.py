@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 
-from bridge import dev
-from bridge.redis_server import redis_answers
+from bridge.cli import dev
+from bridge.cli.redis_server import redis_answers
 from bridge.sandbox.server import free_port
 from bridge.settings import Settings
 from tests.helpers import wait_for

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.cli import main
+from bridge.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,10 +16,10 @@ from arq.jobs import Job, JobStatus
 from arq.worker import JobExecutionFailed, func
 from redis.asyncio import ConnectionPool
 
-from bridge.context import job_deserializer, job_serializer
-from bridge.jobqueue import BridgeWorker
-from bridge.store import Job as StoreJob
-from bridge.store import Keys, Store
+from bridge.operate.context import job_deserializer, job_serializer
+from bridge.queue.store import Job as StoreJob
+from bridge.queue.store import Keys, Store
+from bridge.queue.worker import BridgeWorker
 
 
 @pytest.fixture
@@ -253,7 +253,7 @@ def test_aborting_jobs_is_refused(key_prefix: str) -> None:
 def test_an_idle_worker_waits_until_the_poll_delay_or_the_next_deferred_job(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bridge import jobqueue
+    from bridge.queue import worker as jobqueue
 
     now = 1_800_000_000_000
     monkeypatch.setattr(jobqueue, "timestamp_ms", lambda: now)  # a clock that stands still
@@ -283,7 +283,7 @@ async def blocked_on_wake(pool: ArqRedis) -> bool:
 def no_polling(monkeypatch: pytest.MonkeyPatch) -> float:
     """A poll delay (and cap on the wake-list wait) of an hour: only a wake-up or a due
     deferred job can make an idle worker look at the queue within a test."""
-    from bridge import jobqueue
+    from bridge.queue import worker as jobqueue
 
     monkeypatch.setattr(jobqueue, "MAX_WAIT", 3600.0)
     return 3600.0

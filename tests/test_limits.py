@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 
 from bridge.actions import action_schemas
 from bridge.events import Event
-from bridge.limits import RunLimits
+from bridge.jobs.limits import RunLimits
 from bridge.rules import event_context, load_rules
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 from tests.helpers import Bridge, running_bridge, wait_for
 
 RULES = """

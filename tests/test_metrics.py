@@ -12,10 +12,10 @@ import httpx
 import pytest
 import redis
 
-from bridge import metrics
-from bridge.context import build_context
 from bridge.errors import RateLimited
 from bridge.events import Event
+from bridge.operate import metrics
+from bridge.operate.context import build_context
 from bridge.sandbox.slack import Scenario
 from bridge.settings import Settings
 from bridge.web import prometheus

@@ -9,9 +9,9 @@ import uuid
 import httpx
 import pytest
 
-from bridge import metrics
-from bridge.context import build_context
 from bridge.ingress import webhooks
+from bridge.operate import metrics
+from bridge.operate.context import build_context
 from bridge.settings import Settings
 from bridge.web import prometheus
 from bridge.web.app import create_app

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
+from bridge.cli.main import main
 from tests.helpers import Bridge, running_bridge, wait_for
 
 RULE = """

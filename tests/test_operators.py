@@ -13,7 +13,7 @@ from bridge.rules import MISSING
 from bridge.rules.conditions import Group, PathCondition
 from bridge.rules.model import Scope
 from bridge.rules.operators import OPERATORS, OperandError, compile_path, same
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 TEMPLATES = Templates()
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from bridge.clients.ratelimit import Limit, RateLimiter
-from bridge.context import Context
 from bridge.ingress.pollers import PollResult
-from bridge.ingress.pollers.schedule import poller_status, run_poller, tick
+from bridge.jobs.schedule import poller_status, run_poller, tick
+from bridge.operate.context import Context
 from bridge.sandbox.lytho import create_lytho_app
 from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
 from bridge.sandbox.lytics import create_lytics_app

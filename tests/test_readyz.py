@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.redis_server import EmbeddedRedis
+from bridge.cli.redis_server import EmbeddedRedis
 from tests.helpers import Bridge, running_bridge, wait_for
 
 ADMIN_TOKEN = "readyz-admin-token-5f0c2e9a41"

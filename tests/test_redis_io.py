@@ -11,9 +11,9 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.context import create_redis
-from bridge.redis_io import FastScript, direct_send, pack
-from bridge.redis_server import EmbeddedRedis
+from bridge.cli.redis_server import EmbeddedRedis
+from bridge.operate.context import create_redis
+from bridge.queue.redis_io import FastScript, direct_send, pack
 from bridge.settings import Settings
 
 
@@ -106,7 +106,7 @@ async def test_a_fast_script_loads_itself_again_after_redis_lost_it(
 
 
 def test_a_write_is_timed_when_the_buffer_is_full_or_the_transport_cannot_tell() -> None:
-    from bridge.redis_io import _over_high_water
+    from bridge.queue.redis_io import _over_high_water
 
     class Transport:
         def __init__(self, size: int) -> None:

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from bridge.actions import action_schemas
-from bridge.cli import main
-from bridge.live_rules import LiveRules, event_catalogue
+from bridge.cli.main import main
+from bridge.operate.catalogue import event_catalogue
 from bridge.rules import load_rules
+from bridge.rules.live import LiveRules
 from bridge.rules.testing import format_results, run_test_file
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 
 @pytest.fixture
@@ -68,7 +69,9 @@ def test_validate_shows_a_typo_in_on_as_a_warning_and_strict_fails_on_it(
 
 def test_live_rules_load_a_rule_with_a_warning_and_keep_the_warning(project: Path) -> None:
     (project / "rules" / "typo.yaml").write_text(TYPO)
-    live = LiveRules(Path("rules"), Path("templates"))
+    live = LiveRules(
+        Path("rules"), Path("templates"), actions=action_schemas(), event_types=event_catalogue()
+    )
     assert live.load()
     assert live.problems == []
     assert live.warnings == [TYPO_WARNING]

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from bridge.actions import action_schemas
-from bridge.cli import main
-from bridge.live_rules import LiveRules
+from bridge.cli.main import main
+from bridge.operate.catalogue import event_catalogue
+from bridge.rules.live import LiveRules
 from bridge.rules.loader import check_rules
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 GOOD = """\
 id: {id}
@@ -78,7 +79,9 @@ def test_deep_nesting_through_aliases_is_bounded_too(
 
 
 def test_reload_state_is_honest_and_a_later_fix_is_picked_up(project: Path) -> None:
-    live = LiveRules(Path("rules"), Path("templates"))
+    live = LiveRules(
+        Path("rules"), Path("templates"), actions=action_schemas(), event_types=event_catalogue()
+    )
     (project / "rules" / "first.yaml").write_text(GOOD.format(id="first"))
     assert live.load()
     assert [r.id for r in live.current.rules] == ["first"]  # type: ignore[union-attr]
@@ -102,14 +105,16 @@ def test_reload_state_is_honest_and_a_later_fix_is_picked_up(project: Path) -> N
 def test_any_failure_while_loading_is_recorded_not_swallowed(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    live = LiveRules(Path("rules"), Path("templates"))
+    live = LiveRules(
+        Path("rules"), Path("templates"), actions=action_schemas(), event_types=event_catalogue()
+    )
     (project / "rules" / "first.yaml").write_text(GOOD.format(id="first"))
     assert live.load()
 
     def broken(*args: object, **kwargs: object) -> None:
         raise MemoryError("no room")
 
-    monkeypatch.setattr("bridge.live_rules.check_rules", broken)
+    monkeypatch.setattr("bridge.rules.live.check_rules", broken)
     (project / "rules" / "second.yaml").write_text(GOOD.format(id="second"))
     assert live.reload_if_changed() is False
     assert live.problems == [

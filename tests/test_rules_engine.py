@@ -20,7 +20,7 @@ from bridge.rules import (
     should_run,
 )
 from bridge.schema import ActionSchema, Param
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 ACTIONS = {
     "slack.post": ActionSchema(

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import RuleError
-from bridge.live_rules import event_catalogue
+from bridge.operate.catalogue import event_catalogue
 from bridge.rules import Dedupe, RuleSet, Throttle, load_rules, parse_duration, rule_files
 from bridge.rules.loader import check_rules
 from bridge.rules.operators import OperandError
 from bridge.schema import ActionSchema, Param
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 CORPUS = Path(__file__).parent / "rules" / "invalid"
 

@@ -19,7 +19,7 @@ from bridge.rules.testing import (
     run_tests,
 )
 from bridge.schema import ActionSchema, Param
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 ACTIONS = {
     "slack.post": ActionSchema(

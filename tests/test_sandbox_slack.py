@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bridge.dev import dev_slack_sandbox
+from bridge.cli.dev import dev_slack_sandbox
 from bridge.sandbox.server import serve_in_thread
 from bridge.sandbox.slack import DEFAULT_TOKEN, SlackSandbox, create_slack_app
 

@@ -13,11 +13,11 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bridge.context import create_redis
 from bridge.errors import StoreUnavailable
 from bridge.events import Event
+from bridge.operate.context import create_redis
+from bridge.queue.store import MAX_INGEST_BATCH, Keys, Store
 from bridge.settings import Settings
-from bridge.store import MAX_INGEST_BATCH, Keys, Store
 
 
 @pytest.fixture

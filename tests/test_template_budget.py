@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bridge.errors import TemplateError
-from bridge.templates import MAX_BUILT, MAX_OPERATIONS, BudgetExceeded, Templates
+from bridge.templates.environment import MAX_BUILT, MAX_OPERATIONS, BudgetExceeded, Templates
 
 CONTEXT: dict[str, Any] = {
     "event": {"id": "evt_1", "type": "shop.order.paid"},

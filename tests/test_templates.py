@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from bridge.errors import TemplateError
-from bridge.templates import MAX_OUTPUT, Templates, datetimeformat, slack_escape, slugify
+from bridge.templates.environment import (
+    MAX_OUTPUT,
+    Templates,
+    datetimeformat,
+    slack_escape,
+    slugify,
+)
 
 CONTEXT: dict[str, Any] = {
     "event": {"id": "evt_1", "type": "lytho.proof.status_changed", "source": "lytho"},

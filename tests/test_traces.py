@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from bridge.context import create_redis
+from bridge.jobs.traces import MASK, SHOWN_DEPTH, TOO_DEEP, Tracer, displayable, redact
+from bridge.operate.context import create_redis
+from bridge.queue.store import Keys
 from bridge.settings import Settings
-from bridge.store import Keys
-from bridge.traces import MASK, SHOWN_DEPTH, TOO_DEEP, Tracer, displayable, redact
 
 TOKEN = "xoxb-trace-secret-93b1"
 QUOTED = 'pa"ss\\word-77'  # written escaped inside JSON

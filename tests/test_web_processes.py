@@ -57,7 +57,10 @@ def test_two_web_processes_share_the_port_and_stop_on_sigterm(
     (tmp_path / "templates").mkdir()
     log = (tmp_path / "web.log").open("wb")
     web = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "web"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "bridge.cli", "web"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     client = redis.Redis.from_url(redis_url)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.redis_server import EmbeddedRedis
+from bridge.cli.redis_server import EmbeddedRedis
 from tests.helpers import SECRET, Bridge, running_bridge, signed_headers, wait_for
 
 EVENT = {"id": "evt-1", "type": "lytho.asset.updated", "data": {"status": "approved"}}

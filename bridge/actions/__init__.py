@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.schema import ActionSchema
 
 if TYPE_CHECKING:
-    from bridge.context import Context
+    from bridge.operate.context import Context
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from bridge.errors import PermanentError
 from bridge.schema import ActionSchema, Param
 
 if TYPE_CHECKING:
-    from bridge.context import Context
+    from bridge.operate.context import Context
 
 SCHEMA = ActionSchema(
     name="http.post",

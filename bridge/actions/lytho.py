@@ -12,7 +12,7 @@ from bridge.errors import PermanentError
 from bridge.schema import ActionSchema, Param
 
 if TYPE_CHECKING:
-    from bridge.context import Context
+    from bridge.operate.context import Context
 
 ID = ("string", "integer")
 TAG_CACHE_SECONDS = 600.0

@@ -17,13 +17,13 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
-from bridge import metrics
-from bridge.context import Context
 from bridge.errors import EventError, StoreUnavailable
 from bridge.events import MAX_ID_LENGTH, Event
 from bridge.ingress import normalize
 from bridge.ingress.checks import FloatGuard, check_attribute, may_need_walk
 from bridge.ingress.signatures import SignatureError, verify_github, verify_standard
+from bridge.operate import metrics
+from bridge.operate.context import Context
 from bridge.settings import is_valid_source
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from bridge.errors import Problem
 from bridge.rules.operators import OperandError
 from bridge.rules.source import Node
 from bridge.schema import ActionSchema, type_name
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -10,7 +10,7 @@ from typing import Any
 from bridge.errors import Problem
 from bridge.events import Event
 from bridge.rules.model import ConditionResult, Rule, Scope, Step
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 _CANDIDATE_CACHE_LIMIT = 10_000  # event types remembered; senders may invent types
 

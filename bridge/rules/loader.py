@@ -16,7 +16,7 @@ from bridge.rules.source import Node, parse
 from bridge.rules.steps import StepChecker
 from bridge.rules.when import WhenChecker
 from bridge.schema import ActionSchema, type_name
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 __all__ = [
     "DURATION_HINT",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from bridge.events import Event
 
 if TYPE_CHECKING:
-    from bridge.templates import Templates
+    from bridge.templates.environment import Templates
 
 
 class _Missing:

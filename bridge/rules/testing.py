@@ -44,7 +44,7 @@ from bridge.rules.loader import display_name
 from bridge.rules.model import Rule, event_context
 from bridge.rules.source import Node, parse
 from bridge.rules.testfiles import CaseReader, find_test_files
-from bridge.templates import SlackText, Templates
+from bridge.templates.environment import SlackText, Templates
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import admin, metrics
-from bridge.context import Context
 from bridge.errors import EventError
 from bridge.events import Event
-from bridge.ingress.pollers.schedule import poller_status
-from bridge.traces import decode_entry, displayable
+from bridge.jobs.schedule import poller_status
+from bridge.jobs.traces import decode_entry, displayable
+from bridge.operate import admin, metrics
+from bridge.operate.context import Context
 from bridge.web.auth import UNSAFE_METHODS, Refusal, admin_token, authorize, csrf_ok, error
 
 OUTCOMES = (

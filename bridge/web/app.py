@@ -15,9 +15,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from bridge import metrics
-from bridge.context import Context, build_context
 from bridge.ingress.webhooks import error, receive
+from bridge.operate import metrics
+from bridge.operate.context import Context, build_context
 from bridge.settings import Settings
 from bridge.web import admin, dashboard, prometheus
 from bridge.web.health import healthz, readyz

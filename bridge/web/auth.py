@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from bridge.settings import Settings
 
 if TYPE_CHECKING:
-    from bridge.context import Context
+    from bridge.operate.context import Context
 
 logger = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from bridge import admin, metrics
-from bridge.context import Context
 from bridge.errors import EventError
-from bridge.ingress.pollers.schedule import poller_status
-from bridge.traces import displayable
+from bridge.jobs.schedule import poller_status
+from bridge.jobs.traces import displayable
+from bridge.operate import admin, metrics
+from bridge.operate.context import Context
 from bridge.web import prometheus
 from bridge.web.admin import (
     OUTCOMES,

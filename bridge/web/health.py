@@ -11,8 +11,8 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from bridge.context import Context
-from bridge.worker import health_check_key
+from bridge.operate.context import Context
+from bridge.operate.worker import health_check_key
 
 READY, DEGRADED, NOT_READY = "ready", "degraded", "not ready"
 _HEADERS = {"Cache-Control": "no-store"}

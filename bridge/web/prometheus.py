@@ -11,10 +11,10 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.context import Context
-from bridge.ingress.pollers.schedule import poller_status
-from bridge.metrics import of, series
-from bridge.worker import health_check_key
+from bridge.jobs.schedule import poller_status
+from bridge.operate.context import Context
+from bridge.operate.metrics import of, series
+from bridge.operate.worker import health_check_key
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

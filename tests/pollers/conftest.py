@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bridge.context import Context
+from bridge.operate.context import Context
 from bridge.sandbox.lytho import create_lytho_app
 from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
 from bridge.sandbox.lytics import create_lytics_app

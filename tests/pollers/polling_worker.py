@@ -1,4 +1,4 @@
-"""`bridge worker` with the pollers' cron job, whether or not bridge/worker.py adds it yet.
+"""`bridge worker` with the pollers' cron job, whether or not bridge/operate/worker.py adds it yet.
 
 Run as a script by the end-to-end tests: it wraps `make_worker` so that the worker it
 builds carries `cron_jobs(context)` (once), then runs the `bridge worker` command.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import bridge.worker
-from bridge.cli import main
-from bridge.ingress.pollers.schedule import cron_jobs
+import bridge.operate.worker
+from bridge.cli.main import main
+from bridge.jobs.schedule import cron_jobs
 
 _make_worker = bridge.worker.make_worker
 

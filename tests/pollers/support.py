@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import httpx
 
 from bridge.clients.ratelimit import Limit, RateLimiter
-from bridge.context import Context, build_context
 from bridge.events import Event
 from bridge.ingress.pollers import Poller, PollResult
+from bridge.operate.context import Context, build_context
 from bridge.settings import Settings
 
 T = TypeVar("T")

@@ -7,9 +7,9 @@ import io
 
 import pytest
 
-from bridge.context import Context
+from bridge.cli.backfill import ProgressBar, add_backfill_command, backfill
 from bridge.errors import ConfigError
-from bridge.ingress.pollers.backfill import ProgressBar, add_backfill_command, backfill
+from bridge.operate.context import Context
 from tests.pollers.support import Sandboxes, make_context, poll, poller, stored_events
 
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from bridge.actions import action_schemas
-from bridge.context import Context
 from bridge.ingress.pollers import lytho
+from bridge.operate.context import Context
 from bridge.rules import load_rules
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 from tests.pollers.support import Sandboxes, poll, poller, stored_events
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import bridge.worker
+import bridge.operate.worker
 from bridge.clients.ratelimit import Limit
 from bridge.events import Event
 from bridge.ingress.pollers import lytho

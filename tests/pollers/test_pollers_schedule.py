@@ -8,12 +8,12 @@ import time
 import pytest
 
 from bridge.clients.ratelimit import Limit, RateLimiter
-from bridge.context import Context
 from bridge.errors import StoreUnavailable
-from bridge.ingress.pollers import schedule
-from bridge.ingress.pollers.schedule import RunBudget, cron_jobs, poll_limits, tick
 from bridge.ingress.pollers.snapshot import Snapshot
-from bridge.store import Store
+from bridge.jobs import schedule
+from bridge.jobs.schedule import RunBudget, cron_jobs, poll_limits, tick
+from bridge.operate.context import Context
+from bridge.queue.store import Store
 from tests.pollers.support import Sandboxes, make_context, poll, poller, stored_events
 
 

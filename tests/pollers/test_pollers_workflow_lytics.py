@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bridge.context import Context
 from bridge.ingress.pollers import poller_event_types
+from bridge.operate.context import Context
 from tests.pollers.support import Sandboxes, poll, poller, stored_events
 
 

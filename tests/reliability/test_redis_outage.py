@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from bridge.redis_server import EmbeddedRedis
+from bridge.cli.redis_server import EmbeddedRedis
 from tests.helpers import running_bridge, wait_for
 from tests.reliability.conftest import Figures
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import TemplateError
-from bridge.templates import MAX_OUTPUT, Templates
+from bridge.templates.environment import MAX_OUTPUT, Templates
 from tests.helpers import running_bridge, wait_for
 from tests.reliability.conftest import Figures
 
@@ -258,7 +258,7 @@ HOSTILE = {
 _MEASURE = r"""
 import json, sys, time
 from bridge.errors import TemplateError
-from bridge.templates import Templates
+from bridge.templates.environment.environment import Templates
 
 def status(field):
     with open("/proc/self/status") as lines:
@@ -285,7 +285,7 @@ print(json.dumps({"error": error, "seconds": took, "before_kb": before, "peak_kb
 def test_hostile_templates_stop_at_a_budget_with_bounded_memory(figures: Figures) -> None:
     # Each in a fresh process, so that its peak memory is its own. Before the budget the
     # list of strings took 594 MB and the loops ran until killed.
-    from bridge.templates import MAX_BUILT
+    from bridge.templates.environment import MAX_BUILT
 
     root = Path(__file__).resolve().parents[2]
     stalls: dict[str, float] = {}

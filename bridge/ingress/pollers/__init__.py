@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from bridge.context import Context
+    from bridge.operate.context import Context
 
 # Poller names: the `<POLLER>` of BRIDGE_POLL_INTERVAL_<POLLER>, the limiter's API name
 # and the `source` of the events each poller emits.

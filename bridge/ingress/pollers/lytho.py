@@ -27,7 +27,6 @@ from bridge.clients.lytho import LYTHO_PATHS, MAX_PAGE_SIZE, LythoClient
 from bridge.errors import ClientError, ConfigError, PermanentError
 from bridge.events import Event
 from bridge.ingress.pollers import Budget, PollResult, Progress
-from bridge.ingress.pollers.schedule import POLL_RETRY
 from bridge.ingress.pollers.snapshot import (
     Commit,
     Compact,
@@ -36,9 +35,10 @@ from bridge.ingress.pollers.snapshot import (
     polled_event,
     record,
 )
+from bridge.jobs.schedule import POLL_RETRY
 
 if TYPE_CHECKING:
-    from bridge.context import Context
+    from bridge.operate.context import Context
 
 SOURCE: Final = "lytho"
 CREATED: Final = "lytho.asset.created"

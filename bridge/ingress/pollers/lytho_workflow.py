@@ -19,7 +19,6 @@ from bridge.clients.lytho_workflow import LythoWorkflowClient
 from bridge.errors import ClientError, ConfigError
 from bridge.events import Event
 from bridge.ingress.pollers import Budget, PollResult, Progress
-from bridge.ingress.pollers.schedule import POLL_RETRY
 from bridge.ingress.pollers.snapshot import (
     Commit,
     Compact,
@@ -28,9 +27,10 @@ from bridge.ingress.pollers.snapshot import (
     polled_event,
     record,
 )
+from bridge.jobs.schedule import POLL_RETRY
 
 if TYPE_CHECKING:
-    from bridge.context import Context
+    from bridge.operate.context import Context
 
 SOURCE: Final = "lytho_workflow"
 # Proofs first: most rules are about them, and a cycle may span several runs.

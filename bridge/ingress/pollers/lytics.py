@@ -17,7 +17,6 @@ from bridge.clients.lytics import LyticsClient
 from bridge.errors import ConfigError
 from bridge.events import Event
 from bridge.ingress.pollers import Budget, PollResult, Progress
-from bridge.ingress.pollers.schedule import POLL_RETRY
 from bridge.ingress.pollers.snapshot import (
     Commit,
     Compact,
@@ -26,9 +25,10 @@ from bridge.ingress.pollers.snapshot import (
     polled_event,
     record,
 )
+from bridge.jobs.schedule import POLL_RETRY
 
 if TYPE_CHECKING:
-    from bridge.context import Context
+    from bridge.operate.context import Context
 
 SOURCE: Final = "lytics"
 JOB_CREATED: Final = "lytics.job.created"

@@ -17,7 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge.events import Event, stable_id
-from bridge.store import Store
+from bridge.queue.store import Store
 
 Compact = dict[str, Any]
 

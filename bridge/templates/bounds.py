@@ -12,7 +12,7 @@ one), and may build at most `MAX_BUILT` bytes in all (strings, lists and dicts i
 and text buffered in `{% set %}` blocks and macros), with no single value larger than that
 counting every item of its lists, shared or not. The counting is cooperative: the
 sandbox's own hooks count and check, so nothing runs beyond one step between two checks.
-Used by bridge.templates.
+Used by bridge.templates.environment.
 """
 
 from __future__ import annotations

@@ -19,9 +19,7 @@ from typing import Any
 import redis
 import uvicorn
 
-from bridge.cli import DEV_WEBHOOK_SECRET, dev_settings, run_async
-from bridge.context import build_context
-from bridge.dev_state import (
+from bridge.cli.dev_state import (
     REDIS_DIR,
     STATE_FILE,
     DevState,
@@ -34,9 +32,12 @@ from bridge.dev_state import (
     state_env,
     write_state,
 )
+from bridge.cli.main import DEV_WEBHOOK_SECRET, dev_settings, run_async
+from bridge.cli.redis_server import EmbeddedRedis
 from bridge.errors import ConfigError
 from bridge.logs import configure_logging
-from bridge.redis_server import EmbeddedRedis
+from bridge.operate.context import build_context
+from bridge.operate.worker import run_worker
 from bridge.sandbox.lytho import create_lytho_app
 from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
 from bridge.sandbox.lytics import create_lytics_app
@@ -45,9 +46,8 @@ from bridge.sandbox.slack import DEFAULT_TOKEN, SlackSandbox, create_slack_app
 from bridge.settings import Secret, Settings
 from bridge.web.app import create_app
 from bridge.web.server import uvicorn_options
-from bridge.worker import run_worker
 
-logger = logging.getLogger("bridge.dev")
+logger = logging.getLogger("bridge.cli.dev")
 
 # The sandboxes' demo credentials (they guard nothing but a local sandbox).
 DEV_LYTHO_KEY = "sandbox-lytho-key"

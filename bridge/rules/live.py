@@ -3,75 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
-from functools import cache
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from bridge.actions import action_schemas
 from bridge.rules import RuleSet
 from bridge.rules.checker import EventTypes
 from bridge.rules.loader import check_rules
-from bridge.schema import type_name
-from bridge.templates import Templates
+from bridge.schema import ActionSchema
+from bridge.templates.environment import Templates
 
 logger = logging.getLogger(__name__)
 
 RELOAD_INTERVAL = 2.0
-# Types that are not a poller's: Lytics audience webhooks, and the open Slack families.
-WEBHOOK_TYPES = ("lytics.segment.entered", "lytics.segment.exited")
-OPEN_FAMILIES = ("slack.action.", "slack.command.")
-EVENTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "events.md"
-_DOC_TYPE = re.compile(r"`([a-z_]+\.[a-z_]+\.[a-z_]+)`")
-
-
-@cache
-def event_catalogue() -> EventTypes:
-    """The event types lytbridge's sources emit, with the documented type of their fields."""
-    from bridge.ingress.pollers import poller_event_types
-
-    types = {t for found in poller_event_types().values() for t in found} | set(WEBHOOK_TYPES)
-    return EventTypes(frozenset(types), OPEN_FAMILIES, _documented_fields(EVENTS_DOC))
-
-
-def _documented_fields(doc: Path) -> dict[str, dict[str, str]]:
-    """Per event type: `data.<path>` → JSON type, from the examples in docs/events.md.
-
-    Only what every example of a type agrees on; nothing when the file is not there
-    (an installed package without its docs simply checks less).
-    """
-    try:
-        text = doc.read_text(encoding="utf-8")
-    except OSError:
-        return {}
-    seen: dict[str, dict[str, set[str]]] = {}
-    for chunk in re.split(r"^### ", text, flags=re.MULTILINE)[1:]:
-        for block in re.findall(r"```json\n(.*?)```", chunk, flags=re.DOTALL):
-            try:
-                example = json.loads(block)
-            except ValueError:
-                continue
-            if not isinstance(example, dict) or not isinstance(example.get("type"), str):
-                continue
-            fields = seen.setdefault(example["type"], {})
-            _walk("data", example.get("data"), fields, 0)
-    return {
-        event_type: {path: kinds.pop() for path, kinds in fields.items() if len(kinds) == 1}
-        for event_type, fields in seen.items()
-    }
-
-
-def _walk(path: str, value: Any, fields: dict[str, set[str]], depth: int) -> None:
-    kind = type_name(value)
-    if kind == "null":
-        return
-    fields.setdefault(path, set()).add("number" if kind == "integer" else kind)
-    if isinstance(value, dict) and depth < 4:
-        for key, item in value.items():
-            _walk(f"{path}.{key}", item, fields, depth + 1)
 
 
 def _fingerprint(*folders: Path) -> tuple[tuple[str, int, int], ...]:
@@ -97,9 +42,19 @@ class LiveRules:
     `warnings` are what `bridge validate` warns about in the rules in force or refused.
     """
 
-    def __init__(self, rules_dir: Path, templates_dir: Path) -> None:
+    def __init__(
+        self,
+        rules_dir: Path,
+        templates_dir: Path,
+        *,
+        actions: Mapping[str, ActionSchema],
+        event_types: EventTypes | None = None,
+    ) -> None:
         self.rules_dir = rules_dir
         self.templates_dir = templates_dir
+        # Given by the composition root, so that rules/ never imports actions or ingress.
+        self.actions = actions
+        self.event_types = event_types
         self.templates = Templates(templates_dir if templates_dir.is_dir() else None)
         self.current: RuleSet | None = None
         self.problems: list[str] = []
@@ -115,8 +70,8 @@ class LiveRules:
             checked = check_rules(
                 self.rules_dir,
                 templates=templates,
-                actions=action_schemas(),
-                event_types=event_catalogue(),
+                actions=self.actions,
+                event_types=self.event_types,
             )
         except Exception as exc:  # never let a reload fail silently: say so, keep the last set
             logger.exception("loading the rules in %s failed", self.rules_dir)

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import StoreUnavailable
 from bridge.events import Event
-from bridge.redis_io import FastScript
-from bridge.store import (
+from bridge.jobs.traces import redact
+from bridge.queue.redis_io import FastScript
+from bridge.queue.store import (
     ARQ_JOB_PREFIX,
     JOB_EXPIRY_MS,
     WAKE_LUA,
@@ -28,10 +29,9 @@ from bridge.store import (
     job_payload,
     loads,
 )
-from bridge.traces import redact
 
 if TYPE_CHECKING:
-    from bridge.context import Context
+    from bridge.operate.context import Context
 
 MASK = b"**********"
 
@@ -67,7 +67,7 @@ class SecretMask:
 
     Checking the encoded bytes for a secret costs far less than walking a value, so a value
     that holds none (nearly all) is stored as encoded; one that does is redacted (values
-    and keys, through `bridge.traces.redact`) and, for what redact cannot reach, masked in
+    and keys, through `bridge.jobs.traces.redact`) and, for what redact cannot reach, masked in
     the text as well.
     """
 

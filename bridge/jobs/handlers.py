@@ -17,14 +17,14 @@ from typing import Any
 
 from arq import Retry
 
-from bridge import metrics
 from bridge.actions import StepCall, registry
-from bridge.context import Context
-from bridge.deadletters import DeadLetters, secret_mask
 from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
 from bridge.events import Event
+from bridge.jobs.deadletters import DeadLetters, secret_mask
+from bridge.operate import metrics
+from bridge.operate.context import Context
+from bridge.queue.store import Job, loads
 from bridge.rules import Rule, Step, event_context, should_run
-from bridge.store import Job, loads
 
 logger = logging.getLogger(__name__)
 

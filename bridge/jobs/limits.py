@@ -21,9 +21,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bridge.redis_io import FastScript
+from bridge.queue.redis_io import FastScript
 from bridge.rules import Rule
-from bridge.templates import Templates
+from bridge.templates.environment import Templates
 
 # KEYS: dedupe key, throttle key (either may be "" when the rule has none), the booking.
 # ARGV: dedupe ttl s, throttle limit, window ms, now ms, member (the event id), booking

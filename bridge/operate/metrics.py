@@ -27,8 +27,8 @@ from starlette.responses import Response
 from bridge.settings import source_env_suffix
 
 if TYPE_CHECKING:
-    from bridge.context import Context
     from bridge.events import Event
+    from bridge.operate.context import Context
 
 logger = logging.getLogger(__name__)
 

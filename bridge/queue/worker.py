@@ -45,8 +45,8 @@ from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, JobExecutionFailed, RetryJob
 
-from bridge.redis_io import FastScript
-from bridge.store import WAKE_LUA, WAKE_SUFFIX
+from bridge.queue.redis_io import FastScript
+from bridge.queue.store import WAKE_LUA, WAKE_SUFFIX
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.events import Event
+from bridge.jobs.traces import displayable, printable
 from bridge.rules.explain import stored_tree_lines
-from bridge.traces import displayable, printable
 
 OK, FAIL = "✓", "✗"
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bridge.redis_io import FastScript
-from bridge.store import Keys, dumps, loads
+from bridge.queue.redis_io import FastScript
+from bridge.queue.store import Keys, dumps, loads
 
 MASK = "**********"
 # Values nested deeper than this are shown as a note: encoders and page templates recurse,

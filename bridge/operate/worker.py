@@ -12,10 +12,10 @@ from arq import Worker
 from arq.worker import func
 from redis.exceptions import RedisError
 
-from bridge.context import Context, build_context, job_deserializer, job_serializer
-from bridge.ingress.pollers.schedule import cron_jobs
-from bridge.jobqueue import BridgeWorker
-from bridge.jobs import MAX_PICKUPS, handle_event, job_timeout, run_rule
+from bridge.jobs.handlers import MAX_PICKUPS, handle_event, job_timeout, run_rule
+from bridge.jobs.schedule import cron_jobs
+from bridge.operate.context import Context, build_context, job_deserializer, job_serializer
+from bridge.queue.worker import BridgeWorker
 from bridge.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def make_worker(context: Context, *, burst: bool = False) -> Worker:
         burst=burst,
         poll_delay=0 if burst else context.settings.worker_poll_delay,
         max_jobs=context.settings.worker_max_jobs,
-        # Claims (bridge.jobqueue) take at most this many ready jobs per poll.
+        # Claims (bridge.queue.worker) take at most this many ready jobs per poll.
         queue_read_limit=context.settings.worker_max_jobs,
         job_timeout=timeout,
         keep_result=3600,

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from bridge.errors import StoreUnavailable
 from bridge.events import MAX_ID_LENGTH, Event
-from bridge.redis_io import FastScript
+from bridge.queue.redis_io import FastScript
 
 ARQ_JOB_PREFIX = "arq:job:"
 ARQ_RESULT_PREFIX = "arq:result:"
@@ -89,7 +89,7 @@ def run_name(rule_id: str, run: str) -> str:
 
 
 # Workers wait on `<queue>:wake` for a token rather than polling: every script that adds
-# ready jobs pushes one (bridge/jobqueue.py). A few tokens are kept, enough to wake every
+# ready jobs pushes one (bridge/queue/worker.py). A few tokens are kept, enough to wake every
 # worker; a token without a job costs a worker one empty claim.
 WAKE_SUFFIX = ":wake"
 WAKE_TOKENS = 64

@@ -4,7 +4,7 @@ Templates and expressions run in Jinja's immutable sandbox with strict undefined
 to Python internals, files, network or the environment. Output is capped at 64 KiB, and the
 operations that could build a huge value from a small template (``*``, ``**``, ``%``, ``+``,
 ``~``, padding, ``replace``, ``range``) are bounded on the way. Each render has a budget
-(bridge.jinja_bounds): a number of operations, a deadline (the caller's, such as the end of
+(bridge.templates.bounds): a number of operations, a deadline (the caller's, such as the end of
 its step, or `MAX_SECONDS` from its start) and a number of bytes it may build in all; past
 any of them it stops with a TemplateError that says which.
 
@@ -39,7 +39,7 @@ from jinja2.utils import missing
 from markupsafe import Markup
 
 from bridge.errors import TemplateError
-from bridge.jinja_bounds import (
+from bridge.templates.bounds import (
     MAX_BUILT,
     MAX_OPERATIONS,
     MAX_OUTPUT,

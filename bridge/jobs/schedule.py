@@ -35,10 +35,10 @@ from bridge.clients.base import RetryPolicy
 from bridge.clients.ratelimit import Limit, RateLimiter
 from bridge.errors import ClientError, PermanentError, StoreUnavailable
 from bridge.ingress.pollers import POLLER_NAMES, Poller, PollResult, configured_pollers
-from bridge.traces import redact
+from bridge.jobs.traces import redact
 
 if TYPE_CHECKING:
-    from bridge.context import Context
+    from bridge.operate.context import Context
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bridge.cli.backfill import add_backfill_command
 from bridge.errors import BridgeError, ConfigError, EventError, RuleError
-from bridge.ingress.pollers.backfill import add_backfill_command
 from bridge.settings import Secret, Settings
 
 if TYPE_CHECKING:
-    from bridge.dev_state import DevState
+    from bridge.cli.dev_state import DevState
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ def companion_settings() -> tuple[Settings, DevState | None]:
     The variables `bridge dev` wrote to `.bridge/dev.json` (its Redis, prefix, webhook secret
     and admin token) apply where the environment sets none; a stale file is noted and ignored.
     """
-    from bridge.dev_state import REDIS_DIR, read_state, shown_url
+    from bridge.cli.dev_state import REDIS_DIR, read_state, shown_url
 
     state, note = read_state()
     if note:
@@ -79,7 +79,7 @@ def companion_settings() -> tuple[Settings, DevState | None]:
 
 def _redacted(text: str, settings: Settings) -> str:
     """`text` with every configured secret masked (also as JSON writes it)."""
-    from bridge.traces import redact
+    from bridge.jobs.traces import redact
 
     values = settings.secrets()
     escaped = [json.dumps(value)[1:-1] for value in values]
@@ -124,7 +124,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from bridge.logs import configure_logging
-    from bridge.worker import worker_main
+    from bridge.operate.worker import worker_main
 
     settings = _settings()
     configure_logging(settings)
@@ -133,7 +133,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from bridge.dev import run_dev
+    from bridge.cli.dev import run_dev
 
     return run_dev(port=args.port, reset=args.reset)
 
@@ -268,9 +268,9 @@ def cmd_send(args: argparse.Namespace) -> int:
 def _load(rules_dir: Path, templates_dir: Path) -> tuple[Any, Any]:
     """The rule set and templates of a folder; RuleError lists every problem."""
     from bridge.actions import action_schemas
-    from bridge.live_rules import event_catalogue
+    from bridge.operate.catalogue import event_catalogue
     from bridge.rules import load_rules
-    from bridge.templates import Templates
+    from bridge.templates.environment import Templates
 
     templates = Templates(templates_dir if templates_dir.is_dir() else None)
     ruleset = load_rules(
@@ -314,9 +314,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     Warnings (`file:line:col: warning: …`) are shown too; they fail only with --strict.
     """
     from bridge.actions import action_schemas
-    from bridge.live_rules import event_catalogue
+    from bridge.operate.catalogue import event_catalogue
     from bridge.rules.loader import check_rules
-    from bridge.templates import Templates
+    from bridge.templates.environment import Templates
 
     settings = _settings()
     rules_dir = Path(args.dir) if args.dir else settings.rules_dir
@@ -403,7 +403,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
     settings, _ = companion_settings() if not args.dry_run else (_settings(), None)
     events = read_event_file(Path(args.event), args.source)
     if not args.dry_run:
-        from bridge.store import Admission, Store
+        from bridge.queue.store import Admission, Store
 
         async def enqueue(ctx: Any) -> list[Admission]:
             store: Store = ctx.store
@@ -456,7 +456,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
 
 def _with_context(work: Any, settings: Settings) -> Any:
     """Run `work(context)` against the configured Redis, closing it afterwards."""
-    from bridge.context import build_context
+    from bridge.operate.context import build_context
 
     async def main() -> Any:
         context = await build_context(settings, load_rules=False)
@@ -469,8 +469,8 @@ def _with_context(work: Any, settings: Settings) -> Any:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from bridge.admin import event_with_trace
-    from bridge.report import trace_lines
+    from bridge.cli.report import trace_lines
+    from bridge.operate.admin import event_with_trace
 
     settings, _ = companion_settings()
     found = _with_context(lambda ctx: event_with_trace(ctx, args.event_id), settings)
@@ -485,7 +485,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from bridge.admin import replay
+    from bridge.operate.admin import replay
 
     settings, _ = companion_settings()
     run = _with_context(lambda ctx: replay(ctx, args.event_id), settings)
@@ -497,8 +497,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from bridge import admin
-    from bridge.report import table
+    from bridge.cli.report import table
+    from bridge.operate import admin
 
     settings, _ = companion_settings()
     if args.action == "list":

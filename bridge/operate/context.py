@@ -13,18 +13,20 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bridge.actions import action_schemas
 from bridge.clients.base import RetryPolicy
 from bridge.clients.lytho import LythoClient
 from bridge.clients.lytho_workflow import LythoWorkflowClient
 from bridge.clients.lytics import LyticsClient
 from bridge.clients.outbound import guarded_client
 from bridge.clients.ratelimit import DEFAULT_LIMITS, Limit, RateLimiter
-from bridge.limits import RunLimits
-from bridge.live_rules import LiveRules
-from bridge.redis_io import direct_send
+from bridge.jobs.limits import RunLimits
+from bridge.jobs.traces import Tracer
+from bridge.operate.catalogue import event_catalogue
+from bridge.queue.redis_io import direct_send
+from bridge.queue.store import Keys, Store, dumps
+from bridge.rules.live import LiveRules
 from bridge.settings import Settings
-from bridge.store import Keys, Store, dumps
-from bridge.traces import Tracer
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +210,12 @@ async def build_context(
         event_ttl=settings.trace_ttl_seconds,
     )
     tracer = Tracer(redis, keys, settings.trace_ttl_seconds, settings.secrets())
-    rules = LiveRules(settings.rules_dir, settings.templates_dir)
+    rules = LiveRules(
+        settings.rules_dir,
+        settings.templates_dir,
+        actions=action_schemas(),
+        event_types=event_catalogue(),
+    )
     if load_rules:
         rules.load()
     http = httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False)

@@ -10,12 +10,12 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from bridge.context import Context
-from bridge.deadletters import DeadLetter, DeadLetters
 from bridge.errors import EventError
 from bridge.events import Event
-from bridge.store import Job, loads
-from bridge.traces import redact
+from bridge.jobs.deadletters import DeadLetter, DeadLetters
+from bridge.jobs.traces import redact
+from bridge.operate.context import Context
+from bridge.queue.store import Job, loads
 
 # What a stored record that is not what its reader expects can raise while decoded.
 UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, RecursionError)

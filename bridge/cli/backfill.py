@@ -18,7 +18,7 @@ from bridge.ingress.pollers import POLLER_NAMES, configured_pollers
 
 if TYPE_CHECKING:
     from bridge.clients.ratelimit import RateLimiter
-    from bridge.context import Context
+    from bridge.operate.context import Context
     from bridge.settings import Settings
 
 CREDENTIALS = {
@@ -95,7 +95,7 @@ async def backfill(context: Context, source: str, progress: ProgressBar) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from bridge.context import build_context
+    from bridge.operate.context import build_context
     from bridge.settings import Settings
 
     settings: Settings = Settings.from_env()

@@ -1,0 +1,1 @@
+"""The `bridge` command: main (arguments, one place for errors), dev, backfill, text output."""

@@ -1,0 +1,67 @@
+"""The catalogue of event types lytbridge's sources emit, for checking rules (operate).
+
+It joins the pollers' declared types, the webhook types and docs/events.md's examples, so
+that `bridge validate` and the live rule set can warn about an `on:` no source emits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from bridge.ingress.pollers import poller_event_types
+from bridge.rules.checker import EventTypes
+from bridge.schema import type_name
+
+# Types that are not a poller's: Lytics audience webhooks, and the open Slack families.
+WEBHOOK_TYPES = ("lytics.segment.entered", "lytics.segment.exited")
+OPEN_FAMILIES = ("slack.action.", "slack.command.")
+EVENTS_DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
+_DOC_TYPE = re.compile(r"`([a-z_]+\.[a-z_]+\.[a-z_]+)`")
+
+
+@cache
+def event_catalogue() -> EventTypes:
+    """The event types lytbridge's sources emit, with the documented type of their fields."""
+    types = {t for found in poller_event_types().values() for t in found} | set(WEBHOOK_TYPES)
+    return EventTypes(frozenset(types), OPEN_FAMILIES, _documented_fields(EVENTS_DOC))
+
+
+def _documented_fields(doc: Path) -> dict[str, dict[str, str]]:
+    """Per event type: `data.<path>` → JSON type, from the examples in docs/events.md.
+
+    Only what every example of a type agrees on; nothing when the file is not there
+    (an installed package without its docs simply checks less).
+    """
+    try:
+        text = doc.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    seen: dict[str, dict[str, set[str]]] = {}
+    for chunk in re.split(r"^### ", text, flags=re.MULTILINE)[1:]:
+        for block in re.findall(r"```json\n(.*?)```", chunk, flags=re.DOTALL):
+            try:
+                example = json.loads(block)
+            except ValueError:
+                continue
+            if not isinstance(example, dict) or not isinstance(example.get("type"), str):
+                continue
+            fields = seen.setdefault(example["type"], {})
+            _walk("data", example.get("data"), fields, 0)
+    return {
+        event_type: {path: kinds.pop() for path, kinds in fields.items() if len(kinds) == 1}
+        for event_type, fields in seen.items()
+    }
+
+
+def _walk(path: str, value: Any, fields: dict[str, set[str]], depth: int) -> None:
+    kind = type_name(value)
+    if kind == "null":
+        return
+    fields.setdefault(path, set()).add("number" if kind == "integer" else kind)
+    if isinstance(value, dict) and depth < 4:
+        for key, item in value.items():
+            _walk(f"{path}.{key}", item, fields, depth + 1)

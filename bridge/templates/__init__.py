@@ -1,0 +1,1 @@
+"""The sandboxed Jinja environment of rule templates and expressions, and its bounds."""
