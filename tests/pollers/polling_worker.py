@@ -13,7 +13,7 @@ import bridge.operate.worker
 from bridge.cli.main import main
 from bridge.jobs.schedule import cron_jobs
 
-_make_worker = bridge.worker.make_worker
+_make_worker = bridge.operate.worker.make_worker
 
 
 def with_pollers(worker: Any, context: Any) -> Any:
@@ -30,5 +30,5 @@ def make_worker(context: Any, *, burst: bool = False) -> Any:
 
 
 if __name__ == "__main__":
-    bridge.worker.make_worker = make_worker  # type: ignore[assignment]
+    bridge.operate.worker.make_worker = make_worker  # type: ignore[assignment]
     sys.exit(main(["worker"]))
