@@ -201,7 +201,9 @@ async def test_pollers_and_50_tag_actions_stay_within_the_lytho_limit(
             return int(await ctx.redis.hget(state_key, "pass") or 0)
 
         try:
-            worker = asyncio.create_task(bridge.operate.worker.run_worker(ctx, stop, completion_wait=5))
+            worker = asyncio.create_task(
+                bridge.operate.worker.run_worker(ctx, stop, completion_wait=5)
+            )
             await async_wait_for(passes, timeout=10, what="the poller's first (seeding) pass")
             events = [
                 Event(f"tag-{n}", "test", "test.tag", data={"asset_id": 1001 + n % 12})
