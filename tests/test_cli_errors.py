@@ -102,12 +102,12 @@ def test_reset_with_redis_url_says_why_it_cannot(
 def test_an_unexpected_error_is_one_line_and_a_hint(
     folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bridge.cli.main
+    import bridge.cli.rules
 
     def broken(path: Path, source: str | None = None) -> None:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(bridge.cli.main, "read_event_file", broken)
+    monkeypatch.setattr(bridge.cli.rules, "read_event_file", broken)
     assert main(["fire", "--dry-run", "event.json"]) == 1
     assert capsys.readouterr().err == (
         "bridge fire: unexpected error: ZeroDivisionError: division by zero\n"

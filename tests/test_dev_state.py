@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.cli.config import companion_settings
 from bridge.cli.dev_state import DevState, read_state, remove_state, state_env, write_state
-from bridge.cli.main import companion_settings
 from bridge.settings import Settings
 
 DEV_ENV = {

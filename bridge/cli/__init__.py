@@ -1,1 +1,1 @@
-"""The `bridge` command: main (arguments, one place for errors), dev, backfill, text output."""
+"""The `bridge` command: main (arguments, errors), rule, operation and process commands, dev."""

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 import uvicorn
 
+from bridge.cli.config import DEV_WEBHOOK_SECRET, dev_settings
 from bridge.cli.dev_state import (
     REDIS_DIR,
     STATE_FILE,
@@ -32,7 +33,7 @@ from bridge.cli.dev_state import (
     state_env,
     write_state,
 )
-from bridge.cli.main import DEV_WEBHOOK_SECRET, dev_settings, run_async
+from bridge.cli.loop import run_async
 from bridge.cli.redis_server import EmbeddedRedis
 from bridge.errors import ConfigError
 from bridge.logs import configure_logging
