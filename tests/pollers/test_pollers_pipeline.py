@@ -168,7 +168,7 @@ async def test_pollers_and_50_tag_actions_stay_within_the_lytho_limit(
         workers.append(polling_worker.make_worker(context, burst=burst))
         return workers[-1]
 
-    monkeypatch.setattr(bridge.worker, "make_worker", make_worker)
+    monkeypatch.setattr(bridge.operate.worker, "make_worker", make_worker)
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "tag.yaml").write_text(TAG_RULE)
     with serve_in_thread(app) as server:
@@ -189,7 +189,7 @@ async def test_pollers_and_50_tag_actions_stay_within_the_lytho_limit(
             max_wait=10.0 / 3,
         )
         # The tag's id is known (as after the first action), so each action is one request.
-        ctx.extras["lytho_tag_ids"] = {"approved": (2, time.monotonic() + 600)}
+        ctx.actions.lytho_tag_ids["approved"] = (2, time.monotonic() + 600)
         stop = asyncio.Event()
         state_key = f"{key_prefix}poll:lytho:state"
 
