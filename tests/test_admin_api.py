@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.operate.queries import event_outcome
 from bridge.sandbox.slack import DEFAULT_TOKEN
-from bridge.web.admin import event_outcome
 from tests.helpers import Bridge, running_bridge, wait_for
 
 TOKEN = "admin-token-for-tests-0123456789"

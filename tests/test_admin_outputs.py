@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge.operate.queries import NOT_RECORDED, NOT_RENDERED
 from bridge.sandbox.server import ThreadedServer
 from bridge.sandbox.slack import DEFAULT_TOKEN
-from bridge.web.admin import NOT_RECORDED, NOT_RENDERED
 from tests.helpers import SECRET, Bridge, running_bridge, wait_for
 
 TOKEN = "outputs-admin-token-0123456789"

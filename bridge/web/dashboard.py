@@ -26,21 +26,21 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from bridge.errors import EventError
-from bridge.jobs.schedule import poller_status
-from bridge.jobs.traces import displayable
 from bridge.operate import admin, metrics
 from bridge.operate.context import Context
-from bridge.web import prometheus
-from bridge.web.admin import (
+from bridge.operate.queries import (
     OUTCOMES,
     BadQuery,
     EventQuery,
     dead_letter_list,
+    displayable,
     event_detail,
+    pollers,
     public,
     recent_events,
     rules_overview,
 )
+from bridge.web import prometheus
 from bridge.web.auth import (
     LOGIN_COOKIE,
     Auth,
@@ -316,7 +316,7 @@ async def logout(request: Request) -> Response:
 @page
 async def overview(request: Request) -> Response:
     bridge = _bridge(request)
-    hours = await metrics.hourly_stats(bridge, 24)
+    hours = await metrics.hourly_stats(bridge.metrics, 24)
     rules = await rules_overview(bridge)
     events, _ = await recent_events(bridge, EventQuery(limit=10))
     failed, _ = await recent_events(bridge, EventQuery(outcome="failed", limit=5))
@@ -432,8 +432,8 @@ async def dead_letters_page(request: Request) -> Response:
 
 @page
 async def pollers_page(request: Request) -> Response:
-    pollers = await poller_status(_bridge(request))
-    return render(request, "pollers.html", nav="pollers", pollers=pollers)
+    every = await pollers(_bridge(request))
+    return render(request, "pollers.html", nav="pollers", pollers=every)
 
 
 @page
