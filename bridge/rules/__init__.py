@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
+from bridge.rules.dryrun import RenderedAction, render_actions
 from bridge.rules.engine import Evaluation, RuleSet, should_run
 from bridge.rules.explain import describe, format_condition_tree
-from bridge.rules.loader import load_rules, parse_duration, rule_files
+from bridge.rules.files import rule_files
+from bridge.rules.loader import load_rules, parse_duration
 from bridge.rules.model import (
     MISSING,
     Condition,
     ConditionResult,
     Dedupe,
+    RenderedStep,
     Rule,
     Step,
     Throttle,
     event_context,
 )
 from bridge.rules.operators import OPERATORS
+from bridge.rules.outcomes import CaseResult, Failure, FileResult, format_results
 from bridge.rules.testfiles import find_test_files
-from bridge.rules.testing import (
-    CaseResult,
-    Failure,
-    FileResult,
-    RenderedAction,
-    format_results,
-    render_actions,
-    run_test_file,
-    run_tests,
-)
+from bridge.rules.testing import run_test_file, run_tests
 
 __all__ = [
     "MISSING",
@@ -39,6 +34,7 @@ __all__ = [
     "Failure",
     "FileResult",
     "RenderedAction",
+    "RenderedStep",
     "Rule",
     "RuleSet",
     "Step",

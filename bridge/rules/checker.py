@@ -13,8 +13,8 @@ from typing import Any
 import jinja2
 
 from bridge.errors import Problem
-from bridge.rules.operators import OperandError
 from bridge.rules.source import Node
+from bridge.rules.values import OperandError
 from bridge.schema import ActionSchema, type_name
 from bridge.templates.environment import Templates
 

@@ -13,7 +13,9 @@ from jinja2.exceptions import UndefinedError
 
 from bridge.errors import TemplateError
 from bridge.rules.model import MISSING, ConditionResult, Scope
-from bridge.rules.operators import OperandError, compile_operator, compile_path, equals, show
+from bridge.rules.operators import compile_operator
+from bridge.rules.paths import compile_path
+from bridge.rules.values import OperandError, equals, show
 
 
 class PathCondition:

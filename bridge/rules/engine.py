@@ -123,6 +123,4 @@ class RuleSet:
 
 def should_run(step: Step, context: Mapping[str, Any], templates: Templates) -> bool:
     """Whether the step's `if:` holds (True without one); TemplateError if it cannot run."""
-    if step.if_ is None:
-        return True
-    return bool(templates.evaluate(step.if_, context))
+    return step.should_run(templates, context)

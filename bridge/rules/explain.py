@@ -7,7 +7,7 @@ from typing import Any
 
 from bridge.rules.engine import Evaluation
 from bridge.rules.model import MISSING, ConditionResult
-from bridge.rules.operators import show
+from bridge.rules.values import show
 
 
 def describe(node: ConditionResult) -> str:

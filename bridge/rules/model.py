@@ -203,6 +203,51 @@ class Step:
         """The name its result is stored under: its `id`, or `step<index>`."""
         return self.id if self.id is not None else f"step{self.index}"
 
+    def should_run(
+        self, templates: Templates, context: Mapping[str, Any], *, deadline: float | None = None
+    ) -> bool:
+        """Whether its `if:` holds (True without one); TemplateError if it cannot be told."""
+        if self.if_ is None:
+            return True
+        return bool(templates.evaluate(self.if_, context, deadline=deadline))
+
+    def render(
+        self,
+        templates: Templates,
+        context: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+        template_file: bool = True,
+    ) -> RenderedStep:
+        """The step as it runs in `context`; TemplateError when any part cannot render.
+
+        Skipped when its `if:` is false; else its parameters rendered, inserted values
+        escaped as its action wants (`escape`), and the output of the file its `template:`
+        names. The worker, rule tests and `bridge fire --dry-run` all render a step here.
+        Every render stops at `deadline` (a `time.monotonic()` instant), if given.
+        `template_file=False` leaves the file to the action that sends it.
+        """
+        if not self.should_run(templates, context, deadline=deadline):
+            return RenderedStep(self, {}, skipped=True)
+        params = templates.render_value(
+            dict(self.with_), context, escape=self.escape, deadline=deadline
+        )
+        output = None
+        if template_file and "template" in params:
+            output = templates.render_file(str(params["template"]), context, deadline=deadline)
+        return RenderedStep(self, params, output=output)
+
+
+@dataclass(frozen=True)
+class RenderedStep:
+    """A step rendered for one event: what its action is given, or skipped by its `if:`."""
+
+    step: Step
+    params: dict[str, Any]
+    skipped: bool = False
+    # The output of its `template:` file (parsed JSON for `*.json.j2`), when it names one.
+    output: Any = None
+
 
 def _always(scope: Scope) -> bool:
     return True

@@ -1,4 +1,4 @@
-"""Condition operators and paths, compiled once into closures (rules → decide).
+"""Condition operators, compiled once into closures (rules → decide).
 
 Comparisons are strict about types: a number never equals a string, `true` never equals
 `1`, and ordering (`gt`, `lt`, …) compares numbers with numbers and strings with strings.
@@ -17,7 +17,31 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bridge.rules.model import MISSING
+from bridge.rules.paths import ROOTS, compile_path
+from bridge.rules.values import (
+    OperandError,
+    equals,
+    is_a,
+    is_number,
+    kind_of,
+    mismatch,
+    same,
+    show,
+)
+
+__all__ = [
+    "MAX_PATTERN",
+    "MAX_REGEX_INPUT",
+    "OPERATORS",
+    "ROOTS",
+    "SYNONYMS",
+    "OperandError",
+    "compile_operator",
+    "compile_path",
+    "equals",
+    "same",
+    "show",
+]
 
 try:
     import re2 as _re2  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -73,151 +97,9 @@ SYNONYMS: Mapping[str, str] = {
     "changes": "changed",
 }
 
-EVENT_FIELDS = ("id", "type", "source", "subject", "time")
-ROOTS = ("data", "changes", "event", *EVENT_FIELDS)
 MAX_PATTERN = 1000
 MAX_REGEX_INPUT = 10_000
 
-
-class OperandError(ValueError):
-    """A condition's operand is unusable; the message says what was expected."""
-
-
-# --- values ---------------------------------------------------------------------------
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, list | tuple):
-        return "list"
-    return type(value).__name__
-
-
-def show(value: Any) -> str:
-    """A value as a message shows it: YAML's true/false/null, Python's repr otherwise."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _is_a(value: Any) -> str:
-    """`'abc' is str`, or `value is null` (there is no point in saying `null is NoneType`)."""
-    if value is None:
-        return "value is null"
-    return f"{show(value)} is {type(value).__name__}"
-
-
-def _mismatch(actual: Any, expected: Any) -> str:
-    return f"type mismatch: {_is_a(actual)}, {_is_a(expected)}"
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equality without Python's cross-type surprises (`True == 1`, `1 == "1"` stays False)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    return bool(a == b)
-
-
-def equals(expected: Any) -> Callable[[Any], bool]:
-    """A test for equality with `expected`, specialised by its type."""
-    if isinstance(expected, bool) or expected is None:
-        return lambda actual: actual is expected
-    if isinstance(expected, str):
-        return lambda actual: actual == expected and isinstance(actual, str)
-    if isinstance(expected, int | float):
-        return lambda actual: actual == expected and not isinstance(actual, bool | str)
-    return lambda actual: same(actual, expected)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-# --- paths ----------------------------------------------------------------------------
-
-Getter = Callable[[Any], Any]  # event -> value or MISSING
-
-
-def _step(value: Any, key: str, index: int | None) -> Any:
-    if isinstance(value, Mapping):
-        return value.get(key, MISSING)
-    if index is not None and isinstance(value, list | tuple):
-        try:
-            return value[index]
-        except IndexError:
-            return MISSING
-    return MISSING
-
-
-def compile_path(path: str) -> Getter:
-    """A function reading `path` from an event; raises OperandError for a malformed path."""
-    if not isinstance(path, str) or not path.strip():
-        raise OperandError(f"path must be a dotted string such as data.status, not {path!r}")
-    if "[" in path or "]" in path:
-        raise OperandError(
-            f"path {path!r} uses brackets; write list indexes as segments (data.items.0.id)"
-        )
-    root, *rest = path.split(".")
-    if any(not part for part in rest) or not root:
-        raise OperandError(f"path {path!r} has an empty segment")
-    if root not in ROOTS:
-        raise OperandError(f"path {path!r} must start with one of {', '.join(ROOTS)}")
-    base: Getter
-    if root == "event":
-        if not rest or rest[0] not in EVENT_FIELDS:
-            raise OperandError(f"path {path!r}: event has the fields {', '.join(EVENT_FIELDS)}")
-        root, *rest = rest
-    if root in ("data", "changes", *EVENT_FIELDS):
-        base = operator.attrgetter(root)
-    if root in EVENT_FIELDS and rest:
-        raise OperandError(f"path {path!r}: event.{root} is a string and has no fields")
-    segments = tuple((part, _index(part)) for part in rest)
-    if not segments:
-        return base
-    if len(segments) == 1:
-        key, index = segments[0]
-
-        def get_one(event: Any) -> Any:
-            value = base(event)
-            if type(value) is dict:
-                return value.get(key, MISSING)
-            return _step(value, key, index)
-
-        return get_one
-
-    def get(event: Any) -> Any:
-        value = base(event)
-        for key, index in segments:
-            value = _step(value, key, index)
-            if value is MISSING:
-                return MISSING
-        return value
-
-    return get
-
-
-def _index(part: str) -> int | None:
-    try:
-        return int(part)
-    except ValueError:
-        return None
-
-
-# --- operators ------------------------------------------------------------------------
 
 Check = Callable[[Any], bool]
 Why = Callable[[Any], str]
@@ -289,7 +171,9 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
         def why_eq(actual: Any) -> str:
             if op == "ne":
                 return "equal"
-            return _mismatch(actual, expected) if _kind(actual) != _kind(expected) else "not equal"
+            if kind_of(actual) != kind_of(expected):
+                return mismatch(actual, expected)
+            return "not equal"
 
         if op == "eq":
             return equal, why_eq
@@ -309,13 +193,13 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
             def member(actual: Any) -> bool:
                 return any(same(actual, o) for o in options)
 
-        kinds = {_kind(o) for o in options}
+        kinds = {kind_of(o) for o in options}
 
         def why_in(actual: Any) -> str:
             if op == "not_in":
                 return f"{show(actual)} is one of {show(list(options))}"
-            if _kind(actual) not in kinds:
-                return f"type mismatch: {_is_a(actual)}, the values are {'/'.join(sorted(kinds))}"
+            if kind_of(actual) not in kinds:
+                return f"type mismatch: {is_a(actual)}, the values are {'/'.join(sorted(kinds))}"
             return f"{show(actual)} is not one of {show(list(options))}"
 
         if op == "in":
@@ -334,9 +218,9 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
 
         def why_contains(actual: Any) -> str:
             if not isinstance(actual, list | tuple | str | Mapping):
-                return f"type mismatch: {_is_a(actual)}; {op} needs a list, string or object"
+                return f"type mismatch: {is_a(actual)}; {op} needs a list, string or object"
             if isinstance(actual, str | Mapping) and not isinstance(expected, str):
-                return _mismatch(actual, expected)
+                return mismatch(actual, expected)
             if op == "not_contains":
                 return f"{show(actual)} contains {show(expected)}"
             return f"{show(expected)} not found in {show(actual)}"
@@ -358,7 +242,7 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
 
         def why_affix(actual: Any) -> str:
             if not isinstance(actual, str):
-                return _mismatch(actual, expected)
+                return mismatch(actual, expected)
             return f"{show(actual)} does not {op[:-5]} with {show(expected)}"
 
         return affix, why_affix
@@ -371,7 +255,7 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
 
         def why_regex(actual: Any) -> str:
             if not isinstance(actual, str):
-                return _mismatch(actual, expected)
+                return mismatch(actual, expected)
             if _re2 is None and len(actual) > MAX_REGEX_INPUT:  # pragma: no cover
                 return f"input longer than {MAX_REGEX_INPUT} characters"
             return f"{show(actual)} does not match {expected!r}"
@@ -379,10 +263,10 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
         return regex, why_regex
 
     if op in ("gt", "gte", "lt", "lte"):
-        if not (_is_number(expected) or isinstance(expected, str)):
+        if not (is_number(expected) or isinstance(expected, str)):
             raise OperandError(f"{op} expects a number or a string, not {show(expected)}")
         compare = getattr(operator, "ge" if op == "gte" else "le" if op == "lte" else op)
-        if _is_number(expected):
+        if is_number(expected):
             ordered = _numeric_order(op, expected)
         else:
 
@@ -392,8 +276,8 @@ def compile_operator(op: str, expected: Any) -> tuple[Check, Why]:
         symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
 
         def why_ordered(actual: Any) -> str:
-            if _kind(actual) != _kind(expected):
-                return _mismatch(actual, expected)
+            if kind_of(actual) != kind_of(expected):
+                return mismatch(actual, expected)
             return f"{show(actual)} is not {symbol} {show(expected)}"
 
         return ordered, why_ordered

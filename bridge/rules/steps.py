@@ -6,61 +6,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import jinja2
-from jinja2 import nodes
-
 from bridge.rules.checker import Checker, comment_fix, suggest
 from bridge.rules.model import Step
 from bridge.rules.source import Node
+from bridge.rules.template_analysis import rendered_type, step_references
 from bridge.schema import ActionSchema, Param, accepts, type_name
 
 STEP_KEYS = ("id", "uses", "with", "if", "retry", "continue_on_error")
 RETRY_KEYS = ("attempts", "backoff")
 _STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LONE = re.compile(r"\A\{\{-?(?P<expr>(?:(?!\}\}|\{\{).)*?)-?\}\}\Z", re.DOTALL)
-# Only parses (never renders) templates, to find which `steps.<key>` they read.
-_PARSER = jinja2.Environment(autoescape=False)  # noqa: S701 - nothing is rendered
-
-
-def step_references(source: str) -> set[str]:
-    """The step keys a template reads as `steps.<key>` or `steps['<key>']`."""
-    if "steps" not in source:
-        return set()
-    try:
-        tree = _PARSER.parse(source)
-    except jinja2.TemplateSyntaxError:
-        return set()  # reported by the template check
-    found = set()
-    for attr in tree.find_all(nodes.Getattr):
-        if isinstance(attr.node, nodes.Name) and attr.node.name == "steps":
-            found.add(attr.attr)
-    for item in tree.find_all(nodes.Getitem):
-        key = item.arg
-        named = isinstance(key, nodes.Const) and isinstance(key.value, str)
-        if named and isinstance(item.node, nodes.Name) and item.node.name == "steps":
-            found.add(key.value)  # type: ignore[attr-defined]
-    return found
-
-
-def _data_path(expr: nodes.Node) -> str | None:
-    """`data.a.b` (or `data['a'].b`) as a dotted path, or None for anything else."""
-    names: list[str] = []
-    while True:
-        if isinstance(expr, nodes.Getattr):
-            names.append(expr.attr)
-            expr = expr.node
-        elif (
-            isinstance(expr, nodes.Getitem)
-            and isinstance(expr.arg, nodes.Const)
-            and isinstance(expr.arg.value, str)
-        ):
-            names.append(expr.arg.value)
-            expr = expr.node
-        else:
-            break
-    if isinstance(expr, nodes.Name) and expr.name == "data" and names:
-        return ".".join(["data", *reversed(names)])
-    return None
 
 
 class StepChecker(Checker):
@@ -253,42 +207,10 @@ class StepChecker(Checker):
 
     def rendered_type(self, node: Node) -> str | None:
         """The JSON type a lone `{{ expression }}` renders to, when it can be known ahead."""
-        source = node.value
-        if not isinstance(source, str):
-            return None
-        lone = _LONE.match(source.strip())
-        if lone is None:
-            return None
-        try:
-            tree = _PARSER.parse(source.strip())
-        except jinja2.TemplateSyntaxError:
-            return None
-        if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
-            return None
-        parts = tree.body[0].nodes
-        if len(parts) != 1:
-            return None
-        return self._expression_type(parts[0])
-
-    def _expression_type(self, expr: nodes.Node) -> str | None:
-        if isinstance(expr, nodes.List | nodes.Tuple):
-            return "array"
-        if isinstance(expr, nodes.Dict):
-            return "object"
-        if isinstance(expr, nodes.Const):
-            return type_name(expr.value)
-        if isinstance(expr, nodes.Concat):
-            return "string"
-        if isinstance(expr, nodes.Filter):
-            if expr.name in _ARRAY_FILTERS:
-                return "array"
-            if expr.name in _STRING_FILTERS:
-                return "string"
-            return _NUMBER_FILTERS.get(expr.name)
-        path = _data_path(expr)
-        if path is not None and self.catalogue is not None and self.on:
-            return self.catalogue.field_type(self.on, path)
-        return None
+        catalogue, on = self.catalogue, self.on
+        if catalogue is None or not on:
+            return rendered_type(node.value)
+        return rendered_type(node.value, lambda path: catalogue.field_type(on, path))
 
     def step_if(self, node: Node | None) -> str | None:
         if node is None:
@@ -334,49 +256,6 @@ class StepChecker(Checker):
             seconds = self.duration(m["backoff"], "retry.backoff", node)
             backoff = seconds if seconds is not None else backoff
         return attempts, backoff
-
-
-_ARRAY_FILTERS = frozenset(
-    [
-        "list",
-        "sort",
-        "unique",
-        "map",
-        "select",
-        "reject",
-        "selectattr",
-        "rejectattr",
-        "batch",
-        "slice",
-        "dictsort",
-        "items",
-    ]
-)
-_STRING_FILTERS = frozenset(
-    [
-        "join",
-        "string",
-        "lower",
-        "upper",
-        "title",
-        "capitalize",
-        "trim",
-        "replace",
-        "format",
-        "truncate",
-        "striptags",
-        "urlencode",
-        "center",
-        "indent",
-        "wordwrap",
-        "tojson",
-        "slugify",
-        "datetimeformat",
-        "e",
-        "escape",
-    ]
-)
-_NUMBER_FILTERS = {"length": "integer", "count": "integer", "int": "integer", "float": "number"}
 
 
 def _clashes(param: Param, kind: str) -> bool:

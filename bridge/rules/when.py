@@ -5,8 +5,10 @@ from __future__ import annotations
 from bridge.rules.checker import Checker, suggest
 from bridge.rules.conditions import ExpressionCondition, Group, PathCondition
 from bridge.rules.model import Condition
-from bridge.rules.operators import OPERATORS, ROOTS, SYNONYMS, OperandError, compile_path
+from bridge.rules.operators import OPERATORS, SYNONYMS
+from bridge.rules.paths import ROOTS, compile_path
 from bridge.rules.source import Node
+from bridge.rules.values import OperandError
 from bridge.schema import type_name
 
 COMBINATORS = ("all", "any", "not")

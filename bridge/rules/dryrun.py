@@ -1,0 +1,103 @@
+"""A matched rule's steps as they would run, rendered but never run (rules → decide).
+
+Rule tests and `bridge fire --dry-run` show them. Each step renders through `Step.render`,
+as in the worker; an earlier step's result is a placeholder (`{{ steps.notify.ts }}`
+renders as `<steps.notify.ts>`), so templates that use earlier results still render.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.errors import TemplateError
+from bridge.events import Event
+from bridge.rules.model import Rule, event_context
+from bridge.templates.environment import SlackText, Templates
+
+
+@dataclass(frozen=True)
+class RenderedAction:
+    """A step of a matched rule as it would run: its rendered parameters, or why it would not."""
+
+    rule: str
+    step: str
+    uses: str
+    with_: Mapping[str, Any]
+    skipped: bool = False
+    error: str | None = None
+    # The output of the step's `template:` file (parsed JSON for `*.json.j2`), if it has one.
+    rendered: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "step": self.step, "uses": self.uses}
+        out["with"] = dict(self.with_)
+        if self.skipped:
+            out["skipped"] = True
+        if self.error:
+            out["error"] = self.error
+        if self.rendered is not None:
+            out["rendered"] = self.rendered
+        return out
+
+
+class _StepResult(SlackText):
+    """A stand-in for an earlier step's result: any attribute renders as its own path.
+
+    It is text that is already safe for Slack and JSON, so a placeholder such as
+    `<steps.notify.ts>` shows as written in every kind of template.
+    """
+
+    def __new__(cls, path: str) -> _StepResult:
+        found = super().__new__(cls, f"<{path}>")
+        found._path = path
+        return found
+
+    _path: str
+
+    def __getattr__(self, name: str) -> _StepResult:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _StepResult(f"{self._path}.{name}")
+
+    def __getitem__(self, key: object) -> _StepResult:
+        return _StepResult(f"{self._path}.{key}")
+
+
+class _Steps(dict[str, Any]):
+    """`steps` for a dry run: every step id answers with a placeholder."""
+
+    def __missing__(self, key: str) -> _StepResult:
+        return _StepResult(f"steps.{key}")
+
+
+def dry_run_context(event: Event, rule: Rule) -> dict[str, Any]:
+    """The template context of a run that has not happened: steps answer with placeholders."""
+    context = event_context(event, rule)
+    context["steps"] = _Steps()
+    return context
+
+
+def render_actions(event: Event, rule: Rule, templates: Templates) -> list[RenderedAction]:
+    """The steps of a matched rule, each rendered as the worker renders it (`Step.render`)."""
+    rendered = []
+    context = dry_run_context(event, rule)
+    for step in rule.actions:
+        try:
+            # Errors surface here, not in Slack: a template file is rendered too.
+            done = step.render(templates, context)
+        except TemplateError as exc:
+            rendered.append(RenderedAction(rule.id, step.key, step.uses, {}, error=str(exc)))
+            continue
+        rendered.append(
+            RenderedAction(
+                rule.id,
+                step.key,
+                step.uses,
+                done.params,
+                skipped=done.skipped,
+                rendered=done.output,
+            )
+        )
+    return rendered

@@ -1,0 +1,150 @@
+"""What a rule's templates read and render, known without rendering them (rules → decide).
+
+The loader uses it to report a step that reads a later step's result, and a parameter
+whose template can only render a value of the wrong type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+
+from bridge.schema import type_name
+
+# The JSON type of an event field, by its dotted path (`data.amount` → "number"), if known.
+FieldType = Callable[[str], "str | None"]
+
+_LONE = re.compile(r"\A\{\{-?(?P<expr>(?:(?!\}\}|\{\{).)*?)-?\}\}\Z", re.DOTALL)
+# Only parses templates (never renders them), to see what they read and render.
+_PARSER = jinja2.Environment(autoescape=False)  # noqa: S701 - nothing is rendered
+
+
+def step_references(source: str) -> set[str]:
+    """The step keys a template reads as `steps.<key>` or `steps['<key>']`."""
+    if "steps" not in source:
+        return set()
+    try:
+        tree = _PARSER.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return set()  # reported by the template check
+    found = set()
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "steps":
+            found.add(attr.attr)
+    for item in tree.find_all(nodes.Getitem):
+        key = item.arg
+        named = isinstance(key, nodes.Const) and isinstance(key.value, str)
+        if named and isinstance(item.node, nodes.Name) and item.node.name == "steps":
+            found.add(key.value)  # type: ignore[attr-defined]
+    return found
+
+
+def _data_path(expr: nodes.Node) -> str | None:
+    """`data.a.b` (or `data['a'].b`) as a dotted path, or None for anything else."""
+    names: list[str] = []
+    while True:
+        if isinstance(expr, nodes.Getattr):
+            names.append(expr.attr)
+            expr = expr.node
+        elif (
+            isinstance(expr, nodes.Getitem)
+            and isinstance(expr.arg, nodes.Const)
+            and isinstance(expr.arg.value, str)
+        ):
+            names.append(expr.arg.value)
+            expr = expr.node
+        else:
+            break
+    if isinstance(expr, nodes.Name) and expr.name == "data" and names:
+        return ".".join(["data", *reversed(names)])
+    return None
+
+
+def rendered_type(source: Any, field_type: FieldType | None = None) -> str | None:
+    """The JSON type a lone `{{ expression }}` renders to, when it can be known ahead.
+
+    `field_type` gives the type of an event field (`data.amount`) where it is known.
+    """
+    if not isinstance(source, str):
+        return None
+    lone = _LONE.match(source.strip())
+    if lone is None:
+        return None
+    try:
+        tree = _PARSER.parse(source.strip())
+    except jinja2.TemplateSyntaxError:
+        return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts = tree.body[0].nodes
+    if len(parts) != 1:
+        return None
+    return _expression_type(parts[0], field_type)
+
+
+def _expression_type(expr: nodes.Node, field_type: FieldType | None) -> str | None:
+    if isinstance(expr, nodes.List | nodes.Tuple):
+        return "array"
+    if isinstance(expr, nodes.Dict):
+        return "object"
+    if isinstance(expr, nodes.Const):
+        return type_name(expr.value)
+    if isinstance(expr, nodes.Concat):
+        return "string"
+    if isinstance(expr, nodes.Filter):
+        if expr.name in _ARRAY_FILTERS:
+            return "array"
+        if expr.name in _STRING_FILTERS:
+            return "string"
+        return _NUMBER_FILTERS.get(expr.name)
+    path = _data_path(expr)
+    if path is not None and field_type is not None:
+        return field_type(path)
+    return None
+
+
+_ARRAY_FILTERS = frozenset(
+    [
+        "list",
+        "sort",
+        "unique",
+        "map",
+        "select",
+        "reject",
+        "selectattr",
+        "rejectattr",
+        "batch",
+        "slice",
+        "dictsort",
+        "items",
+    ]
+)
+_STRING_FILTERS = frozenset(
+    [
+        "join",
+        "string",
+        "lower",
+        "upper",
+        "title",
+        "capitalize",
+        "trim",
+        "replace",
+        "format",
+        "truncate",
+        "striptags",
+        "urlencode",
+        "center",
+        "indent",
+        "wordwrap",
+        "tojson",
+        "slugify",
+        "datetimeformat",
+        "e",
+        "escape",
+    ]
+)
+_NUMBER_FILTERS = {"length": "integer", "count": "integer", "int": "integer", "float": "number"}
