@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -23,107 +21,21 @@ from bridge.sandbox._common import (
     rate_limits,
     read_json,
     sandbox_app,
-    trace_id,
     wrap,
 )
-
-# The one table of Lytho paths (several are ours to define), read from the file the
-# client reads too; a file, not an import, so that the sandbox stays independent of it.
-LYTHO_PATHS: dict[str, str] = json.loads(
-    (Path(__file__).resolve().parents[1] / "clients" / "lytho_paths.json").read_text("utf-8")
-)["paths"]
-MAX_SIZE = 50
-# What a PUT leaves out of an asset is erased to these values, as Lytho documents.
-_WRITABLE_ASSET: dict[str, Any] = {
-    "fileName": "",
-    "name": "",
-    "description": "",
-    "tags": [],
-    "metadata": [],
-    "expirationDate": None,
-}
-_STRING_FIELDS = ("fileName", "name", "description", "expirationDate")
-
-
-def lytho_error(status: int, message: str) -> dict[str, Any]:
-    return {"status": status, "message": message, "traceId": trace_id()}
-
-
-def _seed() -> dict[str, dict[str, dict[str, Any]]]:
-    created = "2026-09-01T09:00:00Z"
-    tag_names = ["hero", "approved", "spring-2026", "social", "print", "archive", "logo", "draft"]
-    tags = {
-        str(i): {
-            "id": i,
-            "name": name,
-            "nameTranslation": {"en": name},
-            "creationDate": created,
-            "modificationDate": created,
-            "deleted": False,
-            "version": 1,
-        }
-        for i, name in enumerate(tag_names, start=1)
-    }
-    files = [
-        ("spring-hero.jpg", "Spring campaign hero", "image/jpeg", ["hero", "spring-2026"]),
-        ("spring-social-square.png", "Spring social square", "image/png", ["social"]),
-        ("spring-social-story.mp4", "Spring story video", "video/mp4", ["social", "draft"]),
-        ("brand-logo.svg", "Brand logo", "image/svg+xml", ["logo", "approved"]),
-        ("brand-logo-dark.svg", "Brand logo (dark)", "image/svg+xml", ["logo"]),
-        ("catalog-2026.pdf", "Catalog 2026", "application/pdf", ["print"]),
-        ("flyer-a5.pdf", "Store flyer A5", "application/pdf", ["print", "draft"]),
-        ("team-photo.jpg", "Team photo", "image/jpeg", []),
-        ("summer-teaser.jpg", "Summer teaser", "image/jpeg", ["draft"]),
-        ("banner-728x90.gif", "Leaderboard banner", "image/gif", ["social"]),
-        ("old-campaign.zip", "Campaign 2024 sources", "application/zip", ["archive"]),
-        ("press-kit.docx", "Press kit", "application/msword", []),
-    ]
-    by_name = {t["name"]: t for t in tags.values()}
-    assets: dict[str, dict[str, Any]] = {}
-    for n, (file_name, name, file_type, asset_tags) in enumerate(files):
-        asset_id = 1001 + n
-        assets[str(asset_id)] = {
-            "id": asset_id,
-            "fileName": file_name,
-            "name": name,
-            "description": f"{name}, uploaded for the demo tenant.",
-            "fileType": file_type,
-            "fileSize": 48_000 + 7_919 * n,
-            "creationDate": created,
-            "modificationDate": created,
-            "uploadedBy": ["Dana Reyes", "Sam Okafor", "Lee Chen"][n % 3],
-            "tags": [{"id": by_name[t]["id"], "name": t} for t in asset_tags],
-            "metadata": [{"name": "campaign", "value": "spring-2026"}] if n < 4 else [],
-            "expirationDate": None,
-            "version": 1,
-        }
-    collections = {
-        "501": {
-            "id": 501,
-            "name": "Spring 2026 campaign",
-            "description": "Everything for the spring launch",
-            "creationDate": created,
-            "modificationDate": created,
-            "tags": [{"id": by_name["spring-2026"]["id"], "name": "spring-2026"}],
-            "assets": [{"id": 1001}, {"id": 1002}, {"id": 1003}],
-            "permissions": [],
-            "visibleToEveryone": True,
-            "version": 1,
-        },
-        "502": {
-            "id": 502,
-            "name": "Brand",
-            "description": "Logos and brand guidelines",
-            "creationDate": created,
-            "modificationDate": created,
-            "tags": [],
-            "assets": [{"id": 1004}, {"id": 1005}],
-            "permissions": [],
-            "visibleToEveryone": False,
-            "version": 1,
-        },
-    }
-    return {"assets": assets, "tags": tags, "collections": collections}
+from bridge.sandbox.lytho_data import (
+    LYTHO_PATHS,
+    MAX_SIZE,
+    STRING_FIELDS,
+    WRITABLE_ASSET,
+    check_metadata,
+    lytho_error,
+    metadata_body,
+    metadata_items,
+    object_body,
+    page_body,
+    seed,
+)
 
 
 class LythoSandbox:
@@ -147,7 +59,7 @@ class LythoSandbox:
 
     def reset(self) -> None:
         with self.core.lock:
-            seeded = _seed()
+            seeded = seed()
             self.assets = seeded["assets"]
             self.tags = seeded["tags"]
             self.collections = seeded["collections"]
@@ -189,23 +101,7 @@ class LythoSandbox:
         page, size = page_params(request, first=0, size_name="size", default_size=20)
         if not 1 <= size <= MAX_SIZE:
             raise ApiError(400, f"size must be between 1 and {MAX_SIZE}")
-        total = len(items)
-        pages = math.ceil(total / size) if total else 0
-        content = items[page * size : (page + 1) * size]
-        return JSONResponse(
-            {
-                "content": copy.deepcopy(content),
-                "pageable": {"pageNumber": page, "pageSize": size, "offset": page * size},
-                "totalElements": total,
-                "totalPages": pages,
-                "size": size,
-                "number": page,
-                "numberOfElements": len(content),
-                "first": page == 0,
-                "last": page + 1 >= pages,
-                "empty": not content,
-            }
-        )
+        return JSONResponse(page_body(items, page, size))
 
     def _tag_refs(self, ids: Any) -> list[dict[str, Any]]:
         if not isinstance(ids, list) or not ids:
@@ -240,7 +136,7 @@ class LythoSandbox:
                 raise ApiError(
                     409, f"Asset {asset['id']} was changed meanwhile (version {asset['version']})"
                 )
-            for name in _STRING_FIELDS:
+            for name in STRING_FIELDS:
                 if body.get(name) is not None and not isinstance(body[name], str):
                     raise ApiError(400, f"{name} must be a string")
             tags = body.get("tags") or []
@@ -250,9 +146,9 @@ class LythoSandbox:
                 raise ApiError(400, "tags must be a list of objects with an id")
             tag_refs = self._tag_refs([t["id"] for t in tags]) if tags else []
             metadata = body.get("metadata") or []
-            _check_metadata(metadata)
+            check_metadata(metadata)
             # Whole-object semantics: every writable field not sent is erased.
-            for name, empty in _WRITABLE_ASSET.items():
+            for name, empty in WRITABLE_ASSET.items():
                 asset[name] = copy.deepcopy(body.get(name, empty))
             asset["tags"] = tag_refs
             asset["metadata"] = copy.deepcopy(metadata)
@@ -282,10 +178,10 @@ class LythoSandbox:
     async def get_metadata(self, request: Request) -> Response:
         with self.core.lock:
             asset = self._asset(request)
-            return JSONResponse(_metadata_body(asset))
+            return JSONResponse(metadata_body(asset))
 
     async def add_metadata(self, request: Request) -> Response:
-        items = _metadata_items(await read_json(request))
+        items = metadata_items(await read_json(request))
         with self.core.lock:
             asset = self._asset(request)
             have = {m["name"] for m in asset["metadata"]}
@@ -294,15 +190,15 @@ class LythoSandbox:
                 raise ApiError(409, f"Metadata {', '.join(clash)} already exists on the asset")
             asset["metadata"] += items
             self._touch(asset)
-            return JSONResponse(_metadata_body(asset))
+            return JSONResponse(metadata_body(asset))
 
     async def put_metadata(self, request: Request) -> Response:
-        items = _metadata_items(await read_json(request))
+        items = metadata_items(await read_json(request))
         with self.core.lock:
             asset = self._asset(request)
             asset["metadata"] = items  # the whole set: what is not sent is removed
             self._touch(asset)
-            return JSONResponse(_metadata_body(asset))
+            return JSONResponse(metadata_body(asset))
 
     async def remove_metadata(self, request: Request) -> Response:
         names = request.query_params.getlist("names")
@@ -312,7 +208,7 @@ class LythoSandbox:
                 raise ApiError(400, "give the metadata to remove as names=…")
             asset["metadata"] = [m for m in asset["metadata"] if m["name"] not in names]
             self._touch(asset)
-            return JSONResponse(_metadata_body(asset))
+            return JSONResponse(metadata_body(asset))
 
     # Tags.
 
@@ -404,7 +300,7 @@ class LythoSandbox:
         `?touch=false` keeps its version and modification date, as Lytho does for fields
         that move by themselves (a view count, a link signed anew).
         """
-        body = _object_body(await read_json(request))
+        body = object_body(await read_json(request))
         touch = request.query_params.get("touch", "true").lower() not in ("false", "0", "no")
         with self.core.lock:
             asset = self._asset(request)
@@ -414,12 +310,12 @@ class LythoSandbox:
             return JSONResponse(copy.deepcopy(asset))
 
     async def control_create_asset(self, request: Request) -> Response:
-        body = _object_body(await read_json(request))
+        body = object_body(await read_json(request))
         with self.core.lock:
             asset_id = self._new_id()
             stamp = now_iso()
             asset = {
-                **_WRITABLE_ASSET,
+                **WRITABLE_ASSET,
                 "fileType": "application/octet-stream",
                 "fileSize": 0,
                 "uploadedBy": "Sandbox",
@@ -445,30 +341,6 @@ class LythoSandbox:
                     {"assets": self.assets, "tags": self.tags, "collections": self.collections}
                 )
             )
-
-
-def _object_body(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ApiError(400, "send the asset's fields as a JSON object")
-    return body
-
-
-def _check_metadata(items: Any) -> None:
-    if not isinstance(items, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("name"), str) and m["name"] for m in items
-    ):
-        raise ApiError(400, "metadata must be a list of {name, value} objects")
-
-
-def _metadata_items(body: Any) -> list[dict[str, Any]]:
-    items = body.get("metadata") if isinstance(body, dict) else None
-    _check_metadata(items)
-    assert isinstance(items, list)
-    return [{"name": m["name"], "value": m.get("value")} for m in items]
-
-
-def _metadata_body(asset: dict[str, Any]) -> dict[str, Any]:
-    return {"assetId": asset["id"], "metadata": copy.deepcopy(asset["metadata"])}
 
 
 def create_lytho_app(

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
-import re
-import uuid
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,116 +21,18 @@ from bridge.sandbox._common import (
     sandbox_app,
     wrap,
 )
-
-MAX_SCAN_LIMIT = 100
-JOB_STATUSES = {"pending", "running", "complete", "failed", "cancelled"}
-_IN_SEGMENT = re.compile(r'^\s*in_segment\(\s*"([^"]+)"\s*\)\s*$')
-
-
-def lytics_error(status: int, message: str) -> dict[str, Any]:
-    return {"data": None, "message": message, "status": status}
-
-
-def ok(data: Any = None, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"status": 200, "message": "success"}
-    if data is not None:
-        body["data"] = data
-    body.update(extra)
-    return JSONResponse(body)
-
-
-def _hex(n: int) -> str:
-    return uuid.UUID(int=n * 7919 + 0x5EED).hex
-
-
-def _seed() -> dict[str, Any]:
-    t0 = "2026-09-15T10:00:00Z"
-    first = ["Ada", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gia", "Hugo", "Ivy", "Jon", "Kai", "Liv"]
-    profiles: dict[str, dict[str, Any]] = {}
-    for n, name in enumerate(first * 2):
-        uid = f"uid{n:03d}"
-        segments = ["all_users"]
-        if n % 3 == 0:
-            segments.append("high_value_users")
-        if n % 4 == 0:
-            segments.append("cart_abandoners")
-        profiles[uid] = {
-            "_uid": uid,
-            "email": f"{name.lower()}{n}@example.com",
-            "first_name": name,
-            "last_name": "Sample",
-            "segments": segments,
-            "scores": {"frequency": float(n % 10) * 10, "momentum": float(n % 7) * 14},
-            "created": t0,
-            "last_active_ts": t0,
-        }
-    segment_defs = [
-        ("all_users", "All Users", "audience", "*"),
-        ("high_value_users", "High Value Users", "audience", "score_value > 50"),
-        ("cart_abandoners", "Cart Abandoners", "behavioral", "cart_abandoned = true"),
-    ]
-    segment_map: dict[str, dict[str, Any]] = {}
-    for n, (slug, name, kind, ql) in enumerate(segment_defs):
-        segment_map[slug] = {
-            "id": _hex(100 + n),
-            "slug_name": slug,
-            "name": name,
-            "kind": kind,
-            "filter_ql": ql,
-            "created": t0,
-            "modified": t0,
-        }
-    connections = {
-        _hex(200): {
-            "id": _hex(200),
-            "name": "Warehouse",
-            "type": "bigquery",
-            "auth_id": _hex(201),
-            "config": {"dataset": "marketing"},
-            "created": t0,
-            "modified": t0,
-        }
-    }
-    jobs = {
-        _hex(300 + n): {
-            "id": _hex(300 + n),
-            "type": job_type,
-            "status": status,
-            "connection_id": _hex(200),
-            "config": {},
-            "created": t0,
-            "modified": t0,
-        }
-        for n, (job_type, status) in enumerate(
-            [("import", "complete"), ("export", "running"), ("export", "pending")]
-        )
-    }
-    return {
-        "accounts": {
-            "12345": {
-                "aid": "12345",
-                "name": "ACME Corp",
-                "created": t0,
-                "modified": t0,
-            }
-        },
-        "profiles": profiles,
-        "segments": segment_map,
-        "connections": connections,
-        "jobs": jobs,
-        "datamodels": {
-            "default": {
-                "id": _hex(400),
-                "name": "default",
-                "fields": [
-                    {"name": "email", "as": "email", "type": "string", "is_by": True},
-                    {"name": "event", "as": "event", "type": "string", "is_by": False},
-                ],
-                "created": t0,
-                "modified": t0,
-            }
-        },
-    }
+from bridge.sandbox.lytics_data import (
+    IN_SEGMENT,
+    JOB_STATUSES,
+    MAX_SCAN_LIMIT,
+    connection_request,
+    decode_cursor,
+    encode_cursor,
+    lytics_error,
+    ok,
+    sandbox_id,
+    seed,
+)
 
 
 class LyticsSandbox:
@@ -148,7 +46,7 @@ class LyticsSandbox:
 
     def reset(self) -> None:
         with self.core.lock:
-            seeded = _seed()
+            seeded = seed()
             self.accounts: dict[str, dict[str, Any]] = seeded["accounts"]
             self.profiles: dict[str, dict[str, Any]] = seeded["profiles"]
             self.segments: dict[str, dict[str, Any]] = seeded["segments"]
@@ -171,7 +69,7 @@ class LyticsSandbox:
 
     def _new_id(self) -> str:
         self.counter += 1
-        return _hex(self.counter)
+        return sandbox_id(self.counter)
 
     def _segment(self, slug_or_id: str) -> dict[str, Any] | None:
         if slug_or_id in self.segments:
@@ -219,7 +117,7 @@ class LyticsSandbox:
         body = await read_json(request)
         if not isinstance(body, dict) or ("filter" in body) == ("id" in body):
             raise ApiError(400, "send exactly one of filter or id")
-        offset = _decode_cursor(request.query_params.get("next", ""))
+        offset = decode_cursor(request.query_params.get("next", ""))
         with self.core.lock:
             if "id" in body:
                 segment = self._segment(str(body["id"]))
@@ -227,16 +125,14 @@ class LyticsSandbox:
                     raise ApiError(400, f"unknown segment {body['id']}")
                 slug = segment["slug_name"]
             else:
-                match = _IN_SEGMENT.match(str(body["filter"]))
+                match = IN_SEGMENT.match(str(body["filter"]))
                 if match is None or self._segment(match.group(1)) is None:
                     raise ApiError(400, 'the sandbox understands only in_segment("slug")')
                 slug = match.group(1)
             members = [p for p in self.profiles.values() if slug in p["segments"]]
             page = copy.deepcopy(members[offset : offset + limit])
             more = offset + limit < len(members)
-            return ok(
-                page, total=len(members), _next=_encode_cursor(offset + limit) if more else ""
-            )
+            return ok(page, total=len(members), _next=encode_cursor(offset + limit) if more else "")
 
     # Entities.
 
@@ -286,7 +182,7 @@ class LyticsSandbox:
             return ok(copy.deepcopy(self._connection(request)))
 
     async def create_connection(self, request: Request) -> Response:
-        fields = _connection_request(await read_json(request))
+        fields = connection_request(await read_json(request))
         with self.core.lock:
             stamp = now_iso()
             conn = {"id": self._new_id(), **fields, "created": stamp, "modified": stamp}
@@ -294,7 +190,7 @@ class LyticsSandbox:
             return ok(copy.deepcopy(conn))
 
     async def update_connection(self, request: Request) -> Response:
-        fields = _connection_request(await read_json(request))
+        fields = connection_request(await read_json(request))
         with self.core.lock:
             conn = self._connection(request)
             # A PUT is the whole connection: optional fields not sent are dropped.
@@ -425,35 +321,6 @@ class LyticsSandbox:
             if stream:
                 return JSONResponse({stream: copy.deepcopy(self.collected.get(stream, []))})
             return JSONResponse(copy.deepcopy(self.collected))
-
-
-def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> int:
-    if not cursor:
-        return 0
-    try:
-        kind, _, value = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        if kind == "offset" and int(value) >= 0:
-            return int(value)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise ApiError(400, "invalid next cursor")
-
-
-def _connection_request(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    for key in ("name", "type"):
-        if not isinstance(body.get(key), str) or not body[key]:
-            raise ApiError(400, f"{key} is required")
-    if "auth_id" in body and not isinstance(body["auth_id"], str):
-        raise ApiError(400, "auth_id must be a string")
-    if "config" in body and not isinstance(body["config"], dict):
-        raise ApiError(400, "config must be an object")
-    return {k: copy.deepcopy(body[k]) for k in ("name", "type", "auth_id", "config") if k in body}
 
 
 def create_lytics_app(
