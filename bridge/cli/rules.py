@@ -129,9 +129,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_fire(args: argparse.Namespace) -> int:
     """Show which rules match an event and what they would do; or enqueue it."""
-    from bridge.errors import TemplateError
+    from bridge.rules.dryrun import render_actions
     from bridge.rules.explain import format_condition_tree
-    from bridge.rules.testing import dry_run_context, render_actions
 
     settings, _ = companion_settings() if not args.dry_run else (env_settings(), None)
     events = read_event_file(Path(args.event), args.source)
@@ -170,15 +169,9 @@ def cmd_fire(args: argparse.Namespace) -> int:
                     )
                     print(f"      → {action.step}: {action.uses} {shown}{state}")
                     failed = failed or bool(action.error)
-                    template = action.with_.get("template")
-                    if isinstance(template, str) and not action.skipped and not action.error:
-                        context = dry_run_context(event, evaluation.rule)
-                        try:
-                            rendered = templates.render_file(template, context)
-                        except TemplateError as exc:
-                            print(f"          (error: {exc})")
-                            failed = True
-                            continue
-                        text = json.dumps(rendered, ensure_ascii=False, indent=2, default=str)
+                    if action.rendered is not None:  # the output of its template file
+                        text = json.dumps(
+                            action.rendered, ensure_ascii=False, indent=2, default=str
+                        )
                         print("\n".join("          " + line for line in text.splitlines()))
     return 1 if failed else 0

@@ -24,7 +24,7 @@ from bridge.jobs.deadletters import DeadLetters, secret_mask
 from bridge.operate import metrics
 from bridge.operate.context import Context
 from bridge.queue.store import Job, loads
-from bridge.rules import Rule, Step, event_context, should_run
+from bridge.rules import Rule, Step, event_context
 
 logger = logging.getLogger(__name__)
 
@@ -225,13 +225,14 @@ class RuleRun:
         deadline = begun + self.bridge.settings.step_timeout_seconds
         try:
             with templates.deadline(deadline):
-                if not should_run(step, context, templates):
+                # Rendered as rule tests and fire --dry-run render it (Step.render); the
+                # template file is left to the action, which renders it as it sends.
+                rendered = step.render(templates, context, deadline=deadline, template_file=False)
+                if rendered.skipped:
                     result: dict[str, Any] = {"skipped": True}
                     await self._finish(step, result, trace | {"status": "skipped"})
                     return result
-                params = templates.render_value(
-                    dict(step.with_), context, escape=step.escape, deadline=deadline
-                )
+                params = rendered.params
                 # What was sent, as sent (secrets masked): the dashboard shows this, it
                 # never renders a rule's templates again.
                 trace["params"] = self._shown_params(params)
