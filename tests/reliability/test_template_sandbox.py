@@ -258,7 +258,7 @@ HOSTILE = {
 _MEASURE = r"""
 import json, sys, time
 from bridge.errors import TemplateError
-from bridge.templates.environment.environment import Templates
+from bridge.templates.environment import Templates
 
 def status(field):
     with open("/proc/self/status") as lines:
