@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from arq import Retry
-from arq.connections import ArqRedis
+from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job, JobStatus
 from arq.worker import JobExecutionFailed, func
 from redis.asyncio import ConnectionPool
 
-from bridge.operate.context import job_deserializer, job_serializer
+from bridge.errors import ConfigError
+from bridge.queue.codec import job_deserializer, job_serializer
 from bridge.queue.store import Job as StoreJob
 from bridge.queue.store import Keys, Store
 from bridge.queue.worker import BridgeWorker
@@ -242,12 +243,96 @@ async def test_a_cancelled_job_goes_back_to_the_queue(pool: ArqRedis, key_prefix
     assert w.jobs_retried == 1
 
 
-def test_aborting_jobs_is_refused(key_prefix: str) -> None:
-    async def noop(ctx: dict[str, Any]) -> None:
-        return None
+async def noop(ctx: dict[str, Any]) -> None:
+    return None
 
-    with pytest.raises(ValueError, match="does not support allow_abort_jobs"):
-        BridgeWorker(functions=[func(noop, name="noop")], allow_abort_jobs=True)
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("on_job_start", noop, "arq option on_job_start is not supported (it never calls it)"),
+        ("on_job_end", noop, "arq option on_job_end is not supported (it never calls it)"),
+        ("after_job_end", noop, "arq option after_job_end is not supported (it never calls it)"),
+        (
+            "keep_result_forever",
+            True,
+            "arq option keep_result_forever=True is not supported"
+            " (results are kept for keep_result seconds)",
+        ),
+        (
+            "retry_jobs",
+            False,
+            "arq option retry_jobs=False is not supported"
+            " (a Retry or a cancelled job always goes back to the queue)",
+        ),
+        (
+            "allow_abort_jobs",
+            True,
+            "arq option allow_abort_jobs=True is not supported (aborting jobs is not supported)",
+        ),
+        (
+            "log_results",
+            True,
+            "arq option log_results=True is not supported (it never logs job results)",
+        ),
+        (
+            "expires_extra_ms",
+            1000,
+            "arq option expires_extra_ms=1000 is not supported"
+            " (jobs expire 86400000 ms after they are due)",
+        ),
+        (
+            "redis_settings",
+            RedisSettings(password="hunter2"),
+            "arq option redis_settings is not supported (it runs on the redis_pool it is given)",
+        ),
+    ],
+)
+async def test_an_arq_option_the_worker_does_not_honour_is_refused_at_start(
+    pool: ArqRedis, key_prefix: str, option: str, value: Any, message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        worker(pool, key_prefix, func(noop, name="noop"), **{option: value})
+    assert str(raised.value) == f"BridgeWorker: {message}; leave it unset"
+    assert "hunter2" not in str(raised.value)
+    assert await pool.exists(f"{key_prefix}queue:health-check") == 0
+
+
+async def test_every_refused_option_is_named_at_once(pool: ArqRedis, key_prefix: str) -> None:
+    forever = func(noop, name="forever", keep_result_forever=True)
+    with pytest.raises(ConfigError) as raised:
+        BridgeWorker(functions=[forever], on_job_start=noop, retry_jobs=False)
+    assert str(raised.value) == (
+        "BridgeWorker: redis_pool is required (the worker runs on a given ArqRedis); "
+        "arq option on_job_start is not supported (it never calls it); leave it unset; "
+        "arq option retry_jobs=False is not supported"
+        " (a Retry or a cancelled job always goes back to the queue); leave it unset; "
+        "arq option keep_result_forever=True of function 'forever' is not supported"
+        " (results are kept for keep_result seconds); leave it unset"
+    )
+
+
+async def test_options_at_the_value_the_worker_honours_are_accepted(
+    pool: ArqRedis, key_prefix: str
+) -> None:
+    ran: list[int] = []
+
+    async def record(ctx: dict[str, Any], n: int) -> None:
+        ran.append(n)
+
+    w = worker(
+        pool,
+        key_prefix,
+        func(record, name="record"),
+        retry_jobs=True,
+        allow_abort_jobs=False,
+        keep_result_forever=False,
+        log_results=False,
+        on_job_start=None,
+    )
+    await enqueue(pool, key_prefix, "record", 1, 7)
+    await w.async_run()
+    assert ran == [7]
 
 
 def test_an_idle_worker_waits_until_the_poll_delay_or_the_next_deferred_job(

@@ -22,7 +22,6 @@ from bridge.events import Event
 from bridge.jobs.traces import redact
 from bridge.queue.redis_io import FastScript
 from bridge.queue.store import (
-    ARQ_JOB_PREFIX,
     JOB_EXPIRY_MS,
     WAKE_LUA,
     dumps,
@@ -217,7 +216,7 @@ class DeadLetters:
                 self.keys.dead_letter_index,
                 self.keys.attempts(letter.event_id, letter.rule_id, letter.run),
                 self.bridge.settings.queue_name,
-                ARQ_JOB_PREFIX + job_id,
+                self.keys.job(job_id),
                 self.keys.trace(letter.event_id),
             ]
             entry = {

@@ -15,14 +15,13 @@ import random
 import time
 from typing import Any
 
-from arq import Retry
-
 from bridge.actions import StepCall, registry
 from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
 from bridge.events import Event
 from bridge.jobs.deadletters import DeadLetters, secret_mask
 from bridge.operate import metrics
 from bridge.operate.context import Context
+from bridge.queue import Retry
 from bridge.queue.store import Job, loads
 from bridge.rules import Rule, Step, event_context
 

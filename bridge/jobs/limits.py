@@ -21,6 +21,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bridge.queue.keys import Keys
 from bridge.queue.redis_io import FastScript
 from bridge.rules import Rule
 from bridge.templates.environment import Templates
@@ -95,12 +96,13 @@ class RunLimits:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self._admit = FastScript(redis, _ADMIT)
         self._release = FastScript(redis, _RELEASE)
 
     def booking_key(self, event_id: str, rule_id: str) -> str:
         """Where the slots a run booked are kept until it ends."""
-        return f"{self.prefix}slots:{event_id}:{rule_id}"
+        return self.keys.slots(event_id, rule_id)
 
     async def admit(
         self, rule: Rule, event_id: str, context: Mapping[str, Any], templates: Templates
@@ -112,10 +114,10 @@ class RunLimits:
         dedupe_shown = throttle_shown = ""
         if rule.dedupe is not None:
             dedupe_shown = str(templates.render_value(rule.dedupe.key, context))
-            dedupe_key = f"{self.prefix}dedupe:{rule.id}:{_digest(dedupe_shown)}"
+            dedupe_key = self.keys.dedupe(rule.id, _digest(dedupe_shown))
         if rule.throttle is not None:
             throttle_shown = str(templates.render_value(rule.throttle.key, context))
-            throttle_key = f"{self.prefix}throttle:{rule.id}:{_digest(throttle_shown)}"
+            throttle_key = self.keys.throttle(rule.id, _digest(throttle_shown))
         dedupe_ttl = rule.dedupe.ttl_seconds if rule.dedupe else 0
         window = rule.throttle.per_seconds if rule.throttle else 0
         args: list[str | int] = [

@@ -28,7 +28,6 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from arq.cron import CronJob, cron
 from redis.exceptions import RedisError
 
 from bridge.clients.base import RetryPolicy
@@ -36,6 +35,8 @@ from bridge.clients.ratelimit import Limit, RateLimiter
 from bridge.errors import ClientError, PermanentError, StoreUnavailable
 from bridge.ingress.pollers import POLLER_NAMES, Poller, PollResult, configured_pollers
 from bridge.jobs.traces import redact
+from bridge.queue import CronJob, cron
+from bridge.queue.redis_io import FastScript
 
 if TYPE_CHECKING:
     from bridge.operate.context import Context
@@ -79,7 +80,7 @@ def poll_budget_limiter(context: Context) -> RateLimiter:
         found = RateLimiter(
             context.redis,
             {api: share for api, share in limits.items() if share},
-            key_prefix=f"{context.settings.key_prefix}poll:budget:",
+            key_prefix=context.keys.poll_budget_prefix,
         )
         context.extras["poll_budget_limiter"] = found
     return found
@@ -132,8 +133,7 @@ class RunBudget:
 async def run_poller(context: Context, poller: Poller) -> str:
     """Run one poller if it is due and no other worker runs it; say what happened."""
     redis = context.redis
-    prefix = f"{context.settings.key_prefix}poll:{poller.name}:"
-    lock_key, due_key = prefix + "lock", prefix + "due"
+    lock_key, due_key = context.keys.poll_lock(poller.name), context.keys.poll_due(poller.name)
     token = uuid.uuid4().hex
     if not await redis.set(lock_key, token, nx=True, px=LOCK_MS):
         return "busy"
@@ -183,7 +183,7 @@ async def run_poller(context: Context, poller: Poller) -> str:
         return outcome
     finally:
         with contextlib.suppress(RedisError, OSError):
-            await redis.eval(_RELEASE, 1, lock_key, token)  # type: ignore[misc]
+            await FastScript(redis, _RELEASE)([lock_key], [token])
 
 
 # --- what the runs did: one status hash per poller ------------------------------------------
@@ -192,7 +192,7 @@ MAX_ERROR = 300  # characters of an error message kept in the status
 
 
 def status_key(context: Context, name: str) -> str:
-    return f"{context.settings.key_prefix}poll:{name}:status"
+    return context.keys.poll_status(name)
 
 
 async def record_run(
@@ -352,9 +352,7 @@ def cron_jobs(context: Context) -> list[CronJob]:
     return [
         cron(
             poll,
-            # The job id derives from the name, and arq's job ids are global across queues:
-            # the key prefix keeps two bridges on one Redis from sharing a tick.
-            name=f"cron:{context.settings.key_prefix}poll",
+            name=context.keys.poll_tick_name,
             second=set(range(0, 60, TICK_SECONDS)),
             microsecond=0,
             unique=True,

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import httpx
-from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.actions import action_schemas
@@ -23,8 +20,9 @@ from bridge.clients.ratelimit import DEFAULT_LIMITS, Limit, RateLimiter
 from bridge.jobs.limits import RunLimits
 from bridge.jobs.traces import Tracer
 from bridge.operate.catalogue import event_catalogue
-from bridge.queue.redis_io import direct_send
-from bridge.queue.store import Keys, Store, dumps
+from bridge.queue import ArqRedis
+from bridge.queue.connection import connect
+from bridge.queue.store import Keys, Store
 from bridge.rules.live import LiveRules
 from bridge.settings import Settings
 
@@ -33,31 +31,9 @@ logger = logging.getLogger(__name__)
 HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
-def job_serializer(value: Any) -> bytes:
-    return dumps(value)
-
-
-def job_deserializer(raw: bytes) -> Any:
-    return json.loads(raw)
-
-
 def create_redis(settings: Settings) -> ArqRedis:
-    """The Redis client of a process: arq-compatible, JSON jobs, lazy connections.
-
-    Heroku's `rediss://` URLs use self-signed certificates, so TLS is not verified there
-    (NOTES.md); the connection is still encrypted.
-    """
-    options: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
-    if settings.redis_url.startswith("rediss://"):
-        options["ssl_cert_reqs"] = "none"
-    pool = ConnectionPool.from_url(settings.redis_url, **options)
-    pool.connection_class = direct_send(pool.connection_class)
-    return ArqRedis(
-        pool,
-        job_serializer=job_serializer,
-        job_deserializer=job_deserializer,
-        default_queue_name=settings.queue_name,
-    )
+    """The Redis client of a process (bridge.queue.connection.connect)."""
+    return connect(settings.redis_url, settings.queue_name)
 
 
 @dataclass
@@ -113,7 +89,7 @@ class Context:
             self._limiter = RateLimiter(
                 self.redis,
                 limits,
-                key_prefix=f"{self.settings.key_prefix}ratelimit:",
+                key_prefix=self.keys.ratelimit_prefix,
                 max_wait=self.settings.step_timeout_seconds / 3,
             )
         return self._limiter

@@ -8,13 +8,14 @@ import logging
 import signal
 from typing import Any
 
-from arq import Worker
-from arq.worker import func
 from redis.exceptions import RedisError
 
 from bridge.jobs.handlers import MAX_PICKUPS, handle_event, job_timeout, run_rule
 from bridge.jobs.schedule import cron_jobs
-from bridge.operate.context import Context, build_context, job_deserializer, job_serializer
+from bridge.operate.context import Context, build_context
+from bridge.queue import func
+from bridge.queue.codec import RESULT_TTL, job_deserializer, job_serializer
+from bridge.queue.keys import Keys
 from bridge.queue.worker import BridgeWorker
 from bridge.settings import Settings
 
@@ -26,11 +27,12 @@ JOB_COMPLETION_WAIT = 20
 
 
 def health_check_key(settings: Settings) -> str:
-    return f"{settings.queue_name}:health-check"
+    """The workers' heartbeat (Keys.health_check)."""
+    return Keys.health_check(settings.queue_name)
 
 
-def make_worker(context: Context, *, burst: bool = False) -> Worker:
-    """An arq Worker for the bridge's jobs on the context's Redis and queue."""
+def make_worker(context: Context, *, burst: bool = False) -> BridgeWorker:
+    """A worker for the bridge's jobs on the context's Redis and queue."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["bridge"] = context
@@ -50,7 +52,7 @@ def make_worker(context: Context, *, burst: bool = False) -> Worker:
         # Claims (bridge.queue.worker) take at most this many ready jobs per poll.
         queue_read_limit=context.settings.worker_max_jobs,
         job_timeout=timeout,
-        keep_result=3600,
+        keep_result=RESULT_TTL,
         health_check_interval=HEALTH_CHECK_INTERVAL,
         health_check_key=health_check_key(context.settings),
         handle_signals=False,
@@ -88,44 +90,16 @@ async def run_worker(
                 logger.warning(
                     "worker lost Redis (%s); reconnecting in %.1f s", type(exc).__name__, delay
                 )
-                await _cancel_tasks(worker)
+                await worker.cancel_running()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            await _drain(worker, main, completion_wait)
+            await worker.drain(completion_wait, main)
     finally:
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
-
-
-async def _drain(worker: Worker, main: asyncio.Task[None], completion_wait: float) -> None:
-    """Stop picking jobs, let running ones finish, cancel (and so re-queue) the rest."""
-    worker.allow_pick_jobs = False
-    running = [t for t in worker.tasks.values() if not t.done()]
-    logger.info(
-        "worker stopping: waiting up to %.0f s for %d running jobs", completion_wait, len(running)
-    )
-    if running:
-        await asyncio.wait(running, timeout=completion_wait)
-    await _cancel_tasks(worker)
-    # Cancel arq's own poll loop as well as our wrapper of it, and wait for both: a loop
-    # left running would keep polling (and beating) after the worker said it stopped.
-    for task in (worker.main_task, main):
-        if task is not None:
-            task.cancel()
-    await asyncio.wait([t for t in (worker.main_task, main) if t is not None], timeout=5)
-    with contextlib.suppress(RedisError, OSError):
-        await worker.pool.delete(worker.health_check_key)
-
-
-async def _cancel_tasks(worker: Worker) -> None:
-    tasks = [t for t in worker.tasks.values() if not t.done()]
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -8,7 +8,6 @@ neither, and a duplicate id is recognised in the same step.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -19,209 +18,23 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge.errors import StoreUnavailable
-from bridge.events import MAX_ID_LENGTH, Event
+from bridge.events import Event
+from bridge.queue import scripts
+from bridge.queue.codec import JOB_EXPIRY_MS as JOB_EXPIRY_MS
+from bridge.queue.codec import dumps as dumps
+from bridge.queue.codec import job_bytes as job_bytes
+from bridge.queue.codec import job_payload as job_payload
+from bridge.queue.codec import loads as loads
+from bridge.queue.keys import ARQ_JOB_PREFIX as ARQ_JOB_PREFIX
+from bridge.queue.keys import ARQ_RESULT_PREFIX as ARQ_RESULT_PREFIX
+from bridge.queue.keys import Keys as Keys
+from bridge.queue.keys import run_name as run_name
 from bridge.queue.redis_io import FastScript
+from bridge.queue.scripts import WAKE_LUA as WAKE_LUA
 
-ARQ_JOB_PREFIX = "arq:job:"
-ARQ_RESULT_PREFIX = "arq:result:"
-# arq drops a job that has not started a day after it was due (its expires_extra_ms).
-JOB_EXPIRY_MS = 86_400_000
 # Events in one ingest script call at most (a script holds Redis while it runs), unless a
 # single webhook brings more (MAX_EVENTS_PER_REQUEST bounds those).
 MAX_INGEST_BATCH = 256
-
-
-def dumps(value: Any) -> bytes:
-    """Compact JSON bytes; anything not JSON-able (an exception in a result) as its repr."""
-    return json.dumps(value, separators=(",", ":"), default=repr).encode()
-
-
-def loads(raw: bytes | str) -> Any:
-    return json.loads(raw)
-
-
-@dataclass(frozen=True)
-class Keys:
-    """Every Redis key lytbridge writes, in one place, under one prefix."""
-
-    prefix: str
-
-    def seen(self, event_id: str) -> str:
-        """A stored id, holding the source that owns it (written by the ingest script)."""
-        return f"{self.prefix}seen:{event_id}"
-
-    def event(self, event_id: str) -> str:
-        return f"{self.prefix}event:{event_id}"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}events"
-
-    def trace(self, event_id: str) -> str:
-        return f"{self.prefix}trace:{event_id}"
-
-    def steps(self, event_id: str, rule_id: str, run: str = "") -> str:
-        return f"{self.prefix}steps:{event_id}:{run_name(rule_id, run)}"
-
-    def attempts(self, event_id: str, rule_id: str, run: str = "") -> str:
-        return f"{self.prefix}attempts:{event_id}:{run_name(rule_id, run)}"
-
-    @property
-    def dead_letters(self) -> str:
-        return f"{self.prefix}dlq"
-
-    @property
-    def dead_letter_index(self) -> str:
-        return f"{self.prefix}dlq:index"
-
-    def handle_job_id(self, event_id: str, run: str = "") -> str:
-        # The ingest script builds the first run's id the same way: `<prefix>handle:<id>`.
-        return f"{self.prefix}handle:{event_id}" + (f"@{run}" if run else "")
-
-    def run_job_id(self, event_id: str, rule_id: str, run: str = "", retry: int = 0) -> str:
-        base = f"{self.prefix}run:{event_id}:{run_name(rule_id, run)}"
-        return base if not retry else f"{base}:retry{retry}"
-
-
-def run_name(rule_id: str, run: str) -> str:
-    """A rule's runs for one event: the first has no name; replays are `rule@replay-…`."""
-    return f"{rule_id}@{run}" if run else rule_id
-
-
-# Workers wait on `<queue>:wake` for a token rather than polling: every script that adds
-# ready jobs pushes one (bridge/queue/worker.py). A few tokens are kept, enough to wake every
-# worker; a token without a job costs a worker one empty claim.
-WAKE_SUFFIX = ":wake"
-WAKE_TOKENS = 64
-WAKE_LUA = f"""
-redis.call('LPUSH', KEYS[1] .. '{WAKE_SUFFIX}', '1')
-redis.call('LTRIM', KEYS[1] .. '{WAKE_SUFFIX}', 0, {WAKE_TOKENS - 1})
-"""
-
-# The ingest script. Duplicates are recognised per source (CloudEvents: source + id identify
-# an event): `seen:<stored id>` holds the source that owns the id. An event whose id another
-# source already owns is stored under `<source>:<id>` instead (hashed when long), so no
-# sender can pre-empt another's events; and should that be taken too (a sender sent it on
-# purpose), under a fresh id remembered in `alias:<sha1 of source and id>`, a key no sender
-# names. Either way the caller learns the id each event is stored under.
-#
-# KEYS: queue, events index. ARGV: key prefix, dedup ttl s, event ttl s, now ms, job expiry
-# ms, then (source, id, event json) per event; the json opens with its specversion and id.
-# Returns (1 stored | 0 duplicate, stored id) per event.
-_INGEST = (
-    """
-local prefix = ARGV[1]
-local dedup_ttl = ARGV[2]
-local now = ARGV[4]
-local out = {}
-local stored = 0
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(now) - tonumber(ARGV[3]) * 1000)
-local function bounded(id)
-  if #id > """
-    + str(MAX_ID_LENGTH)
-    + """ then return 'evt_' .. string.sub(redis.sha1hex(id), 1, 32) end
-  return id
-end
--- The stored id for one event: {id, true} when new, {id, false} when a duplicate.
-local function claim(source, id)
-  local candidates = {id, bounded(source .. ':' .. id)}
-  for _, candidate in ipairs(candidates) do
-    local seen = prefix .. 'seen:' .. candidate
-    local owner = redis.call('GET', seen)
-    if not owner then
-      redis.call('SET', seen, source, 'EX', dedup_ttl)
-      return candidate, true
-    end
-    -- '1' marks ids stored before duplicates were told apart by source.
-    if owner == source or owner == '1' then return candidate, false end
-  end
-  local alias = prefix .. 'alias:' .. redis.sha1hex(source .. '\\n' .. id)
-  local known = redis.call('GET', alias)
-  if known then return known, false end
-  for _ = 1, 16 do
-    local n = redis.call('INCR', prefix .. 'alias:next')
-    local candidate = 'evt_' .. string.sub(redis.sha1hex(alias .. '#' .. n), 1, 32)
-    local seen = prefix .. 'seen:' .. candidate
-    if redis.call('SET', seen, source, 'NX', 'EX', dedup_ttl) then
-      redis.call('SET', alias, candidate, 'EX', dedup_ttl)
-      return candidate, true
-    end
-  end
-  return redis.error_reply('no free id for the event')
-end
-for a = 6, #ARGV, 3 do
-  local source, id, event = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local stored_id, new = claim(source, id)
-  if new then
-    if stored_id ~= id then
-      -- The same event under its stored id: the id is the second attribute.
-      local rest = string.find(event, ',"source":', 1, true)
-      event = '{"specversion":"1.0","id":' .. cjson.encode(stored_id) .. string.sub(event, rest)
-    end
-    local job_id = prefix .. 'handle:' .. stored_id
-    redis.call('SET', prefix .. 'event:' .. stored_id, event, 'EX', ARGV[3])
-    redis.call('ZADD', KEYS[2], now, stored_id)
-    redis.call('PSETEX', '"""
-    + ARQ_JOB_PREFIX
-    + """' .. job_id, ARGV[5],
-      '{"t":null,"f":"handle_event","a":[' .. event .. '],"k":{},"et":' .. now .. '}')
-    redis.call('ZADD', KEYS[1], now, job_id)
-    out[#out + 1] = 1
-    stored = 1
-  else
-    out[#out + 1] = 0
-  end
-  out[#out + 1] = stored_id
-end
-if stored == 1 then
-"""
-    + WAKE_LUA
-    + """
-end
-return out
-"""
-)
-
-# KEYS: queue, then (job key, result key) per job. ARGV: job expiry ms, then (job id, score,
-# payload) per job. A job whose id is queued, running or has a kept result is skipped.
-_ENQUEUE = (
-    """
-local out = {}
-local added = 0
-local n = (#KEYS - 1) / 2
-for i = 0, n - 1 do
-  local a = 2 + i * 3
-  if redis.call('EXISTS', KEYS[2 + i * 2], KEYS[3 + i * 2]) == 0 then
-    redis.call('PSETEX', KEYS[2 + i * 2], ARGV[1], ARGV[a + 2])
-    redis.call('ZADD', KEYS[1], ARGV[a + 1], ARGV[a])
-    out[#out + 1] = 1
-    added = 1
-  else
-    out[#out + 1] = 0
-  end
-end
-if added == 1 then
-"""
-    + WAKE_LUA
-    + """
-end
-return out
-"""
-)
-
-
-# KEYS[1]: a hash. ARGV: field, increment, ttl s. Returns the new count.
-_COUNT = """
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return n
-"""
-
-# KEYS[1]: a hash. ARGV: field, value, ttl s.
-_PUT = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-"""
 
 
 def _failure(exc: BaseException) -> StoreUnavailable:
@@ -232,20 +45,6 @@ def _failure(exc: BaseException) -> StoreUnavailable:
         fresh.__cause__ = exc.__cause__
         return fresh
     return StoreUnavailable(f"the write of the events was cut short: {type(exc).__name__}")
-
-
-def job_payload(function: str, args: Sequence[Any], enqueue_ms: int) -> bytes:
-    """A job in arq's format, serialized as JSON (the worker's job_deserializer)."""
-    return job_bytes(function, dumps(list(args)), enqueue_ms)
-
-
-def job_bytes(function: str, encoded_args: bytes, enqueue_ms: int) -> bytes:
-    """A job in arq's format around arguments already encoded as a JSON array."""
-    return b'{"t":null,"f":"%s","a":%s,"k":{},"et":%d}' % (
-        function.encode(),
-        encoded_args,
-        enqueue_ms,
-    )
 
 
 class Admission(NamedTuple):
@@ -286,10 +85,10 @@ class Store:
         self.queue_name = queue_name
         self.dedup_ttl = dedup_ttl
         self.event_ttl = event_ttl
-        self._ingest = FastScript(redis, _INGEST)
-        self._enqueue = FastScript(redis, _ENQUEUE)
-        self._count = FastScript(redis, _COUNT)
-        self._put = FastScript(redis, _PUT)
+        self._ingest = FastScript(redis, scripts.INGEST)
+        self._enqueue = FastScript(redis, scripts.ENQUEUE)
+        self._count = FastScript(redis, scripts.COUNT)
+        self._put = FastScript(redis, scripts.PUT)
         # The group commit of ingest(): calls waiting for the next script call.
         self._waiting: deque[tuple[Sequence[Event], asyncio.Future[list[Admission]]]] = deque()
         self._writing = False
@@ -387,7 +186,7 @@ class Store:
         keys: list[str] = [self.queue_name]
         args: list[Any] = [JOB_EXPIRY_MS]
         for job in jobs:
-            keys += [ARQ_JOB_PREFIX + job.job_id, ARQ_RESULT_PREFIX + job.job_id]
+            keys += [Keys.job(job.job_id), Keys.result(job.job_id)]
             score = now_ms + int(job.defer_seconds * 1000)
             args += [job.job_id, score, job_payload(job.function, job.args, now_ms)]
         try:

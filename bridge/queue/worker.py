@@ -21,8 +21,9 @@ objects still read it; only the way a worker claims and finishes its jobs change
 The semantics are arq's: at least once; `Retry(defer=…)` re-scores the job; a cancelled
 job (SIGTERM) is re-queued at once; an exception, a timeout or too many tries fails the
 job for good with its result kept; a cron job keeps its in-progress key for a minute so
-that no other worker runs the same slot. Aborting jobs (`allow_abort_jobs`) is not
-supported: the bridge never aborts a job.
+that no other worker runs the same slot. arq options this loop does not honour
+(`on_job_start`, `keep_result_forever`, `allow_abort_jobs`, …) are refused when the worker
+is built (bridge/queue/contract.py), and so is an arq that lacks a name the loop drives.
 """
 
 from __future__ import annotations
@@ -30,98 +31,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from arq import Retry, Worker
-from arq.constants import (
-    in_progress_key_prefix,
-    job_key_prefix,
-    keep_cronjob_progress,
-    result_key_prefix,
-    retry_key_prefix,
-)
 from arq.cron import CronJob
 from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, JobExecutionFailed, RetryJob
+from redis.exceptions import RedisError
 
+from bridge.errors import ConfigError
+from bridge.queue import scripts
+from bridge.queue.codec import CRON_KEEP_IN_PROGRESS, RETRY_KEY_TTL
+from bridge.queue.contract import refused_options, require_worker_names
+from bridge.queue.keys import (
+    ARQ_IN_PROGRESS_PREFIX,
+    ARQ_JOB_PREFIX,
+    ARQ_RETRY_PREFIX,
+    Keys,
+)
 from bridge.queue.redis_io import FastScript
-from bridge.queue.store import WAKE_LUA, WAKE_SUFFIX
 
 logger = logging.getLogger(__name__)
 
-# arq keeps the try counter of a job for this long (seconds), as its own worker does.
-RETRY_KEY_TTL = 88_400
 # Ids a claim looks at beyond those it takes: ids in progress in any worker sit at the head
 # of the queue, and each costs the script one EXISTS.
 CLAIM_SCAN_EXTRA = 256
-
-# KEYS[1]: the queue. ARGV: now ms, how many to take, in-progress ms, ids to look at at
-# most, then the in-progress, retry and job key prefixes and the retry counter's ttl.
-# Returns (id, score, payload or nil, try) per claimed job, then the next due score.
-_CLAIM = """
-local out = {}
-local wanted = tonumber(ARGV[2])
-local scan = tonumber(ARGV[4])
-local claimed, offset = 0, 0
-while claimed < wanted and offset < scan do
-  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES',
-                          'LIMIT', offset, 64)
-  if #page == 0 then break end
-  for i = 1, #page, 2 do
-    local id = page[i]
-    local progress = ARGV[5] .. id
-    if redis.call('EXISTS', progress) == 0 then
-      redis.call('PSETEX', progress, ARGV[3], '1')
-      local retry = ARGV[6] .. id
-      local try = redis.call('INCR', retry)
-      redis.call('EXPIRE', retry, ARGV[8])
-      out[#out + 1] = id
-      out[#out + 1] = page[i + 1]
-      out[#out + 1] = redis.call('GET', ARGV[7] .. id)
-      out[#out + 1] = try
-      claimed = claimed + 1
-      if claimed >= wanted then break end
-    end
-  end
-  offset = offset + 64
-end
--- Last: the score of the earliest job not due yet (a retry's defer, a cron slot), or nil.
-local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
-                         'LIMIT', 0, 1)
-out[#out + 1] = later[2] or false
-return out
-"""
-
-# KEYS: queue, in-progress key, job key, retry key, result key. ARGV: job id, 'done' or
-# 'again', result payload ('' for none), result ttl ms, score increment ms ('0': none),
-# keep the in-progress key for ms ('0': delete it).
-_FINISH = (
-    """
-if ARGV[6] ~= '0' then
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
-else
-  redis.call('DEL', KEYS[2])
-end
-if ARGV[2] == 'done' then
-  if ARGV[3] ~= '' then
-    redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
-  end
-  redis.call('DEL', KEYS[3], KEYS[4])
-  redis.call('ZREM', KEYS[1], ARGV[1])
-else
-  if ARGV[5] ~= '0' then
-    redis.call('ZINCRBY', KEYS[1], ARGV[5], ARGV[1])
-  end
-  -- Back on the queue, now (cancelled) or later (a retry): a waiting worker takes it, or
-  -- learns when it is due.
-"""
-    + WAKE_LUA
-    + """
-end
-return 1
-"""
-)
 
 _NO_RESULT = object()
 
@@ -141,23 +77,30 @@ def _wait_for(next_due_ms: int | None, poll_delay: float) -> float:
 class BridgeWorker(Worker):
     """An arq Worker that claims jobs in batches and finishes each in one round trip."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if kwargs.get("allow_abort_jobs"):
-            raise ValueError("BridgeWorker does not support allow_abort_jobs")
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        functions: Sequence[Function | Any] = (),
+        **kwargs: Any,
+    ) -> None:
+        refused = refused_options(kwargs, [*functions, *(kwargs.get("cron_jobs") or ())])
+        if kwargs.get("redis_pool") is None:
+            refused.insert(0, "redis_pool is required (the worker runs on a given ArqRedis)")
+        if refused:
+            raise ConfigError("BridgeWorker: " + "; ".join(refused))
+        super().__init__(functions, **kwargs)
+        require_worker_names(self)
         self._claim_script: FastScript | None = None
         self._finish_script: FastScript | None = None
         self._slot_free = asyncio.Event()
 
     def _scripts(self) -> tuple[FastScript, FastScript]:
         if self._claim_script is None or self._finish_script is None:
-            self._claim_script = FastScript(self.pool, _CLAIM)
-            self._finish_script = FastScript(self.pool, _FINISH)
+            self._claim_script = FastScript(self.pool, scripts.CLAIM)
+            self._finish_script = FastScript(self.pool, scripts.FINISH)
         return self._claim_script, self._finish_script
 
     async def main(self) -> None:
         """Claim what is ready, then wait for a wake-up instead of polling (module doc)."""
-        assert self._pool is not None, "BridgeWorker needs a redis_pool"
         logger.debug("worker for %s on %s", ", ".join(self.functions), self.queue_name)
         self.ctx["redis"] = self.pool
         if self.on_startup:
@@ -181,6 +124,38 @@ class BridgeWorker(Worker):
             else:
                 await self._wait_for_wake(_wait_for(next_due, self.poll_delay_s))
 
+    async def drain(self, completion_wait: float, runner: asyncio.Task[None] | None = None) -> None:
+        """Stop claiming, let running jobs finish within `completion_wait`, cancel (and so
+        re-queue) the rest, stop the loop (and `runner`, the task awaiting async_run) and
+        remove the heartbeat."""
+        self.allow_pick_jobs = False
+        running = [t for t in self.tasks.values() if not t.done()]
+        logger.info(
+            "worker stopping: waiting up to %.0f s for %d running jobs",
+            completion_wait,
+            len(running),
+        )
+        if running:
+            await asyncio.wait(running, timeout=completion_wait)
+        await self.cancel_running()
+        # Cancel the poll loop as well as the task around it, and wait for both: a loop left
+        # running would keep polling (and beating) after the worker said it stopped.
+        loops = [t for t in (self.main_task, runner) if t is not None]
+        for task in loops:
+            task.cancel()
+        if loops:
+            await asyncio.wait(loops, timeout=5)
+        with contextlib.suppress(RedisError, OSError):
+            await self.pool.delete(self.health_check_key)
+
+    async def cancel_running(self) -> None:
+        """Cancel the running jobs (each goes back to the queue) and wait for them."""
+        tasks = [t for t in self.tasks.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _wait_for_slot(self, seconds: float) -> None:
         """Until a running job ends, or `seconds` pass."""
         self._slot_free.clear()
@@ -194,7 +169,7 @@ class BridgeWorker(Worker):
         # (5 s) must not cut it short.
         wait = min(max(seconds, MIN_WAIT), MAX_WAIT)
         await self.pool.execute_command(  # type: ignore[no-untyped-call]
-            "BLPOP", self.queue_name + WAKE_SUFFIX, wait
+            "BLPOP", Keys.wake(self.queue_name), wait
         )
 
     def _release_sem_dec_counter_on_complete(self) -> None:
@@ -227,9 +202,9 @@ class BridgeWorker(Worker):
                 count,
                 int(self.in_progress_timeout_s * 1000),
                 count + CLAIM_SCAN_EXTRA,
-                in_progress_key_prefix,
-                retry_key_prefix,
-                job_key_prefix,
+                ARQ_IN_PROGRESS_PREFIX,
+                ARQ_RETRY_PREFIX,
+                ARQ_JOB_PREFIX,
                 RETRY_KEY_TTL,
             ],
         )
@@ -292,10 +267,10 @@ class BridgeWorker(Worker):
 
         is_cron = isinstance(function, CronJob)
         ref = function_name if is_cron else f"{job_id}:{function_name}"
-        keep_in_progress = keep_cronjob_progress if is_cron else None
+        keep_in_progress = CRON_KEEP_IN_PROGRESS if is_cron else None
         if enqueue_try and enqueue_try > job_try:
             job_try = enqueue_try
-            await self.pool.setex(retry_key_prefix + job_id, RETRY_KEY_TTL, str(job_try))
+            await self.pool.setex(Keys.retry(job_id), RETRY_KEY_TTL, str(job_try))
 
         max_tries = self.max_tries if function.max_tries is None else function.max_tries
         if job_try > max_tries:
@@ -389,10 +364,10 @@ class BridgeWorker(Worker):
         await finish_script(
             keys=[
                 self.queue_name,
-                in_progress_key_prefix + job_id,
-                job_key_prefix + job_id,
-                retry_key_prefix + job_id,
-                result_key_prefix + job_id,
+                Keys.in_progress(job_id),
+                Keys.job(job_id),
+                Keys.retry(job_id),
+                Keys.result(job_id),
             ],
             args=[
                 job_id,

@@ -17,6 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge.events import Event, stable_id
+from bridge.queue.keys import Keys
 from bridge.queue.store import Store
 
 Compact = dict[str, Any]
@@ -76,7 +77,7 @@ class Snapshot:
 
     def __init__(self, redis: Redis, key_prefix: str, poller: str) -> None:
         self.redis = redis
-        self.base = f"{key_prefix}poll:{poller}:"
+        self.base = Keys(key_prefix).poller(poller)
 
     def key(self, name: str) -> str:
         """The Redis key of one part of this snapshot (`assets`, `seen`, …)."""

@@ -1,0 +1,215 @@
+"""The queue's Lua scripts, each run through FastScript (→ queue).
+
+Every script that adds a ready job (the ingest, the enqueue, a finish that puts a job back)
+pushes a wake token in the same step; the claim and the finish replace arq's round trips
+(bridge/queue/worker.py, docs/queue.md).
+"""
+
+from __future__ import annotations
+
+from bridge.events import MAX_ID_LENGTH
+from bridge.queue.codec import job_lua
+from bridge.queue.keys import ARQ_JOB_PREFIX, WAKE_SUFFIX
+
+# Workers wait on `<queue>:wake` for a token rather than polling: every script that adds
+# ready jobs pushes one (bridge/queue/worker.py). A few tokens are kept, enough to wake every
+# worker; a token without a job costs a worker one empty claim.
+WAKE_TOKENS = 64
+WAKE_LUA = f"""
+redis.call('LPUSH', KEYS[1] .. '{WAKE_SUFFIX}', '1')
+redis.call('LTRIM', KEYS[1] .. '{WAKE_SUFFIX}', 0, {WAKE_TOKENS - 1})
+"""
+
+# The ingest script. Duplicates are recognised per source (CloudEvents: source + id identify
+# an event): `seen:<stored id>` holds the source that owns the id. An event whose id another
+# source already owns is stored under `<source>:<id>` instead (hashed when long), so no
+# sender can pre-empt another's events; and should that be taken too (a sender sent it on
+# purpose), under a fresh id remembered in `alias:<sha1 of source and id>`, a key no sender
+# names. Either way the caller learns the id each event is stored under.
+#
+# KEYS: queue, events index. ARGV: key prefix, dedup ttl s, event ttl s, now ms, job expiry
+# ms, then (source, id, event json) per event; the json opens with its specversion and id.
+# Returns (1 stored | 0 duplicate, stored id) per event.
+INGEST = (
+    """
+local prefix = ARGV[1]
+local dedup_ttl = ARGV[2]
+local now = ARGV[4]
+local out = {}
+local stored = 0
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(now) - tonumber(ARGV[3]) * 1000)
+local function bounded(id)
+  if #id > """
+    + str(MAX_ID_LENGTH)
+    + """ then return 'evt_' .. string.sub(redis.sha1hex(id), 1, 32) end
+  return id
+end
+-- The stored id for one event: {id, true} when new, {id, false} when a duplicate.
+local function claim(source, id)
+  local candidates = {id, bounded(source .. ':' .. id)}
+  for _, candidate in ipairs(candidates) do
+    local seen = prefix .. 'seen:' .. candidate
+    local owner = redis.call('GET', seen)
+    if not owner then
+      redis.call('SET', seen, source, 'EX', dedup_ttl)
+      return candidate, true
+    end
+    -- '1' marks ids stored before duplicates were told apart by source.
+    if owner == source or owner == '1' then return candidate, false end
+  end
+  local alias = prefix .. 'alias:' .. redis.sha1hex(source .. '\\n' .. id)
+  local known = redis.call('GET', alias)
+  if known then return known, false end
+  for _ = 1, 16 do
+    local n = redis.call('INCR', prefix .. 'alias:next')
+    local candidate = 'evt_' .. string.sub(redis.sha1hex(alias .. '#' .. n), 1, 32)
+    local seen = prefix .. 'seen:' .. candidate
+    if redis.call('SET', seen, source, 'NX', 'EX', dedup_ttl) then
+      redis.call('SET', alias, candidate, 'EX', dedup_ttl)
+      return candidate, true
+    end
+  end
+  return redis.error_reply('no free id for the event')
+end
+for a = 6, #ARGV, 3 do
+  local source, id, event = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local stored_id, new = claim(source, id)
+  if new then
+    if stored_id ~= id then
+      -- The same event under its stored id: the id is the second attribute.
+      local rest = string.find(event, ',"source":', 1, true)
+      event = '{"specversion":"1.0","id":' .. cjson.encode(stored_id) .. string.sub(event, rest)
+    end
+    local job_id = prefix .. 'handle:' .. stored_id
+    redis.call('SET', prefix .. 'event:' .. stored_id, event, 'EX', ARGV[3])
+    redis.call('ZADD', KEYS[2], now, stored_id)
+    redis.call('PSETEX', '"""
+    + ARQ_JOB_PREFIX
+    + """' .. job_id, ARGV[5],
+      """
+    + job_lua("handle_event", "'[' .. event .. ']'", "now")
+    + """)
+    redis.call('ZADD', KEYS[1], now, job_id)
+    out[#out + 1] = 1
+    stored = 1
+  else
+    out[#out + 1] = 0
+  end
+  out[#out + 1] = stored_id
+end
+if stored == 1 then
+"""
+    + WAKE_LUA
+    + """
+end
+return out
+"""
+)
+
+# KEYS: queue, then (job key, result key) per job. ARGV: job expiry ms, then (job id, score,
+# payload) per job. A job whose id is queued, running or has a kept result is skipped.
+ENQUEUE = (
+    """
+local out = {}
+local added = 0
+local n = (#KEYS - 1) / 2
+for i = 0, n - 1 do
+  local a = 2 + i * 3
+  if redis.call('EXISTS', KEYS[2 + i * 2], KEYS[3 + i * 2]) == 0 then
+    redis.call('PSETEX', KEYS[2 + i * 2], ARGV[1], ARGV[a + 2])
+    redis.call('ZADD', KEYS[1], ARGV[a + 1], ARGV[a])
+    out[#out + 1] = 1
+    added = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if added == 1 then
+"""
+    + WAKE_LUA
+    + """
+end
+return out
+"""
+)
+
+
+# KEYS[1]: a hash. ARGV: field, increment, ttl s. Returns the new count.
+COUNT = """
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return n
+"""
+
+# KEYS[1]: a hash. ARGV: field, value, ttl s.
+PUT = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
+# KEYS[1]: the queue. ARGV: now ms, how many to take, in-progress ms, ids to look at at
+# most, then the in-progress, retry and job key prefixes and the retry counter's ttl.
+# Returns (id, score, payload or nil, try) per claimed job, then the next due score.
+CLAIM = """
+local out = {}
+local wanted = tonumber(ARGV[2])
+local scan = tonumber(ARGV[4])
+local claimed, offset = 0, 0
+while claimed < wanted and offset < scan do
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES',
+                          'LIMIT', offset, 64)
+  if #page == 0 then break end
+  for i = 1, #page, 2 do
+    local id = page[i]
+    local progress = ARGV[5] .. id
+    if redis.call('EXISTS', progress) == 0 then
+      redis.call('PSETEX', progress, ARGV[3], '1')
+      local retry = ARGV[6] .. id
+      local try = redis.call('INCR', retry)
+      redis.call('EXPIRE', retry, ARGV[8])
+      out[#out + 1] = id
+      out[#out + 1] = page[i + 1]
+      out[#out + 1] = redis.call('GET', ARGV[7] .. id)
+      out[#out + 1] = try
+      claimed = claimed + 1
+      if claimed >= wanted then break end
+    end
+  end
+  offset = offset + 64
+end
+-- Last: the score of the earliest job not due yet (a retry's defer, a cron slot), or nil.
+local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
+                         'LIMIT', 0, 1)
+out[#out + 1] = later[2] or false
+return out
+"""
+
+# KEYS: queue, in-progress key, job key, retry key, result key. ARGV: job id, 'done' or
+# 'again', result payload ('' for none), result ttl ms, score increment ms ('0': none),
+# keep the in-progress key for ms ('0': delete it).
+FINISH = (
+    """
+if ARGV[6] ~= '0' then
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+else
+  redis.call('DEL', KEYS[2])
+end
+if ARGV[2] == 'done' then
+  if ARGV[3] ~= '' then
+    redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
+  end
+  redis.call('DEL', KEYS[3], KEYS[4])
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  if ARGV[5] ~= '0' then
+    redis.call('ZINCRBY', KEYS[1], ARGV[5], ARGV[1])
+  end
+  -- Back on the queue, now (cancelled) or later (a retry): a waiting worker takes it, or
+  -- learns when it is due.
+"""
+    + WAKE_LUA
+    + """
+end
+return 1
+"""
+)
