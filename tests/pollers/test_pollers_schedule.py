@@ -175,10 +175,11 @@ async def test_a_poll_request_waits_behind_a_busy_limiter_and_gives_way(
         key_prefix=f"{context.settings.key_prefix}share:",
     )
     budget = RunBudget(shared, share, "lytho", seconds=5)
+    # The clock starts before the first slot is booked: the next one is 0.1 s after it.
+    started = time.monotonic()
     assert await budget.slot()  # free now
     # The next slot is 0.1 s away; an action waiting for it books it first.
     action = asyncio.create_task(shared.acquire("lytho"))
-    started = time.monotonic()
     assert not await budget.slot()
     await action
     assert time.monotonic() - started >= 0.1
