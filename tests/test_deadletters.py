@@ -52,7 +52,7 @@ async def test_a_retry_whose_run_fails_before_the_clean_up_stays_listed(
 ) -> None:
     """The worker's new letter lands at the earliest moment it can: as soon as the retried
     run is in the queue (before the retry's clean-up, if the retry has one left to do)."""
-    letters = DeadLetters(bridge_context)
+    letters = bridge_context.dead_letters
     first = await letters.add(EVENT, "orders", "", "notify", "slack.post", "first failure", 3)
     worker_failed: list[str] = []
 
@@ -61,7 +61,7 @@ async def test_a_retry_whose_run_fails_before_the_clean_up_stays_listed(
             return
         worker_failed.append("yes")
         # The worker ran the queued run and it failed again: its letter has the same id.
-        await DeadLetters(bridge_context).add(
+        await bridge_context.dead_letters.add(
             EVENT, "orders", "", "notify", "slack.post", "second failure", 3
         )
 
@@ -85,7 +85,7 @@ async def test_a_retry_whose_run_fails_before_the_clean_up_stays_listed(
 
 
 async def test_two_retries_of_one_letter_at_once_start_one_run(bridge_context: Context) -> None:
-    letters = DeadLetters(bridge_context)
+    letters = bridge_context.dead_letters
     letter = await letters.add(EVENT, "orders", "", "notify", "slack.post", "boom", 3)
     results = await asyncio.gather(*(letters.retry(letter.id) for _ in range(5)))
     assert [r.id for r in results if r is not None] == [letter.id]
@@ -100,7 +100,7 @@ async def test_a_retry_resets_the_failed_steps_tries_and_is_traced(
     keys = bridge_context.keys
     attempts = keys.attempts(EVENT.id, "orders")
     await bridge_context.redis.hset(attempts, mapping={"notify": 3, "first": 1})  # type: ignore[misc]
-    letters = DeadLetters(bridge_context)
+    letters = bridge_context.dead_letters
     letter = await letters.add(EVENT, "orders", "", "notify", "slack.post", "boom", 3)
     await letters.retry(letter.id)
     left = await bridge_context.redis.hgetall(attempts)  # type: ignore[misc]

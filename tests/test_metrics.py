@@ -209,24 +209,26 @@ async def test_increments_stay_in_memory_until_the_flush(redis_url: str, key_pre
     context = await build_context(settings, load_rules=False)
     check = redis.Redis.from_url(redis_url)
     try:
-        m = metrics.of(context)
+        m = context.metrics
         m.interval = 3600  # only explicit flushes in this test
         for n in range(1000):
-            metrics.event_handled(context, Event(id=f"e{n}", source="demo", type="t.created"))
-        metrics.rules_matched(context, ["r1", "r1"])
-        metrics.dead_lettered(context, "r1")
+            metrics.event_handled(
+                context.metrics, Event(id=f"e{n}", source="demo", type="t.created")
+            )
+        metrics.rules_matched(context.metrics, ["r1", "r1"])
+        metrics.dead_lettered(context.metrics, "r1")
         assert check.keys(f"{key_prefix}*") == []  # no Redis round trip per event
         assert await m.flush()
         counters = check.hgetall(f"{key_prefix}metrics:counters")
         assert counters[b'lytbridge_events_total{source="demo",type="t.created"}'] == b"1000"
         assert counters[b'lytbridge_rule_matches_total{rule="r1"}'] == b"2"
-        hours = await metrics.hourly_stats(context, 2)
+        hours = await metrics.hourly_stats(context.metrics, 2)
         assert hours[-1][1] == {"events": 1000, "matches:r1": 2, "dead": 1, "dead:r1": 1}
         assert hours[0][1] == {}
-        assert set(await metrics.last_fired(context)) == {"r1"}
+        assert set(await metrics.last_fired(context.metrics)) == {"r1"}
         assert check.ttl(f"{key_prefix}metrics:hour:{hours[-1][0]}") > 48 * 3600
     finally:
-        await metrics.of(context).stop()
+        await context.metrics.stop()
         await context.close()
         check.close()
 
@@ -242,12 +244,12 @@ async def test_a_failed_flush_keeps_the_increments(redis_url: str, key_prefix: s
     )
     unreachable = context.redis
     try:
-        m = metrics.of(context)
+        m = context.metrics
         m.interval = 3600
-        metrics.webhook_answered(context, "demo", 202, 0.01)
+        metrics.webhook_answered(context.metrics, "demo", 202, 0.01)
         assert not await m.flush()
-        metrics.webhook_answered(context, "demo", 202, 0.02)
-        context.redis = up.redis  # Redis is back
+        metrics.webhook_answered(context.metrics, "demo", 202, 0.02)
+        context.redis = m.redis = up.redis  # Redis is back
         text = await prometheus.render(context)
         samples = parse(text)
         assert samples['lytbridge_webhook_requests_total{source="demo",status="202"}'] == 2
@@ -265,7 +267,7 @@ async def test_rate_limiter_waits_are_exported(redis_url: str, key_prefix: str) 
     )
     context = await build_context(settings, load_rules=False)
     try:
-        metrics.of(context).interval = 3600
+        context.metrics.interval = 3600
         assert await context.limiter.acquire("lytho") == 0
         # Lytho allows one request every 3 s; this process may wait 0.1 s: it gives up.
         with pytest.raises(RateLimited):
@@ -276,7 +278,7 @@ async def test_rate_limiter_waits_are_exported(redis_url: str, key_prefix: str) 
         samples = parse(await prometheus.render(context))
         assert samples['lytbridge_rate_limiter_waits_total{api="lytho"}'] == 1
     finally:
-        await metrics.of(context).stop()
+        await context.metrics.stop()
         await context.close()
 
 
@@ -284,15 +286,17 @@ async def test_too_many_label_values_are_counted_as_other(redis_url: str, key_pr
     settings = Settings.from_env({"REDIS_URL": redis_url, "BRIDGE_KEY_PREFIX": key_prefix})
     context = await build_context(settings, load_rules=False)
     try:
-        metrics.of(context).interval = 3600
+        context.metrics.interval = 3600
         for n in range(metrics.MAX_LABEL_VALUES + 5):
-            metrics.event_handled(context, Event(id=f"e{n}", source="demo", type=f"t{n}.created"))
+            metrics.event_handled(
+                context.metrics, Event(id=f"e{n}", source="demo", type=f"t{n}.created")
+            )
         samples = parse(await prometheus.render(context))
         assert samples['lytbridge_events_total{source="demo",type="(other)"}'] == 5
         types = [k for k in samples if k.startswith("lytbridge_events_total")]
         assert len(types) == metrics.MAX_LABEL_VALUES + 1
     finally:
-        await metrics.of(context).stop()
+        await context.metrics.stop()
         await context.close()
 
 

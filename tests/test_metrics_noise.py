@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from bridge.ingress import webhooks
-from bridge.operate import metrics
 from bridge.operate.context import build_context
 from bridge.settings import Settings
 from bridge.web import prometheus
@@ -39,7 +38,7 @@ async def test_unsigned_requests_to_made_up_sources_leave_the_labels_intact(
     context = await build_context(settings, load_rules=False)
     app = create_app(context=context)
     app.state.bridge = context  # in-process ASGI calls: no lifespan
-    metrics.of(context).interval = 3600
+    context.metrics.interval = 3600
     caplog.set_level(logging.WARNING, logger="bridge.ingress.webhooks")
     transport = httpx.ASGITransport(app=app)
     try:
@@ -61,7 +60,7 @@ async def test_unsigned_requests_to_made_up_sources_leave_the_labels_intact(
                 assert ok.status_code == 202
         samples = parse(await prometheus.render(context))
     finally:
-        await metrics.of(context).stop()
+        await context.metrics.stop()
         await context.close()
 
     requests = {k: v for k, v in samples.items() if k.startswith("lytbridge_webhook_requests")}
@@ -94,7 +93,7 @@ async def test_the_next_refusal_line_counts_the_ones_left_out(
     context = await build_context(settings, load_rules=False)
     app = create_app(context=context)
     app.state.bridge = context
-    metrics.of(context).interval = 3600
+    context.metrics.interval = 3600
     caplog.set_level(logging.WARNING, logger="bridge.ingress.webhooks")
 
     def lines() -> list[str]:
@@ -112,7 +111,7 @@ async def test_the_next_refusal_line_counts_the_ones_left_out(
                 )
                 sent += 1
     finally:
-        await metrics.of(context).stop()
+        await context.metrics.stop()
         await context.close()
     first, second = lines()
     assert first == (

@@ -137,8 +137,8 @@ async def test_a_pass_over_several_runs_is_as_old_as_its_first_run(
         assert (await tick(context))["lytho_workflow"] == "partial"  # the budget is spent
 
         # The budget opens up: the pass finishes, and it began with the first run.
-        context._limiter = RateLimiter(context.redis, LIMITS, key_prefix=f"{key_prefix}ratelimit:")
-        del context.extras["poll_budget_limiter"]
+        context.limiter = RateLimiter(context.redis, LIMITS, key_prefix=f"{key_prefix}ratelimit:")
+        context.poll_budget = None
         assert (await tick(context))["lytho_workflow"] == "done"
         [done] = [s for s in await poller_status(context) if s["name"] == "lytho_workflow"]
     finally:

@@ -1,42 +1,16 @@
-"""Actions: what a rule's steps can do (→ clients). The registry maps `uses:` names to them."""
+"""Actions: what a rule's steps can do (→ clients). The registry maps `uses:` names to them.
+
+An action is given what it uses as an `ActionDeps` (its clients, the shared rate limiter,
+the guarded outbound client), built once per worker by the composition root
+(bridge/operate/context.py), and the step to perform as a `StepCall`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
 
+from bridge.actions.action import Action, ActionDeps, ActionRun, StepCall
 from bridge.schema import ActionSchema
-
-if TYPE_CHECKING:
-    from bridge.operate.context import Context
-
-
-@dataclass(frozen=True)
-class StepCall:
-    """One step to perform: rendered parameters, and the template context they came from."""
-
-    params: Mapping[str, Any]
-    context: Mapping[str, Any]
-    event_id: str
-    rule_id: str
-    step_key: str
-
-
-ActionRun = Callable[["Context", StepCall], Awaitable[dict[str, Any]]]
-
-
-@dataclass(frozen=True)
-class Action:
-    """An action: its declared parameters and the coroutine that performs it."""
-
-    schema: ActionSchema
-    run: ActionRun
-
-    @property
-    def name(self) -> str:
-        return self.schema.name
 
 
 @cache
@@ -51,3 +25,6 @@ def registry() -> dict[str, Action]:
 def action_schemas() -> dict[str, ActionSchema]:
     """The parameter schema of every action, for loading and validating rules."""
     return {name: action.schema for name, action in registry().items()}
+
+
+__all__ = ["Action", "ActionDeps", "ActionRun", "StepCall", "action_schemas", "registry"]

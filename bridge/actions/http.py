@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bridge.actions import Action, StepCall
+from bridge.actions.action import Action, ActionDeps, StepCall
 from bridge.clients.base import ApiClient
 from bridge.errors import PermanentError
 from bridge.schema import ActionSchema, Param
-
-if TYPE_CHECKING:
-    from bridge.operate.context import Context
 
 SCHEMA = ActionSchema(
     name="http.post",
@@ -47,9 +44,9 @@ def request_headers(raw: Any) -> dict[str, str]:
     return headers
 
 
-async def run(ctx: Context, call: StepCall) -> dict[str, Any]:
+async def run(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
     url = str(call.params["url"])
-    endpoint = Endpoint(ctx.outbound, url, **ctx.client_options())
+    endpoint = Endpoint(deps.outbound, url, retry=deps.retry, timeout=deps.timeout)
     response = await endpoint.request(
         "POST",
         url,

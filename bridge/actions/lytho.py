@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bridge.actions import Action, StepCall
+from bridge.actions.action import Action, ActionDeps, StepCall
 from bridge.clients.lytho import LythoClient
 from bridge.errors import PermanentError
 from bridge.schema import ActionSchema, Param
-
-if TYPE_CHECKING:
-    from bridge.operate.context import Context
 
 ID = ("string", "integer")
 TAG_CACHE_SECONDS = 600.0
@@ -55,8 +52,8 @@ SET_METADATA = ActionSchema(
 )
 
 
-def client(ctx: Context, action: str) -> LythoClient:
-    found = ctx.lytho
+def client(deps: ActionDeps, action: str) -> LythoClient:
+    found = deps.lytho
     if found is None:
         raise PermanentError(f"{action} needs LYTHO_API_KEY to be set")
     return found
@@ -69,9 +66,9 @@ def tag_names(raw: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-async def tag_id(ctx: Context, lytho: LythoClient, name: str, *, create: bool) -> Any:
+async def tag_id(deps: ActionDeps, lytho: LythoClient, name: str, *, create: bool) -> Any:
     """The id of the tag called `name` (cached for 10 minutes); None if missing and not created."""
-    cache: dict[str, tuple[Any, float]] = ctx.extras.setdefault("lytho_tag_ids", {})
+    cache = deps.lytho_tag_ids
     key = name.casefold()
     hit = cache.get(key)
     if hit is not None and hit[1] > time.monotonic():
@@ -83,13 +80,13 @@ async def tag_id(ctx: Context, lytho: LythoClient, name: str, *, create: bool) -
     return tag["id"]
 
 
-async def tag_asset(ctx: Context, call: StepCall) -> dict[str, Any]:
-    lytho = client(ctx, "lytho.tag_asset")
+async def tag_asset(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
+    lytho = client(deps, "lytho.tag_asset")
     create = call.params.get("create_missing", True) is not False
     names = tag_names(call.params["tags"])
     ids = []
     for name in names:
-        found = await tag_id(ctx, lytho, name, create=create)
+        found = await tag_id(deps, lytho, name, create=create)
         if found is None:
             raise PermanentError(
                 f"lytho.tag_asset: tag {name!r} does not exist in Lytho; create it there, or "
@@ -100,10 +97,10 @@ async def tag_asset(ctx: Context, call: StepCall) -> dict[str, Any]:
     return {"asset_id": call.params["asset_id"], "tags": names, "tag_ids": ids}
 
 
-async def untag_asset(ctx: Context, call: StepCall) -> dict[str, Any]:
-    lytho = client(ctx, "lytho.untag_asset")
+async def untag_asset(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
+    lytho = client(deps, "lytho.untag_asset")
     names = tag_names(call.params["tags"])
-    found = {name: await tag_id(ctx, lytho, name, create=False) for name in names}
+    found = {name: await tag_id(deps, lytho, name, create=False) for name in names}
     ids = [i for i in found.values() if i is not None]
     if ids:
         await lytho.remove_tags(call.params["asset_id"], ids)
@@ -114,8 +111,8 @@ async def untag_asset(ctx: Context, call: StepCall) -> dict[str, Any]:
     }
 
 
-async def add_to_collection(ctx: Context, call: StepCall) -> dict[str, Any]:
-    lytho = client(ctx, "lytho.add_to_collection")
+async def add_to_collection(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
+    lytho = client(deps, "lytho.add_to_collection")
     ids = call.params.get("asset_ids")
     if ids is None:
         ids = [call.params["asset_id"]]
@@ -125,11 +122,11 @@ async def add_to_collection(ctx: Context, call: StepCall) -> dict[str, Any]:
     return {"collection_id": call.params["collection_id"], "asset_ids": ids}
 
 
-async def set_metadata(ctx: Context, call: StepCall) -> dict[str, Any]:
+async def set_metadata(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
     values = call.params["metadata"]
     if not isinstance(values, Mapping) or not values:
         raise PermanentError("lytho.set_metadata 'metadata' must be a non-empty object")
-    lytho = client(ctx, "lytho.set_metadata")
+    lytho = client(deps, "lytho.set_metadata")
     result = await lytho.update_metadata(call.params["asset_id"], dict(values))
     return {"asset_id": call.params["asset_id"], "metadata": result}
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bridge.actions import Action, StepCall
+from bridge.actions.action import Action, ActionDeps, StepCall
 from bridge.clients.lytics import LyticsClient
 from bridge.errors import PermanentError
 from bridge.schema import ActionSchema, Param
-
-if TYPE_CHECKING:
-    from bridge.operate.context import Context
 
 COLLECT = ActionSchema(
     name="lytics.collect",
@@ -32,14 +29,14 @@ TRIGGER_WORK = ActionSchema(
 )
 
 
-def client(ctx: Context, action: str) -> LyticsClient:
-    found = ctx.lytics
+def client(deps: ActionDeps, action: str) -> LyticsClient:
+    found = deps.lytics
     if found is None:
         raise PermanentError(f"{action} needs LYTICS_API_TOKEN to be set")
     return found
 
 
-async def collect(ctx: Context, call: StepCall) -> dict[str, Any]:
+async def collect(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
     data = call.params["data"]
     if isinstance(data, Mapping):
         items: Any = dict(data)
@@ -47,15 +44,15 @@ async def collect(ctx: Context, call: StepCall) -> dict[str, Any]:
         items = [dict(item) for item in data]
     else:
         raise PermanentError("lytics.collect 'data' must be an object or a list of objects")
-    counts = await client(ctx, "lytics.collect").collect(str(call.params["stream"]), items)
+    counts = await client(deps, "lytics.collect").collect(str(call.params["stream"]), items)
     return {"stream": call.params["stream"], **counts}
 
 
-async def trigger_work(ctx: Context, call: StepCall) -> dict[str, Any]:
+async def trigger_work(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
     config = call.params.get("config")
     if config is not None and not isinstance(config, Mapping):
         raise PermanentError("lytics.trigger_work 'config' must be an object")
-    work = await client(ctx, "lytics.trigger_work").create_work(
+    work = await client(deps, "lytics.trigger_work").create_work(
         str(call.params["workflow_id"]), config
     )
     return {"work_id": work.get("id"), "workflow_id": call.params["workflow_id"]}

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bridge.actions import Action, StepCall
+from bridge.actions.action import Action, ActionDeps, StepCall
 from bridge.clients.slack import post_message
 from bridge.errors import PermanentError, TemplateError
 from bridge.schema import ActionSchema, Param
-
-if TYPE_CHECKING:
-    from bridge.operate.context import Context
 
 SCHEMA = ActionSchema(
     name="slack.post",
@@ -47,12 +44,12 @@ def fallback_text(blocks: list[Any]) -> str:
     return "New message"
 
 
-def message_params(ctx: Context, call: StepCall) -> dict[str, Any]:
+def message_params(call: StepCall) -> dict[str, Any]:
     """The chat.postMessage arguments of a step: text, blocks (or a template of either)."""
     params = dict(call.params)
     out: dict[str, Any] = {"channel": params["channel"]}
     if "template" in params:
-        rendered = ctx.rules.templates.render_file(str(params["template"]), call.context)
+        rendered = call.templates.render_file(str(params["template"]), call.context)
         if isinstance(rendered, str):
             out["text"] = rendered.rstrip("\n")
         elif isinstance(rendered, list):
@@ -78,15 +75,15 @@ def message_params(ctx: Context, call: StepCall) -> dict[str, Any]:
     return out
 
 
-async def run(ctx: Context, call: StepCall) -> dict[str, Any]:
-    client = ctx.slack
+async def run(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
+    client = deps.slack
     if client is None:
         raise PermanentError("slack.post needs SLACK_BOT_TOKEN to be set")
-    params = message_params(ctx, call)
+    params = message_params(call)
     # Paced per channel, shared by every worker: a step re-queued to wait for its turn
     # keeps the slot it booked (the ticket is the step's identity).
     ticket = "\0".join((call.event_id, call.rule_id, call.step_key))
-    return await post_message(client, limiter=ctx.limiter, ticket=ticket, **params)
+    return await post_message(client, limiter=deps.limiter, ticket=ticket, **params)
 
 
 POST = Action(SCHEMA, run)

@@ -4,6 +4,9 @@ Order of checks, cheapest and least trusting first: unknown source (404), conten
 (415), size (413, without reading an unbounded body), signature over the raw bytes (401),
 JSON and event shape (400), durable storage (503). Nothing is stored unless every check
 passed, and nothing is acknowledged unless it was stored.
+
+The endpoint is handed what it uses, an `Ingress` (settings, store, metrics), by the
+composition root (bridge/operate/context.py) through `app.state.ingress`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -23,12 +27,24 @@ from bridge.ingress import normalize
 from bridge.ingress.checks import FloatGuard, check_attribute, may_need_walk
 from bridge.ingress.signatures import SignatureError, verify_github, verify_standard
 from bridge.operate import metrics
-from bridge.operate.context import Context
-from bridge.settings import is_valid_source
+from bridge.settings import Settings, is_valid_source
+
+if TYPE_CHECKING:
+    from bridge.operate.metrics import Metrics
+    from bridge.queue.store import Store
 
 logger = logging.getLogger(__name__)
 
 SPECIAL_SOURCES = ("cloudevents", "lytics")
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """What the webhook endpoint uses: the settings, the event store and the metrics."""
+
+    settings: Settings
+    store: Store
+    metrics: Metrics
 
 
 class RefusalLog:
@@ -126,20 +142,20 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def _source_known(bridge: Context, source: str) -> bool:
-    return bridge.settings.allow_unsigned or bridge.settings.secret_for(source) is not None
+def _source_known(settings: Settings, source: str) -> bool:
+    return settings.allow_unsigned or settings.secret_for(source) is not None
 
 
-def verify(bridge: Context, source: str, headers: Mapping[str, str], body: bytes) -> str | None:
+def verify(settings: Settings, source: str, headers: Mapping[str, str], body: bytes) -> str | None:
     """Check the source's signature; the sender's delivery id. Raises SignatureError."""
-    secret = bridge.settings.secret_for(source)
+    secret = settings.secret_for(source)
     if secret is None:
         # Only reachable with BRIDGE_ALLOW_UNSIGNED=1 (development).
         return headers.get("webhook-id")
-    if bridge.settings.scheme_for(source) == "github":
+    if settings.scheme_for(source) == "github":
         return verify_github(secret.get(), headers, body)
     return verify_standard(
-        secret.get(), headers, body, tolerance=bridge.settings.webhook_tolerance_seconds
+        secret.get(), headers, body, tolerance=settings.webhook_tolerance_seconds
     )
 
 
@@ -196,9 +212,10 @@ def to_events(
 
 async def receive(request: Request) -> JSONResponse:
     """POST /hooks/{source}."""
-    bridge: Context = request.app.state.bridge
+    ingress: Ingress = request.app.state.ingress
+    settings = ingress.settings
     source = request.path_params["source"]
-    if not is_valid_source(source) or not _source_known(bridge, source):
+    if not is_valid_source(source) or not _source_known(settings, source):
         return error(
             404,
             "unknown_source",
@@ -212,7 +229,7 @@ async def receive(request: Request) -> JSONResponse:
             "unsupported_media_type",
             f"content type {content_type or '(none)'!r} is not JSON; send application/json",
         )
-    limit = bridge.settings.max_body_bytes
+    limit = settings.max_body_bytes
     try:
         body = await read_body(request, limit)
     except BodyTooLarge:
@@ -225,7 +242,7 @@ async def receive(request: Request) -> JSONResponse:
     except EventError as exc:
         return error(400, "bad_event", str(exc))
     try:
-        delivery = verify(bridge, source, headers, body)
+        delivery = verify(settings, source, headers, body)
     except SignatureError as exc:
         refusals.warn(source, str(exc))
         return error(401, "bad_signature", str(exc))
@@ -248,13 +265,13 @@ async def receive(request: Request) -> JSONResponse:
             "to store; send fewer per request",
         )
     try:
-        admitted = await bridge.store.admit(events)
+        admitted = await ingress.store.admit(events)
     except StoreUnavailable as exc:
         logger.error("webhook to %s not stored: %s", source, exc)
         return error(503, "store_unavailable", "events cannot be stored right now; retry later")
     accepted = [a.id for a in admitted if a.new]
     duplicates = [a.id for a in admitted if not a.new]
-    metrics.webhook_events(bridge, source, len(accepted), len(duplicates))
+    metrics.webhook_events(ingress.metrics, source, len(accepted), len(duplicates))
     if accepted:
         logger.debug("webhook to %s accepted events %s", source, ", ".join(accepted))
     return JSONResponse(

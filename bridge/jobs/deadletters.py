@@ -30,7 +30,9 @@ from bridge.queue.store import (
 )
 
 if TYPE_CHECKING:
-    from bridge.operate.context import Context
+    from redis.asyncio import Redis
+
+    from bridge.queue.store import Keys
 
 MASK = b"**********"
 
@@ -102,14 +104,6 @@ class SecretMask:
         return text
 
 
-def secret_mask(bridge: Context) -> SecretMask:
-    """The process's mask of its configured secrets (made once)."""
-    mask = bridge.extras.get("secret_mask")
-    if not isinstance(mask, SecretMask):
-        mask = bridge.extras["secret_mask"] = SecretMask(bridge.settings.secrets())
-    return mask
-
-
 @dataclass(frozen=True)
 class DeadLetter:
     """A rule run that failed for good, with what is needed to retry it."""
@@ -137,15 +131,17 @@ def dead_letter_id(event_id: str, rule_id: str, run: str = "") -> str:
 class DeadLetters:
     """The dead-letter list of a bridge: add, list, get, retry, drop."""
 
-    def __init__(self, bridge: Context) -> None:
-        self.bridge = bridge
-        self.redis = bridge.redis
-        self.keys = bridge.keys
-        self.mask = secret_mask(bridge)
-        script = bridge.extras.get("dead_letter_retry")
-        if not isinstance(script, FastScript):
-            script = bridge.extras["dead_letter_retry"] = FastScript(bridge.redis, _RETRY)
-        self._retry = script
+    def __init__(
+        self, redis: Redis, keys: Keys, mask: SecretMask, *, queue_name: str, trace_ttl: int
+    ) -> None:
+        """One per process (the composition root's): `queue_name` takes retried runs,
+        `trace_ttl` (seconds) is how long the retry's trace entry is kept."""
+        self.redis = redis
+        self.keys = keys
+        self.mask = mask
+        self.queue_name = queue_name
+        self.trace_ttl = trace_ttl
+        self._retry = FastScript(redis, _RETRY)
 
     async def add(
         self,
@@ -215,7 +211,7 @@ class DeadLetters:
                 self.keys.dead_letters,
                 self.keys.dead_letter_index,
                 self.keys.attempts(letter.event_id, letter.rule_id, letter.run),
-                self.bridge.settings.queue_name,
+                self.queue_name,
                 self.keys.job(job_id),
                 self.keys.trace(letter.event_id),
             ]
@@ -236,7 +232,7 @@ class DeadLetters:
                 payload,
                 JOB_EXPIRY_MS,
                 self.mask.dumps(entry),
-                self.bridge.settings.trace_ttl_seconds,
+                self.trace_ttl,
             ]
             if await self._retry(keys, args):
                 return letter

@@ -13,17 +13,18 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.actions import StepCall, registry
 from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
 from bridge.events import Event
-from bridge.jobs.deadletters import DeadLetters, secret_mask
 from bridge.operate import metrics
-from bridge.operate.context import Context
 from bridge.queue import Retry
 from bridge.queue.store import Job, loads
 from bridge.rules import Rule, Step, event_context
+
+if TYPE_CHECKING:
+    from bridge.operate.context import Context
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +44,13 @@ def backoff_delay(step: Step, failures: int) -> float:
     return float(base / 2 + random.uniform(0, base / 2))
 
 
-def job_timeout(ctx: Context) -> float:
-    return ctx.settings.step_timeout_seconds + JOB_TIMEOUT_MARGIN
+def job_timeout(step_timeout: float) -> float:
+    """A job's timeout: one step's (BRIDGE_STEP_TIMEOUT) and a margin to record its end."""
+    return step_timeout + JOB_TIMEOUT_MARGIN
 
 
 def _bridge(ctx: dict[str, Any]) -> Context:
+    """The worker's resources (bridge/operate/context.py), set by its on_startup."""
     context: Context = ctx["bridge"]
     return context
 
@@ -61,7 +64,7 @@ async def handle_event(
     """
     bridge = _bridge(ctx)
     event = Event.from_dict(event_dict)
-    metrics.event_handled(bridge, event, run)
+    metrics.event_handled(bridge.metrics, event, run)
     rules = bridge.rules.current
     if rules is None:
         await bridge.tracer.record(
@@ -75,7 +78,7 @@ async def handle_event(
         return {"matched": []}
     evaluations = rules.evaluate(event, bridge.rules.templates)
     matched = [e.rule for e in evaluations if e.matched]
-    metrics.rules_matched(bridge, [rule.id for rule in matched], run)
+    metrics.rules_matched(bridge.metrics, [rule.id for rule in matched], run)
     # A replay is an operator's explicit request: dedupe and throttle do not hold it back.
     suppressed = {} if run else await _suppressed(bridge, event, matched)
     runs = [rule for rule in matched if rule.id not in suppressed]
@@ -168,7 +171,7 @@ class RuleRun:
         self.steps_key = bridge.keys.steps(event.id, rule.id, run)
         self.attempts_key = bridge.keys.attempts(event.id, rule.id, run)
         self.started = time.monotonic()
-        self.mask = secret_mask(bridge)
+        self.mask = bridge.mask
         # What every trace entry of this run says about whose run it is.
         self.who: dict[str, str] = {"rule": rule.id} | ({"run": run} if run else {})
 
@@ -187,7 +190,8 @@ class RuleRun:
                 await self._dead_letter(step, f"gave up after {MAX_PICKUPS} pickups", 0)
                 return {"status": "dead_lettered", "step": step.key}
             elapsed = time.monotonic() - self.started
-            if elapsed + self.bridge.settings.step_timeout_seconds > job_timeout(self.bridge) - 1:
+            step_timeout = self.bridge.settings.step_timeout_seconds
+            if elapsed + step_timeout > job_timeout(step_timeout) - 1:
                 raise Retry(defer=0)  # a fresh time slice; no try is spent
             outcome = await self._run_step(step, results, actions)
             if outcome is None:
@@ -202,7 +206,7 @@ class RuleRun:
             status=status,
             **({"failed_steps": failed} if failed else {}),
         )
-        metrics.run_ended(self.bridge, self.rule.id, status)
+        metrics.run_ended(self.bridge.metrics, self.rule.id, status)
         if not self.run_name and (self.rule.dedupe is not None or self.rule.throttle is not None):
             await self.bridge.run_limits.keep(self.event.id, self.rule.id)
         return {"status": status, "steps": list(results)} | (
@@ -235,9 +239,9 @@ class RuleRun:
                 # What was sent, as sent (secrets masked): the dashboard shows this, it
                 # never renders a rule's templates again.
                 trace["params"] = self._shown_params(params)
-                call = StepCall(params, context, self.event.id, self.rule.id, step.key)
+                call = StepCall(params, context, self.event.id, self.rule.id, step.key, templates)
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    result = await actions[step.uses].run(self.bridge, call)
+                    result = await actions[step.uses].run(self.bridge.actions, call)
         except RateLimited as exc:
             # A rate limit is not the step's fault: wait as told and spend no try.
             await store.count(self.attempts_key, step.key, -1, ttl)
@@ -299,7 +303,7 @@ class RuleRun:
     async def _trace(self, fields: dict[str, Any], begun: float | None) -> None:
         if begun is not None:
             fields["duration_ms"] = round((time.monotonic() - begun) * 1000, 1)
-        metrics.step_traced(self.bridge, fields)
+        metrics.step_traced(self.bridge.metrics, fields)
         await self.bridge.tracer.record(self.event.id, "step", **fields)
 
     async def _failed(
@@ -346,11 +350,11 @@ class RuleRun:
         return None
 
     async def _dead_letter(self, step: Step, message: str, attempts: int) -> None:
-        letter = await DeadLetters(self.bridge).add(
+        letter = await self.bridge.dead_letters.add(
             self.event, self.rule.id, self.run_name, step.key, step.uses, message, attempts
         )
-        metrics.dead_lettered(self.bridge, self.rule.id)
-        metrics.run_ended(self.bridge, self.rule.id, "dead_lettered")
+        metrics.dead_lettered(self.bridge.metrics, self.rule.id)
+        metrics.run_ended(self.bridge.metrics, self.rule.id, "dead_lettered")
         if not self.run_name:
             # A slot counts only for a run that did not fail: the next matching event runs.
             # (Replays and retries of replays booked none.)

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from bridge.clients.base import RetryPolicy
 from bridge.clients.ratelimit import Limit, RateLimiter
 from bridge.errors import ClientError, PermanentError, StoreUnavailable
 from bridge.ingress.pollers import POLLER_NAMES, Poller, PollResult, configured_pollers
@@ -49,8 +48,6 @@ JOB_TIMEOUT = 15  # arq's timeout of the tick; a long one delays re-runs after S
 LOCK_MS = 20_000  # outlives the run's hard stop (RUN_SECONDS + 2), expires if a worker dies
 # Pollers of one API take at most this share of its rate limits, so actions keep the rest.
 POLL_SHARE = 0.5
-# One try per request: a retry would send a request that no slot was booked for.
-POLL_RETRY = RetryPolicy(attempts=1, rate_limit_wait=0.0)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -73,7 +70,7 @@ def poll_limits(limits: tuple[Limit, ...]) -> tuple[Limit, ...]:
 
 def poll_budget_limiter(context: Context) -> RateLimiter:
     """The limiter of the pollers' share (one per context, state shared through Redis)."""
-    found: RateLimiter | None = context.extras.get("poll_budget_limiter")
+    found = context.poll_budget
     if found is None:
         shared = context.limiter
         limits = {api: poll_limits(shared.limits(api)) for api in POLLER_NAMES}
@@ -82,7 +79,7 @@ def poll_budget_limiter(context: Context) -> RateLimiter:
             {api: share for api, share in limits.items() if share},
             key_prefix=context.keys.poll_budget_prefix,
         )
-        context.extras["poll_budget_limiter"] = found
+        context.poll_budget = found
     return found
 
 

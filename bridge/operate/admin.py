@@ -12,7 +12,7 @@ from typing import Any
 
 from bridge.errors import EventError
 from bridge.events import Event
-from bridge.jobs.deadletters import DeadLetter, DeadLetters
+from bridge.jobs.deadletters import DeadLetter
 from bridge.jobs.traces import redact
 from bridge.operate.context import Context
 from bridge.queue.store import Job, loads
@@ -89,7 +89,7 @@ async def replay(bridge: Context, event_id: str) -> str | None:
 
 async def dead_letters(bridge: Context, limit: int = 100) -> list[DeadLetter]:
     """The newest dead letters first; one that cannot be decoded is listed with why."""
-    letters = DeadLetters(bridge)
+    letters = bridge.dead_letters
     try:
         return [_masked(bridge, letter) for letter in await letters.list(limit)]
     except UNREADABLE:
@@ -133,8 +133,8 @@ def _masked(bridge: Context, letter: DeadLetter) -> DeadLetter:
 
 
 async def retry_dead_letter(bridge: Context, letter_id: str) -> DeadLetter | None:
-    return await DeadLetters(bridge).retry(letter_id)
+    return await bridge.dead_letters.retry(letter_id)
 
 
 async def drop_dead_letter(bridge: Context, letter_id: str) -> bool:
-    return await DeadLetters(bridge).drop(letter_id)
+    return await bridge.dead_letters.drop(letter_id)

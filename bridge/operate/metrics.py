@@ -4,8 +4,8 @@ Web and worker are separate processes and only web is scraped, so each process c
 memory and flushes its increments every `FLUSH_INTERVAL` seconds in one MULTI/EXEC
 pipeline (HINCRBY, HINCRBYFLOAT) under `<prefix>metrics:…`: no Redis round trip per event.
 The same flush keeps hourly buckets (events, matches and failures per rule) for the
-dashboard's charts and 24-hour numbers. Recording functions take the process's Context and
-never raise; bridge/web/prometheus.py shows the sums at /metrics.
+dashboard's charts and 24-hour numbers. Recording functions take the process's Metrics
+(built by its composition root) and never raise; bridge/web/prometheus.py shows the sums.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ import math
 import time
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import RedisError
-from starlette.requests import Request
-from starlette.responses import Response
 
 from bridge.settings import source_env_suffix
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from bridge.clients.ratelimit import RateLimiter
     from bridge.events import Event
-    from bridge.operate.context import Context
+    from bridge.queue.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +79,24 @@ def hour_of(at: float) -> int:
 class Metrics:
     """The in-memory increments of one process and their periodic flush to Redis."""
 
-    def __init__(self, bridge: Context, *, interval: float = FLUSH_INTERVAL) -> None:
-        self.bridge = bridge
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        limiter: RateLimiter | None = None,
+        own_secrets: Collection[str] = (),
+        interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        """`own_secrets`: the sources with a webhook secret of their own (their env suffixes);
+        `limiter`: the process's rate limiter, whose waits are counted too."""
+        self.redis = redis
+        self.limiter = limiter
+        self.own_secrets = own_secrets
         self.interval = interval
-        prefix = bridge.keys.prefix
-        self.counters_key = f"{prefix}metrics:counters"
-        self.last_fired_key = f"{prefix}metrics:last_fired"
-        self.hour_prefix = f"{prefix}metrics:hour:"
+        self.counters_key = keys.metrics_counters
+        self.last_fired_key = keys.metrics_last_fired
+        self.hour_prefix = keys.metrics_hour_prefix
         self._counts: defaultdict[str, float] = defaultdict(float)
         self._hourly: defaultdict[tuple[int, str], int] = defaultdict(int)
         self._last_fired: dict[str, float] = {}
@@ -198,12 +210,14 @@ class Metrics:
             # the last flush, then let go of the connection that took.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.flush(), 1.0)
-                await self.bridge.redis.connection_pool.disconnect()
+                await self.redis.connection_pool.disconnect()
             raise
 
     def _collect_limiter(self) -> None:
         """Take the shared rate limiter's in-process wait counters as increments."""
-        limiter = self.bridge.limiter
+        limiter = self.limiter
+        if limiter is None:
+            return
         for api, waits in list(limiter.waits.items()):
             self._limiter_delta("lytbridge_rate_limiter_waits_total", api, float(waits))
         for api, seconds in list(limiter.waited_seconds.items()):
@@ -225,7 +239,7 @@ class Metrics:
         hourly, self._hourly = self._hourly, defaultdict(int)
         fired, self._last_fired = self._last_fired, {}
         try:
-            async with self.bridge.redis.pipeline(transaction=True) as pipe:
+            async with self.redis.pipeline(transaction=True) as pipe:
                 for field, value in counts.items():
                     if float(value).is_integer():
                         pipe.hincrby(self.counters_key, field, int(value))
@@ -255,15 +269,6 @@ class Metrics:
         return True
 
 
-def of(bridge: Context) -> Metrics:
-    """The Metrics of a process (one per Context), created on first use."""
-    found = bridge.extras.get("metrics")
-    if found is None:
-        found = bridge.extras["metrics"] = Metrics(bridge)
-    metrics: Metrics = found
-    return metrics
-
-
 # --- what the flow records (one call per place; memory only, never raises) ----------------
 
 
@@ -279,14 +284,14 @@ def _safely(record: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _configured(bridge: Context, source: str) -> bool:
+def _configured(m: Metrics, source: str) -> bool:
     """Whether a source has a secret of its own (a default secret fits any name)."""
-    return source_env_suffix(source) in bridge.settings.webhook_secrets
+    return source_env_suffix(source) in m.own_secrets
 
 
 @_safely
 def webhook_answered(
-    bridge: Context, source: str, status: int, seconds: float, verified: bool = False
+    m: Metrics, source: str, status: int, seconds: float, verified: bool = False
 ) -> None:
     """A webhook request was answered with `status` after `seconds`.
 
@@ -295,12 +300,11 @@ def webhook_answered(
     process). Anyone can send unsigned requests to made-up sources: those are all counted
     as UNKNOWN_SOURCE.
     """
-    m = of(bridge)
     known = status != 404 and (
         verified
         or 200 <= status < 300
         or source in m._label_values["source"]
-        or _configured(bridge, source)
+        or _configured(m, source)
     )
     label = m.bounded("source", source) if known else UNKNOWN_SOURCE
     m.inc("lytbridge_webhook_requests_total", {"source": label, "status": str(status)})
@@ -309,9 +313,8 @@ def webhook_answered(
 
 
 @_safely
-def webhook_events(bridge: Context, source: str, accepted: int, duplicates: int) -> None:
+def webhook_events(m: Metrics, source: str, accepted: int, duplicates: int) -> None:
     """An acknowledged webhook carried `accepted` new and `duplicates` known events."""
-    m = of(bridge)
     label = m.bounded("source", source)
     if accepted:
         m.inc("lytbridge_webhook_events_total", {"source": label, "outcome": "accepted"}, accepted)
@@ -322,20 +325,18 @@ def webhook_events(bridge: Context, source: str, accepted: int, duplicates: int)
 
 
 @_safely
-def event_handled(bridge: Context, event: Event, run: str = "") -> None:
+def event_handled(m: Metrics, event: Event, run: str = "") -> None:
     """A worker matches an event against the rules (replays, with a `run`, are not counted)."""
     if run:
         return
-    m = of(bridge)
     labels = {"source": m.bounded("source", event.source), "type": m.bounded("type", event.type)}
     m.inc("lytbridge_events_total", labels)
     m.hourly("events")
 
 
 @_safely
-def rules_matched(bridge: Context, rule_ids: Iterable[str], run: str = "") -> None:
+def rules_matched(m: Metrics, rule_ids: Iterable[str], run: str = "") -> None:
     """Rules matched an event (runs that dedupe or throttle then hold back included)."""
-    m = of(bridge)
     for rule_id in rule_ids:
         m.inc("lytbridge_rule_matches_total", {"rule": rule_id})
         m.hourly(f"matches:{rule_id}")
@@ -343,9 +344,8 @@ def rules_matched(bridge: Context, rule_ids: Iterable[str], run: str = "") -> No
 
 
 @_safely
-def step_traced(bridge: Context, fields: Mapping[str, Any]) -> None:
+def step_traced(m: Metrics, fields: Mapping[str, Any]) -> None:
     """A step attempt ended; `fields` is its trace entry (rule, uses, status, duration_ms…)."""
-    m = of(bridge)
     rule_id, uses, status = str(fields.get("rule")), str(fields.get("uses")), fields.get("status")
     m.inc("lytbridge_steps_total", {"rule": rule_id, "uses": uses, "status": str(status)})
     if "retry_in" in fields:
@@ -359,54 +359,28 @@ def step_traced(bridge: Context, fields: Mapping[str, Any]) -> None:
 
 
 @_safely
-def dead_lettered(bridge: Context, rule_id: str) -> None:
+def dead_lettered(m: Metrics, rule_id: str) -> None:
     """A rule run exhausted its tries and became a dead letter."""
-    m = of(bridge)
     m.inc("lytbridge_dead_letters_total", {"rule": rule_id})
     m.hourly("dead")
     m.hourly(f"dead:{rule_id}")
 
 
 @_safely
-def run_ended(bridge: Context, rule_id: str, outcome: str) -> None:
+def run_ended(m: Metrics, rule_id: str, outcome: str) -> None:
     """A rule run ended: `succeeded`, `succeeded_with_errors` or `dead_lettered`."""
-    of(bridge).inc("lytbridge_runs_total", {"rule": rule_id, "outcome": outcome})
-
-
-def timed_webhook(
-    endpoint: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap the webhook endpoint: count each answer by status, time each acknowledgement."""
-
-    async def timed(request: Request) -> Response:
-        begun = time.perf_counter()
-        status = 500
-        try:
-            response = await endpoint(request)
-            status = response.status_code
-            return response
-        finally:
-            webhook_answered(
-                request.app.state.bridge,
-                str(request.path_params.get("source", "")),
-                status,
-                time.perf_counter() - begun,
-                bool(request.scope.get(VERIFIED)),
-            )
-
-    return timed
+    m.inc("lytbridge_runs_total", {"rule": rule_id, "outcome": outcome})
 
 
 # --- reading (the web process) -----------------------------------------------------------
 
 
-async def hourly_stats(bridge: Context, hours: int = 24) -> list[tuple[int, dict[str, int]]]:
+async def hourly_stats(m: Metrics, hours: int = 24) -> list[tuple[int, dict[str, int]]]:
     """The last `hours` hourly buckets, oldest first: (hour start, {field: count})."""
-    m = of(bridge)
     await m.flush()
     now = hour_of(time.time())
     starts = [now - HOUR * i for i in range(hours - 1, -1, -1)]
-    async with bridge.redis.pipeline(transaction=False) as pipe:
+    async with m.redis.pipeline(transaction=False) as pipe:
         for start in starts:
             pipe.hgetall(f"{m.hour_prefix}{start}")
         raws = await pipe.execute()
@@ -416,7 +390,7 @@ async def hourly_stats(bridge: Context, hours: int = 24) -> list[tuple[int, dict
     ]
 
 
-async def last_fired(bridge: Context) -> dict[str, float]:
+async def last_fired(m: Metrics) -> dict[str, float]:
     """When each rule last matched an event (epoch seconds)."""
-    raw = await bridge.redis.hgetall(of(bridge).last_fired_key)  # type: ignore[misc]
+    raw = await m.redis.hgetall(m.last_fired_key)  # type: ignore[misc]
     return {k.decode(): float(v) for k, v in raw.items()}

@@ -37,7 +37,7 @@ def make_worker(context: Context, *, burst: bool = False) -> BridgeWorker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["bridge"] = context
 
-    timeout = job_timeout(context)
+    timeout = job_timeout(context.settings.step_timeout_seconds)
     return BridgeWorker(
         functions=[
             func(handle_event, name="handle_event", timeout=timeout, max_tries=MAX_PICKUPS),

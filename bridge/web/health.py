@@ -7,15 +7,29 @@ rule errors themselves (with their files and values) are behind the admin token,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from bridge.operate.context import Context
-from bridge.operate.worker import health_check_key
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from bridge.rules.live import LiveRules
 
 READY, DEGRADED, NOT_READY = "ready", "degraded", "not ready"
 _HEADERS = {"Cache-Control": "no-store"}
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What /readyz checks: Redis, the key a live worker keeps refreshing, the rules."""
+
+    redis: Redis
+    heartbeat_key: str
+    rules: LiveRules
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -29,17 +43,17 @@ async def readyz(request: Request) -> JSONResponse:
     good set runs; events are still accepted and run. `not ready` (503): Redis does not
     answer, no worker beat in the last 11 s, or no valid rule set is loaded at all.
     """
-    bridge: Context = request.app.state.bridge
+    ready: Readiness = request.app.state.readiness
     checks: dict[str, str] = {}
     try:
-        await bridge.redis.ping()
+        await ready.redis.ping()
         checks["redis"] = "ok"
-        heartbeat = await bridge.redis.exists(health_check_key(bridge.settings))
+        heartbeat = await ready.redis.exists(ready.heartbeat_key)
         checks["worker"] = "ok" if heartbeat else "no heartbeat"
     except (RedisError, OSError):
         checks["redis"] = "unreachable"
         checks["worker"] = "unknown"
-    live = bridge.rules
+    live = ready.rules
     problems = len(live.problems)
     if live.current is None:
         checks["rules"] = "invalid"

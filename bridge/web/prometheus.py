@@ -11,10 +11,9 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.jobs.schedule import poller_status
 from bridge.operate.context import Context
-from bridge.operate.metrics import of, series
-from bridge.operate.worker import health_check_key
+from bridge.operate.metrics import series
+from bridge.operate.queries import pollers
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -150,7 +149,7 @@ async def gauges(bridge: Context) -> dict[str, float]:
     async with bridge.redis.pipeline(transaction=False) as pipe:
         pipe.zcard(bridge.keys.dead_letter_index)
         pipe.zcard(bridge.settings.queue_name)
-        pipe.exists(health_check_key(bridge.settings))
+        pipe.exists(bridge.keys.health_check(bridge.settings.queue_name))
         dead, queued, heartbeat = await pipe.execute()
     out = {
         "lytbridge_dead_letters": float(dead),
@@ -170,7 +169,7 @@ async def gauges(bridge: Context) -> dict[str, float]:
 async def poller_gauges(bridge: Context) -> dict[str, float]:
     """The pollers' series, read from their status hashes and the budget's limiter state."""
     out: dict[str, float] = {}
-    for status in await poller_status(bridge):
+    for status in await pollers(bridge):
         label = {"poller": status["name"]}
         run = status["last_run"]
         if run is not None:
@@ -230,8 +229,8 @@ def exposition(values: Mapping[str, float]) -> str:
 
 async def render(bridge: Context) -> str:
     """Everything every process counted (this one's last increments included), and gauges."""
-    await of(bridge).flush()
-    raw = await bridge.redis.hgetall(of(bridge).counters_key)  # type: ignore[misc]
+    await bridge.metrics.flush()
+    raw = await bridge.redis.hgetall(bridge.metrics.counters_key)  # type: ignore[misc]
     values = {k.decode(): float(v) for k, v in raw.items()}
     values.update(await gauges(bridge))
     return exposition(values)

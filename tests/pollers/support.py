@@ -14,7 +14,7 @@ import httpx
 from bridge.clients.ratelimit import Limit, RateLimiter
 from bridge.events import Event
 from bridge.ingress.pollers import Poller, PollResult
-from bridge.operate.context import Context, build_context
+from bridge.operate.context import Context, build_context, create_redis
 from bridge.settings import Settings
 
 T = TypeVar("T")
@@ -120,14 +120,11 @@ async def make_context(
 ) -> Context:
     """A context on the sandboxes; its rate limits are `limits` (none by default)."""
     settings = Settings.from_env({"REDIS_URL": redis_url, "BRIDGE_KEY_PREFIX": key_prefix, **env})
-    ctx = await build_context(settings, load_rules=load_rules)
-    ctx._limiter = RateLimiter(
-        ctx.redis,
-        dict(limits or {}),
-        key_prefix=f"{key_prefix}ratelimit:",
-        max_wait=max_wait,
+    redis = create_redis(settings)
+    limiter = RateLimiter(
+        redis, dict(limits or {}), key_prefix=f"{key_prefix}ratelimit:", max_wait=max_wait
     )
-    return ctx
+    return await build_context(settings, redis=redis, limiter=limiter, load_rules=load_rules)
 
 
 class Slots:

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from bridge.clients.lytho import LYTHO_PATHS, MAX_PAGE_SIZE, LythoClient
 from bridge.errors import ClientError, ConfigError, PermanentError
 from bridge.events import Event
-from bridge.ingress.pollers import Budget, PollResult, Progress
+from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollResult, Progress
 from bridge.ingress.pollers.snapshot import (
     Commit,
     Compact,
@@ -35,7 +35,6 @@ from bridge.ingress.pollers.snapshot import (
     polled_event,
     record,
 )
-from bridge.jobs.schedule import POLL_RETRY
 
 if TYPE_CHECKING:
     from bridge.operate.context import Context

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from bridge.clients.lytho_workflow import LythoWorkflowClient
 from bridge.errors import ClientError, ConfigError
 from bridge.events import Event
-from bridge.ingress.pollers import Budget, PollResult, Progress
+from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollResult, Progress
 from bridge.ingress.pollers.snapshot import (
     Commit,
     Compact,
@@ -27,7 +27,6 @@ from bridge.ingress.pollers.snapshot import (
     polled_event,
     record,
 )
-from bridge.jobs.schedule import POLL_RETRY
 
 if TYPE_CHECKING:
     from bridge.operate.context import Context

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 from bridge.clients.lytics import LyticsClient
 from bridge.errors import ConfigError
 from bridge.events import Event
-from bridge.ingress.pollers import Budget, PollResult, Progress
+from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollResult, Progress
 from bridge.ingress.pollers.snapshot import (
     Commit,
     Compact,
@@ -25,7 +25,6 @@ from bridge.ingress.pollers.snapshot import (
     polled_event,
     record,
 )
-from bridge.jobs.schedule import POLL_RETRY
 
 if TYPE_CHECKING:
     from bridge.operate.context import Context
