@@ -173,6 +173,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 
 
 def off_page() -> HTMLResponse:
+    """The plain 404 every dashboard path answers while the admin surface is off."""
     return HTMLResponse(
         "<!doctype html><title>Not found</title><p>Not found.</p>",
         status_code=404,
