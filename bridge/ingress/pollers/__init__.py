@@ -15,6 +15,7 @@ from bridge.ingress.pollers.poller import (
     POLLER_NAMES,
     Budget,
     Poller,
+    PollerDeps,
     PollResult,
     Progress,
 )
@@ -32,13 +33,14 @@ def configured_pollers(context: Context) -> list[Poller]:
 
     cached = context.pollers
     if cached is None:
+        deps = PollerDeps(context.settings, context.http, context.store, context.redis)
         cached = []
         if context.lytho is not None:
-            cached.append(LythoAssetPoller(context))
+            cached.append(LythoAssetPoller(deps))
         if context.lytho_workflow is not None:
-            cached.append(WorkflowPoller(context))
+            cached.append(WorkflowPoller(deps))
         if context.lytics is not None:
-            cached.append(LyticsPoller(context))
+            cached.append(LyticsPoller(deps))
         context.pollers = cached
     return cached
 
@@ -60,6 +62,7 @@ __all__ = [
     "Budget",
     "PollResult",
     "Poller",
+    "PollerDeps",
     "Progress",
     "configured_pollers",
     "poller_event_types",

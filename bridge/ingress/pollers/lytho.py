@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from bridge.clients.lytho import LYTHO_PATHS, MAX_PAGE_SIZE, LythoClient
 from bridge.errors import ClientError, ConfigError, PermanentError
 from bridge.events import Event
-from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollResult, Progress
+from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollerDeps, PollResult, Progress
 from bridge.ingress.pollers.snapshot import (
     Commit,
     Compact,
@@ -35,9 +35,6 @@ from bridge.ingress.pollers.snapshot import (
     polled_event,
     record,
 )
-
-if TYPE_CHECKING:
-    from bridge.operate.context import Context
 
 SOURCE: Final = "lytho"
 CREATED: Final = "lytho.asset.created"
@@ -236,17 +233,17 @@ class LythoAssetPoller:
     event_types = EVENT_TYPES
     page_size = MAX_PAGE_SIZE
 
-    def __init__(self, context: Context) -> None:
-        settings = context.settings
+    def __init__(self, deps: PollerDeps) -> None:
+        settings = deps.settings
         if settings.lytho_api_key is None:
             raise ConfigError("the Lytho poller needs LYTHO_API_KEY")
         # Its own client: no limiter of its own (the budget books each request) and no
         # retries (a retry would send a request no slot was booked for).
         self.client = LythoClient(
-            context.http, settings.lytho_api_url, settings.lytho_api_key, None, retry=POLL_RETRY
+            deps.http, settings.lytho_api_url, settings.lytho_api_key, None, retry=POLL_RETRY
         )
-        self.store = context.store
-        self.snapshot = Snapshot(context.redis, settings.key_prefix, self.name)
+        self.store = deps.store
+        self.snapshot = Snapshot(deps.redis, settings.key_prefix, self.name)
 
     async def _page(self, page: int) -> tuple[list[dict[str, Any]], bool, int | None]:
         """One page of assets: the items, whether it is the last page, and the total."""

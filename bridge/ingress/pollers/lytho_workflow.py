@@ -13,12 +13,12 @@ and `state`: `kind` (the kind the cycle is at), `<kind>:since`, `<kind>:page`,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from bridge.clients.lytho_workflow import LythoWorkflowClient
 from bridge.errors import ClientError, ConfigError
 from bridge.events import Event
-from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollResult, Progress
+from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollerDeps, PollResult, Progress
 from bridge.ingress.pollers.snapshot import (
     Commit,
     Compact,
@@ -27,9 +27,6 @@ from bridge.ingress.pollers.snapshot import (
     polled_event,
     record,
 )
-
-if TYPE_CHECKING:
-    from bridge.operate.context import Context
 
 SOURCE: Final = "lytho_workflow"
 # Proofs first: most rules are about them, and a cycle may span several runs.
@@ -93,15 +90,15 @@ class WorkflowPoller:
     event_types = EVENT_TYPES
     page_size = PAGE_SIZE
 
-    def __init__(self, context: Context) -> None:
-        s = context.settings
+    def __init__(self, deps: PollerDeps) -> None:
+        s = deps.settings
         if not (s.lytho_client_id and s.lytho_client_secret and s.lytho_token_url):
             raise ConfigError(
                 "the Lytho Workflow poller needs LYTHO_CLIENT_ID, LYTHO_CLIENT_SECRET "
                 "and LYTHO_TOKEN_URL"
             )
         self.client = LythoWorkflowClient(
-            context.http,
+            deps.http,
             s.lytho_workflow_api_url,
             s.lytho_token_url,
             s.lytho_client_id,
@@ -109,8 +106,8 @@ class WorkflowPoller:
             None,
             retry=POLL_RETRY,
         )
-        self.store = context.store
-        self.snapshot = Snapshot(context.redis, s.key_prefix, self.name)
+        self.store = deps.store
+        self.snapshot = Snapshot(deps.redis, s.key_prefix, self.name)
 
     async def _search(
         self, kind: str, page: int, since: str | None

@@ -11,12 +11,12 @@ Redis (under `<prefix>poll:lytics:`): `jobs` and `segments` (id → compact fiel
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from bridge.clients.lytics import LyticsClient
 from bridge.errors import ConfigError
 from bridge.events import Event
-from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollResult, Progress
+from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollerDeps, PollResult, Progress
 from bridge.ingress.pollers.snapshot import (
     Commit,
     Compact,
@@ -25,9 +25,6 @@ from bridge.ingress.pollers.snapshot import (
     polled_event,
     record,
 )
-
-if TYPE_CHECKING:
-    from bridge.operate.context import Context
 
 SOURCE: Final = "lytics"
 JOB_CREATED: Final = "lytics.job.created"
@@ -146,19 +143,19 @@ class LyticsPoller:
     name = SOURCE
     event_types = EVENT_TYPES
 
-    def __init__(self, context: Context) -> None:
-        settings = context.settings
+    def __init__(self, deps: PollerDeps) -> None:
+        settings = deps.settings
         if settings.lytics_api_token is None:
             raise ConfigError("the Lytics poller needs LYTICS_API_TOKEN")
         self.client = LyticsClient(
-            context.http,
+            deps.http,
             settings.lytics_api_url,
             settings.lytics_api_token,
             None,
             retry=POLL_RETRY,
         )
-        self.store = context.store
-        self.snapshot = Snapshot(context.redis, settings.key_prefix, self.name)
+        self.store = deps.store
+        self.snapshot = Snapshot(deps.redis, settings.key_prefix, self.name)
 
     async def _list(self, part: str) -> list[dict[str, Any]]:
         found = await (self.client.list_jobs() if part == "jobs" else self.client.list_segments())

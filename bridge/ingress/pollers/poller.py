@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bridge.clients.base import RetryPolicy
+
+if TYPE_CHECKING:
+    import httpx
+    from redis.asyncio import Redis
+
+    from bridge.queue.store import Store
+    from bridge.settings import Settings
 
 # Poller names: the `<POLLER>` of BRIDGE_POLL_INTERVAL_<POLLER>, the limiter's API name
 # and the `source` of the events each poller emits.
@@ -14,6 +21,17 @@ POLLER_NAMES: tuple[str, ...] = ("lytho", "lytho_workflow", "lytics")
 # One try per request: a retry would send a request that no slot was booked for (the
 # schedule books each poll request's slot, bridge/jobs/schedule.py).
 POLL_RETRY = RetryPolicy(attempts=1, rate_limit_wait=0.0)
+
+
+@dataclass(frozen=True)
+class PollerDeps:
+    """What a poller uses: the settings (its credentials), the shared HTTP client, the event
+    store its events go to, and Redis (its snapshot)."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    store: Store
+    redis: Redis
 
 
 @dataclass(frozen=True)
