@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Iterable
 
-from bridge.jobs.traces import MASK, printable
+from bridge.redaction import MASK, printable
 from bridge.settings import Settings
 
 REDACTED = MASK

@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 
 from bridge.cli.report import trace_lines
 from bridge.events import Event
-from bridge.jobs.traces import TOO_DEEP
 from bridge.operate.admin import event_with_trace
 from bridge.operate.context import Context, build_context
 from bridge.queue.store import dumps
+from bridge.redaction import TOO_DEEP
 from bridge.settings import Settings
 from tests.helpers import Bridge, running_bridge
 

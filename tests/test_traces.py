@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from bridge.jobs.traces import MASK, SHOWN_DEPTH, TOO_DEEP, Tracer, displayable, redact
+from bridge.jobs.traces import Tracer
 from bridge.operate.context import create_redis
 from bridge.queue.store import Keys
+from bridge.redaction import MASK, SHOWN_DEPTH, TOO_DEEP, displayable, redact
 from bridge.settings import Settings
 
 TOKEN = "xoxb-trace-secret-93b1"

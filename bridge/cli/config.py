@@ -62,7 +62,7 @@ def dev_settings(settings: Settings) -> Settings:
 
 def redacted(text: str, settings: Settings) -> str:
     """`text` with every configured secret masked (also as JSON writes it)."""
-    from bridge.jobs.traces import redact
+    from bridge.redaction import redact
 
     values = settings.secrets()
     escaped = [json.dumps(value)[1:-1] for value in values]

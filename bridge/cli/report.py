@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.events import Event
-from bridge.jobs.traces import displayable, printable
+from bridge.redaction import displayable, printable
 from bridge.rules.explain import stored_tree_lines
 
 OK, FAIL = "✓", "✗"

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import StoreUnavailable
 from bridge.events import Event
-from bridge.jobs.traces import redact
 from bridge.queue.redis_io import FastScript
 from bridge.queue.store import (
     JOB_EXPIRY_MS,
@@ -28,6 +27,7 @@ from bridge.queue.store import (
     job_payload,
     loads,
 )
+from bridge.redaction import redact
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -33,9 +33,9 @@ from redis.exceptions import RedisError
 from bridge.clients.ratelimit import Limit, RateLimiter
 from bridge.errors import ClientError, PermanentError, StoreUnavailable
 from bridge.ingress.pollers import POLLER_NAMES, Poller, PollResult, configured_pollers
-from bridge.jobs.traces import redact
 from bridge.queue import CronJob, cron
 from bridge.queue.redis_io import FastScript
+from bridge.redaction import redact
 
 if TYPE_CHECKING:
     from bridge.operate.context import Context

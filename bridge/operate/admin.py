@@ -13,9 +13,9 @@ from typing import Any
 from bridge.errors import EventError
 from bridge.events import Event
 from bridge.jobs.deadletters import DeadLetter
-from bridge.jobs.traces import redact
 from bridge.operate.context import Context
 from bridge.queue.store import Job, loads
+from bridge.redaction import redact
 
 # What a stored record that is not what its reader expects can raise while decoded.
 UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, RecursionError)

@@ -20,9 +20,9 @@ from typing import Any
 from bridge.events import Event
 from bridge.jobs.schedule import poller_status
 from bridge.jobs.traces import decode_entry
-from bridge.jobs.traces import displayable as displayable
 from bridge.operate import admin, metrics
 from bridge.operate.context import Context
+from bridge.redaction import displayable as displayable
 
 OUTCOMES = (
     "pending",
