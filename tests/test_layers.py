@@ -37,6 +37,7 @@ BASE = (
     "bridge.settings",
     "bridge.schema",
     "bridge.redaction",
+    "bridge.lua",
 )
 
 
@@ -62,6 +63,7 @@ ROWS = [
     Row("bridge.schema", ("bridge.errors",), why="action schemas are plain data"),
     Row("bridge.settings", ("bridge.errors",), why="Settings are read from the environment"),
     Row("bridge.redaction", why="masking and showing values faithfully is plain code"),
+    Row("bridge.lua", why="the one way a Lua script runs in Redis"),
     Row("bridge.logs", BASE, why="logging is set up before any room is used"),
     Row("bridge.templates", BASE, why="the Jinja sandbox knows no rule, client or queue"),
     Row("bridge.clients", BASE, why="clients talk to the outside and know nothing of rules"),

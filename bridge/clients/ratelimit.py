@@ -14,6 +14,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from bridge.errors import RateLimited
+from bridge.lua import FastScript
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +188,8 @@ class RateLimiter:
         self._prefix = key_prefix
         self._max_wait = max_wait
         self._sleep = sleep
-        self._script = redis.register_script(_GCRA)
-        self._hold = redis.register_script(_HOLD)
+        self._script = FastScript(redis, _GCRA)
+        self._hold = FastScript(redis, _HOLD)
         # In-process counters for metrics: how many acquisitions had to wait, and how long.
         self.waits: Counter[str] = Counter()
         self.waited_seconds: defaultdict[str, float] = defaultdict(float)

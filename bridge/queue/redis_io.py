@@ -14,15 +14,16 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bridge.lua import Arg, FastScript, pack
+
+__all__ = ["Arg", "FastScript", "direct_send", "pack"]
 
 
 class _DirectSend(AbstractConnection):
@@ -79,51 +80,3 @@ def direct_send(connection_class: type[AbstractConnection]) -> type[AbstractConn
         found = type(connection_class.__name__, (_DirectSend, connection_class), {})
         _classes[connection_class] = found
     return found
-
-
-Arg = bytes | str | int | float
-
-
-def pack(*args: Arg) -> bytes:
-    """One Redis command in RESP, encoded as redis-py does (str as UTF-8, numbers as repr)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, bool):
-            raise DataError("a bool is not a Redis argument; convert it first")
-        elif isinstance(arg, int | float):
-            data = repr(arg).encode()
-        else:
-            raise DataError(f"{type(arg).__name__} is not a Redis argument")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-class FastScript:
-    """A Lua script run with EVALSHA on one pooled connection (SCRIPT LOAD when Redis lost it)."""
-
-    def __init__(self, redis: Redis, source: str) -> None:
-        self.redis = redis
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis's script id
-
-    async def __call__(self, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
-        command = pack("EVALSHA", self.sha, len(keys), *keys, *args)
-        pool = self.redis.connection_pool
-        connection = await pool.get_connection()
-        try:
-            await connection.send_packed_command(command)
-            try:
-                return await connection.read_response()
-            except NoScriptError:  # a restarted or flushed Redis: load it, run it again
-                await connection.send_packed_command(pack("SCRIPT", "LOAD", self.source))
-                await connection.read_response()
-                await connection.send_packed_command(command)
-                return await connection.read_response()
-        finally:
-            # redis-py's send and read disconnect on their own errors, so a connection
-            # given back is either clean or closed (and reconnects when next used).
-            await pool.release(connection)
