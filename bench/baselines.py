@@ -99,7 +99,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(
             f"unknown server {kind!r}; expected noop, lpush, slack or {', '.join(UPSTREAMS)}"
         )
-    # The same server options as `bridge web` (bridge/cli/main.py), so the ratios compare apps.
+    # The same server options as `bridge web` (bridge/cli/processes.py), so the ratios compare apps.
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

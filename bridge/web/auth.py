@@ -190,8 +190,8 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 def _throttle_keys(request: Request) -> tuple[str, str, str]:
     address = client_address(request)
-    prefix = f"{_context(request).settings.key_prefix}auth:"
-    return address, f"{prefix}failures:{address}", f"{prefix}refused:{address}"
+    keys = _context(request).keys
+    return address, keys.auth_failures(address), keys.auth_refused(address)
 
 
 async def throttled(request: Request, what: str) -> Refusal | None:
@@ -246,7 +246,7 @@ async def count_wrong_token(request: Request, what: str) -> None:
 
 def _live_session_key(request: Request, session_id: str) -> str:
     digest = hashlib.sha256(session_id.encode()).hexdigest()
-    return f"{_context(request).settings.key_prefix}auth:session:{digest}"
+    return _context(request).keys.auth_session(digest)
 
 
 async def authorize(request: Request) -> Auth | Refusal | None:
