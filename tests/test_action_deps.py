@@ -55,8 +55,8 @@ def sink() -> Iterator[tuple[str, list[Any]]]:
     server.stop()
 
 
-def call(params: dict[str, Any], templates: Templates, **context: Any) -> StepCall:
-    return StepCall(params, context, "e-1", "r-1", "notify", templates)
+def call(params: dict[str, Any], output: Any = None, **context: Any) -> StepCall:
+    return StepCall(params, context, "e-1", "r-1", "notify", output)
 
 
 async def test_an_action_runs_with_only_its_deps(
@@ -66,25 +66,32 @@ async def test_an_action_runs_with_only_its_deps(
     async with guarded_client(["127.0.0.1"]) as outbound:
         deps = ActionDeps(limiter, outbound, RetryPolicy(attempts=1), httpx.Timeout(5.0))
         result = await registry()["http.post"].run(
-            deps, call({"url": f"{url}/sink", "json": {"order": 7}}, Templates(None))
+            deps, call({"url": f"{url}/sink", "json": {"order": 7}})
         )
         assert result == {"status": 200, "body": {"stored": 1}}
         assert received == [{"order": 7}]
 
         # An action whose client is not configured says which setting it needs.
         with pytest.raises(PermanentError, match=r"^slack\.post needs SLACK_BOT_TOKEN to be set$"):
-            await registry()["slack.post"].run(
-                deps, call({"channel": "#creative", "text": "hi"}, Templates(None))
-            )
+            await registry()["slack.post"].run(deps, call({"channel": "#creative", "text": "hi"}))
     assert received == [{"order": 7}]
 
 
-async def test_a_template_file_renders_with_the_templates_of_its_call(
+async def test_slack_post_sends_the_template_file_step_render_made(
     limiter: RateLimiter, tmp_path: Path
 ) -> None:
+    """The worker renders a step once (Step.render, its template file included); the
+    action sends that output, text or Block Kit, and renders nothing itself."""
     from slack_sdk.web.async_client import AsyncWebClient
 
+    from bridge.rules.model import Step
+
     (tmp_path / "approved.j2").write_text("Proof {{ data.name }} approved\n")
+    (tmp_path / "approved.json.j2").write_text(
+        '[{"type": "section", "text": {"type": "mrkdwn", "text": "*{{ data.name }}*"}}]'
+    )
+    templates = Templates(tmp_path)
+    context = {"data": {"name": "Spring"}}
     sandbox = SlackSandbox()
     server = ThreadedServer(create_slack_app(sandbox))
     server.start()
@@ -94,16 +101,17 @@ async def test_a_template_file_renders_with_the_templates_of_its_call(
             deps = ActionDeps(
                 limiter, outbound, RetryPolicy(attempts=1), httpx.Timeout(5.0), slack=slack
             )
-            step = call(
-                {"channel": "#creative", "template": "approved.j2"},
-                Templates(tmp_path),
-                data={"name": "Spring"},
-            )
-            result = await registry()["slack.post"].run(deps, step)
+            for name in ("approved.j2", "approved.json.j2"):
+                step = Step(0, "slack.post", {"channel": "#creative", "template": name})
+                rendered = step.render(templates, context)
+                await registry()["slack.post"].run(
+                    deps, call(rendered.params, rendered.output, **context)
+                )
     finally:
         server.stop()
-    assert result["channel"]
-    assert [m["text"] for m in sandbox.received("#creative")] == ["Proof Spring approved"]
+    text, blocks = sandbox.received("#creative")
+    assert text["text"] == "Proof Spring approved"
+    assert blocks["blocks"][0]["text"]["text"] == "*Spring*"
 
 
 async def test_the_webhook_endpoint_needs_only_settings_store_and_metrics(

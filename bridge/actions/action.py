@@ -16,20 +16,19 @@ if TYPE_CHECKING:
     from bridge.clients.lytho import LythoClient
     from bridge.clients.lytics import LyticsClient
     from bridge.clients.ratelimit import RateLimiter
-    from bridge.templates.environment import Templates
 
 
 @dataclass(frozen=True)
 class StepCall:
-    """One step to perform: rendered parameters, the template context they came from, and
-    the templates that rendered them (a `template:` file renders with the same set)."""
+    """One step to perform, as `Step.render` rendered it: its parameters, the template
+    context they came from, and the output of its `template:` file (None without one)."""
 
     params: Mapping[str, Any]
     context: Mapping[str, Any]
     event_id: str
     rule_id: str
     step_key: str
-    templates: Templates
+    output: Any = None
 
 
 @dataclass(frozen=True)

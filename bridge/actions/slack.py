@@ -49,7 +49,7 @@ def message_params(call: StepCall) -> dict[str, Any]:
     params = dict(call.params)
     out: dict[str, Any] = {"channel": params["channel"]}
     if "template" in params:
-        rendered = call.templates.render_file(str(params["template"]), call.context)
+        rendered = call.output
         if isinstance(rendered, str):
             out["text"] = rendered.rstrip("\n")
         elif isinstance(rendered, list):

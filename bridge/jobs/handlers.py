@@ -223,14 +223,14 @@ class RuleRun:
         attempt = await store.count(self.attempts_key, step.key, 1, ttl)
         trace = {**self.who, "step": step.key, "uses": step.uses, "attempt": attempt}
         begun = time.monotonic()
-        # One budget for the whole step: its `if:`, its parameters, any template file its
-        # action renders, and the action's calls.
+        # One budget for the whole step: its `if:`, its parameters, its template file, and
+        # the action's calls.
         deadline = begun + self.bridge.settings.step_timeout_seconds
         try:
             with templates.deadline(deadline):
-                # Rendered as rule tests and fire --dry-run render it (Step.render); the
-                # template file is left to the action, which renders it as it sends.
-                rendered = step.render(templates, context, deadline=deadline, template_file=False)
+                # Rendered as rule tests and fire --dry-run render it (Step.render),
+                # its template file included.
+                rendered = step.render(templates, context, deadline=deadline)
                 if rendered.skipped:
                     result: dict[str, Any] = {"skipped": True}
                     await self._finish(step, result, trace | {"status": "skipped"})
@@ -239,7 +239,9 @@ class RuleRun:
                 # What was sent, as sent (secrets masked): the dashboard shows this, it
                 # never renders a rule's templates again.
                 trace["params"] = self._shown_params(params)
-                call = StepCall(params, context, self.event.id, self.rule.id, step.key, templates)
+                call = StepCall(
+                    params, context, self.event.id, self.rule.id, step.key, rendered.output
+                )
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     result = await actions[step.uses].run(self.bridge.actions, call)
         except RateLimited as exc:

@@ -217,7 +217,6 @@ class Step:
         context: Mapping[str, Any],
         *,
         deadline: float | None = None,
-        template_file: bool = True,
     ) -> RenderedStep:
         """The step as it runs in `context`; TemplateError when any part cannot render.
 
@@ -225,7 +224,6 @@ class Step:
         escaped as its action wants (`escape`), and the output of the file its `template:`
         names. The worker, rule tests and `bridge fire --dry-run` all render a step here.
         Every render stops at `deadline` (a `time.monotonic()` instant), if given.
-        `template_file=False` leaves the file to the action that sends it.
         """
         if not self.should_run(templates, context, deadline=deadline):
             return RenderedStep(self, {}, skipped=True)
@@ -233,7 +231,7 @@ class Step:
             dict(self.with_), context, escape=self.escape, deadline=deadline
         )
         output = None
-        if template_file and "template" in params:
+        if "template" in params:
             output = templates.render_file(str(params["template"]), context, deadline=deadline)
         return RenderedStep(self, params, output=output)
 
