@@ -84,6 +84,31 @@ async def test_a_retry_whose_run_fails_before_the_clean_up_stays_listed(
     assert await letters.list() == []
 
 
+async def test_a_retry_runs_under_the_stored_id_even_when_it_holds_a_secret(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Secrets are masked in a letter, but never its event id: the retried run must find
+    the steps, tries and trace stored under that id."""
+    secret = "xoxb-secret-in-an-id-0123456789"
+    settings = Settings.from_env(
+        {"REDIS_URL": redis_url, "BRIDGE_KEY_PREFIX": key_prefix, "SLACK_BOT_TOKEN": secret}
+    )
+    context = await build_context(settings, load_rules=False)
+    try:
+        event = Event(id=f"order-{secret}", source="demo", type="shop.order.paid", data={"n": 1})
+        letter = await context.dead_letters.add(
+            event, "orders", "", "notify", "slack.post", f"boom {secret}", 3
+        )
+        [stored] = await context.dead_letters.list()
+        assert stored.event_id == f"order-{secret}"
+        assert secret not in stored.error and secret not in json.dumps(stored.event)
+        assert await context.dead_letters.retry(letter.id) is not None
+        [[event_dict, rule_id, run]] = await queued_runs(context)
+        assert (event_dict["id"], rule_id, run) == (f"order-{secret}", "orders", "")
+    finally:
+        await context.close()
+
+
 async def test_two_retries_of_one_letter_at_once_start_one_run(bridge_context: Context) -> None:
     letters = bridge_context.dead_letters
     letter = await letters.add(EVENT, "orders", "", "notify", "slack.post", "boom", 3)

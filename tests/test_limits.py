@@ -91,6 +91,36 @@ async def test_throttle_allows_limit_per_window(limits: RunLimits, tmp_path: Pat
     assert await limits.admit(rule, e.id, event_context(e, rule), templates) is None
 
 
+async def test_an_event_admitted_again_keeps_its_own_booking(
+    limits: RunLimits, tmp_path: Path
+) -> None:
+    """handle_event cut short after booking (a SIGTERM, a crash) runs again for the same
+    event: its own dedupe key and throttle slot admit it; another event is still held."""
+    rules = ruleset(tmp_path)
+    templates = Templates()
+    once = rules.get("once-per-asset")  # type: ignore[attr-defined]
+    first = Event(id="e1", source="t", type="lytho.asset.updated", data={"id": 7})
+    assert await limits.admit(once, first.id, event_context(first, once), templates) is None
+    assert await limits.admit(once, first.id, event_context(first, once), templates) is None
+    second = Event(id="e2", source="t", type="lytho.asset.updated", data={"id": 7})
+    held = await limits.admit(once, second.id, event_context(second, once), templates)
+    assert held is not None and held.by == "dedupe"
+
+    two = rules.get("two-per-hour")  # type: ignore[attr-defined]
+    entered = [
+        Event(id=f"s{i}", source="lytics", type="lytics.segment.entered", subject="vip")
+        for i in range(3)
+    ]
+    for event in entered[:2]:
+        assert await limits.admit(two, event.id, event_context(event, two), templates) is None
+    # The window is full, but s1 holds one of its two slots: admitted again, nothing booked.
+    s1 = entered[1]
+    assert await limits.admit(two, s1.id, event_context(s1, two), templates) is None
+    s2 = entered[2]
+    held = await limits.admit(two, s2.id, event_context(s2, two), templates)
+    assert held is not None and held.by == "throttle"
+
+
 @pytest.fixture
 def bridge(redis_url: str, key_prefix: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     with running_bridge(redis_url, key_prefix, tmp_path) as b:

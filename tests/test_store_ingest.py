@@ -4,6 +4,7 @@ only once its own events are stored, and a failure reaches every caller of the b
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -165,3 +166,39 @@ async def test_an_id_another_source_owns_is_stored_under_a_qualified_id(
     await store.admit([Event(id=long_id, source="a", type="a.b")])
     [(new, stored_id)] = await store.admit([Event(id=long_id, source="b", type="a.b")])
     assert new and stored_id.startswith("evt_") and len(stored_id) == 36
+
+
+async def test_a_redelivery_stays_a_duplicate_when_another_sources_claim_expires(
+    redis: Redis, key_prefix: str
+) -> None:
+    """Source b's event is stored as `b:X` because a owns `X`; when a's claim on `X`
+    expires first, b's redelivery must still be known (not stored again under `X`)."""
+    store = store_for(redis, key_prefix)
+    assert await store.admit([Event(id="X", source="a", type="a.b")]) == [(True, "X")]
+    assert await store.admit([Event(id="X", source="b", type="a.b")]) == [(True, "b:X")]
+    await redis.delete(f"{key_prefix}seen:X")  # a's claim expires before b's
+    assert await store.admit([Event(id="X", source="b", type="a.b")]) == [(False, "b:X")]
+    assert await redis.exists(f"{key_prefix}event:X") == 1  # a's record, not b's
+    assert json.loads(await redis.get(f"{key_prefix}event:X"))["source"] == "a"
+    # A source's own plain id is still known when its qualified id would be free.
+    assert await store.admit([Event(id="X", source="a", type="a.b")]) == [(True, "X")]
+    assert await store.admit([Event(id="X", source="a", type="a.b")]) == [(False, "X")]
+
+
+async def test_an_event_no_id_can_be_found_for_is_refused_not_a_duplicate(
+    redis: Redis, key_prefix: str
+) -> None:
+    """Every id the event could be stored under is taken (on purpose): the write fails
+    (a 503 to the sender) instead of answering an event that was not stored as known."""
+    store = store_for(redis, key_prefix)
+    await redis.set(f"{key_prefix}seen:X", "a")
+    await redis.set(f"{key_prefix}seen:b:X", "c")
+    alias = f"{key_prefix}alias:" + hashlib.sha1(b"b\nX").hexdigest()
+    for n in range(1, 17):
+        candidate = "evt_" + hashlib.sha1(f"{alias}#{n}".encode()).hexdigest()[:32]
+        await redis.set(f"{key_prefix}seen:{candidate}", "c")
+    with pytest.raises(StoreUnavailable):
+        await store.admit([Event(id="X", source="b", type="a.b")])
+    assert await redis.exists(f"{key_prefix}alias:next") == 1
+    assert await redis.ttl(f"{key_prefix}alias:next") > 0  # the counter expires too
+    assert [k async for k in redis.scan_iter(f"{key_prefix}event:*")] == []

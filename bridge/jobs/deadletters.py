@@ -166,8 +166,13 @@ class DeadLetters:
             failed_at=round(time.time(), 3),
             event=self.mask.value(event.to_dict()),
         )
+        record = self.mask.dumps(letter.to_dict())
+        if letter.event_id.encode() not in record:
+            # The id itself held a secret: keep it, or a retry would run under another id
+            # (other step results, tries and trace); outputs mask it when shown.
+            record = dumps(loads(record) | {"event_id": letter.event_id})
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.dead_letters, letter.id, self.mask.dumps(letter.to_dict()))  # type: ignore[arg-type]
+            pipe.hset(self.keys.dead_letters, letter.id, record)  # type: ignore[arg-type]
             pipe.zadd(self.keys.dead_letter_index, {letter.id: letter.failed_at})
             await pipe.execute()
         return letter

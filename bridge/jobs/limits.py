@@ -31,24 +31,34 @@ from bridge.templates.environment import Templates
 # ttl s. Returns {verdict, detail, holder}: {"ok", 0, ""}, {"dedupe", ttl left s, the
 # event holding the key}, {"throttle", ms until room, ""}.
 _ADMIT = """
+-- A key or slot this event booked already (its handle_event ran before and was cut short
+-- before its runs were queued) admits it again, booking nothing new.
+local member = ARGV[5]
+local has_key, has_slot = false, false
 if KEYS[1] ~= '' then
   local holder = redis.call('GET', KEYS[1])
-  if holder then return {'dedupe', redis.call('TTL', KEYS[1]), holder} end
+  if holder == member then
+    has_key = true
+  elseif holder then
+    return {'dedupe', redis.call('TTL', KEYS[1]), holder}
+  end
 end
 if KEYS[2] ~= '' then
   local now, window = tonumber(ARGV[4]), tonumber(ARGV[3])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+  if redis.call('ZSCORE', KEYS[2], member) then
+    has_slot = true
+  elseif redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
     return {'throttle', tonumber(oldest[2]) + window - now, ''}
   end
 end
-if KEYS[1] ~= '' then redis.call('SET', KEYS[1], ARGV[5], 'EX', ARGV[1]) end
-if KEYS[2] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+if KEYS[1] ~= '' and not has_key then redis.call('SET', KEYS[1], member, 'EX', ARGV[1]) end
+if KEYS[2] ~= '' and not has_slot then
+  redis.call('ZADD', KEYS[2], ARGV[4], member)
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
-redis.call('HSET', KEYS[3], 'dedupe', KEYS[1], 'throttle', KEYS[2], 'member', ARGV[5])
+redis.call('HSET', KEYS[3], 'dedupe', KEYS[1], 'throttle', KEYS[2], 'member', member)
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 return {'ok', 0, ''}
 """

@@ -45,23 +45,29 @@ local function bounded(id)
   return id
 end
 -- The stored id for one event: {id, true} when new, {id, false} when a duplicate.
+-- Every id this source may already own is looked at before a free one is taken: another
+-- source's claim on the plain id can expire first, and a redelivery must still be known.
 local function claim(source, id)
   local candidates = {id, bounded(source .. ':' .. id)}
-  for _, candidate in ipairs(candidates) do
-    local seen = prefix .. 'seen:' .. candidate
-    local owner = redis.call('GET', seen)
-    if not owner then
-      redis.call('SET', seen, source, 'EX', dedup_ttl)
-      return candidate, true
-    end
+  local owners = {}
+  for i, candidate in ipairs(candidates) do
+    local owner = redis.call('GET', prefix .. 'seen:' .. candidate)
+    owners[i] = owner
     -- '1' marks ids stored before duplicates were told apart by source.
-    if owner == source or owner == '1' then return candidate, false end
+    if owner == source or (i == 1 and owner == '1') then return candidate, false end
   end
   local alias = prefix .. 'alias:' .. redis.sha1hex(source .. '\\n' .. id)
   local known = redis.call('GET', alias)
   if known then return known, false end
+  for i, candidate in ipairs(candidates) do
+    if not owners[i] then
+      redis.call('SET', prefix .. 'seen:' .. candidate, source, 'EX', dedup_ttl)
+      return candidate, true
+    end
+  end
   for _ = 1, 16 do
     local n = redis.call('INCR', prefix .. 'alias:next')
+    redis.call('EXPIRE', prefix .. 'alias:next', dedup_ttl)
     local candidate = 'evt_' .. string.sub(redis.sha1hex(alias .. '#' .. n), 1, 32)
     local seen = prefix .. 'seen:' .. candidate
     if redis.call('SET', seen, source, 'NX', 'EX', dedup_ttl) then
@@ -69,11 +75,16 @@ local function claim(source, id)
       return candidate, true
     end
   end
-  return redis.error_reply('no free id for the event')
+  return nil, false
 end
 for a = 6, #ARGV, 3 do
   local source, id, event = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local stored_id, new = claim(source, id)
+  if not stored_id then
+    -- Not stored: never answer this event as a duplicate. The events before it in the
+    -- call are stored; the sender's retry finds them as duplicates.
+    return redis.error_reply('no free id for event ' .. id .. ' from ' .. source)
+  end
   if new then
     if stored_id ~= id then
       -- The same event under its stored id: the id is the second attribute.
