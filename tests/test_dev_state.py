@@ -6,12 +6,21 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bridge.cli.config import companion_settings
-from bridge.cli.dev_state import DevState, read_state, remove_state, state_env, write_state
+from bridge.cli.dev_state import (
+    DevState,
+    read_state,
+    remove_state,
+    single_instance,
+    state_env,
+    write_state,
+)
+from bridge.errors import ConfigError
 from bridge.settings import Settings
 
 DEV_ENV = {
@@ -37,7 +46,14 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_the_state_file_is_private_and_ignored_by_git(folder: Path) -> None:
+@pytest.fixture
+def running(folder: Path) -> Iterator[None]:
+    """This test process holds the folder's lock, as a running `bridge dev` does."""
+    with single_instance():
+        yield
+
+
+def test_the_state_file_is_private_and_ignored_by_git(folder: Path, running: None) -> None:
     write_state(DevState(pid=os.getpid(), url="http://127.0.0.1:8123", env=DEV_ENV))
     state_file = folder / ".bridge" / "dev.json"
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
@@ -52,7 +68,7 @@ def test_the_state_file_is_private_and_ignored_by_git(folder: Path) -> None:
 
 
 def test_commands_take_dev_settings_where_the_environment_sets_none(
-    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    folder: Path, running: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_state(DevState(pid=os.getpid(), url="http://127.0.0.1:8123", env=DEV_ENV))
     settings, state = companion_settings()
@@ -88,16 +104,32 @@ def test_a_stale_or_unreadable_state_file_is_ignored_with_a_note(
     )
 
 
-def test_without_bridge_dev_running_a_command_says_where_it_looks(
+def test_a_state_file_whose_pid_lives_on_without_the_lock_is_stale(
     folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """After a kill or a restart the pid may belong to another process (pid 1 in a
+    container): only the folder's lock says that bridge dev runs."""
+    write_state(DevState(pid=1, url="http://127.0.0.1:8123", env=DEV_ENV))
+    settings, state = companion_settings(redis=False)
+    assert state is None and settings.redis_url == "redis://localhost:6379/0"
+    assert "(pid 1) is no longer running" in capsys.readouterr().err
+
+
+def test_without_bridge_dev_running_a_redis_command_is_refused(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bridge dev ran here (its data is in .bridge/redis/) but runs no more: a command
+    must not read or write whatever Redis answers on localhost instead."""
     (folder / ".bridge" / "redis").mkdir(parents=True)
-    _, state = companion_settings()
-    assert state is None
-    assert capsys.readouterr().err == (
-        "note: bridge dev is not running in this folder (its data stays in .bridge/redis/ for "
-        "its next run); using redis://localhost:6379/0\n"
+    with pytest.raises(ConfigError) as refused:
+        companion_settings()
+    assert str(refused.value) == (
+        "bridge dev is not running in this folder (its data is kept in .bridge/redis/); "
+        "start `bridge dev` here, or set REDIS_URL to the bridge's Redis"
     )
+    # `bridge send` talks HTTP only: it may go on (to --url, say).
+    settings, state = companion_settings(redis=False)
+    assert state is None and settings.redis_url == "redis://localhost:6379/0"
 
 
 def test_state_env_holds_what_the_commands_need(tmp_path: Path) -> None:

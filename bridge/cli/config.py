@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from bridge.errors import ConfigError
 from bridge.settings import Secret, Settings
 
 if TYPE_CHECKING:
@@ -24,24 +25,25 @@ def env_settings() -> Settings:
     return Settings.from_env()
 
 
-def companion_settings() -> tuple[Settings, DevState | None]:
+def companion_settings(*, redis: bool = True) -> tuple[Settings, DevState | None]:
     """Settings of a command run beside `bridge dev`: the environment, then dev's state file.
 
     The variables `bridge dev` wrote to `.bridge/dev.json` (its Redis, prefix, webhook secret
     and admin token) apply where the environment sets none; a stale file is noted and ignored.
+    A command that uses Redis (`redis`) in a folder where `bridge dev` ran but runs no more,
+    with no REDIS_URL, is refused: the default Redis is not that bridge's.
     """
-    from bridge.cli.dev_state import REDIS_DIR, read_state, shown_url
+    from bridge.cli.dev_state import REDIS_DIR, read_state
 
     state, note = read_state()
     if note:
         print(note, file=sys.stderr)
     if state is None:
         settings = env_settings()
-        if not settings.redis_url_set and REDIS_DIR.is_dir():
-            print(
-                f"note: bridge dev is not running in this folder (its data stays in "
-                f"{REDIS_DIR}/ for its next run); using {shown_url(settings.redis_url)}",
-                file=sys.stderr,
+        if redis and not settings.redis_url_set and REDIS_DIR.is_dir():
+            raise ConfigError(
+                f"bridge dev is not running in this folder (its data is kept in {REDIS_DIR}/); "
+                "start `bridge dev` here, or set REDIS_URL to the bridge's Redis"
             )
         return settings, None
     return Settings.from_env(defaults=state.env), state

@@ -26,7 +26,6 @@ from bridge.cli.dev_state import (
     DevState,
     load_state,
     prepare_dir,
-    read_state,
     remove_state,
     shown_url,
     single_instance,
@@ -252,8 +251,8 @@ def run_dev(port: int | None = None, reset: bool = False) -> int:
         )
     configure_logging(settings)
     with single_instance():
-        earlier, _ = read_state()
-        if earlier is None and STATE_FILE.exists():
+        # This process holds the folder's lock: any state file left is an earlier run's.
+        if STATE_FILE.exists():
             stale = load_state()
             print("[dev] an earlier bridge dev in this folder did not stop cleanly; starting anew")
             if stale is not None and stale.redis_dir and "REDIS_URL" in stale.env:

@@ -137,6 +137,29 @@ def load_state(path: Path = STATE_FILE) -> DevState | None:
         return None
 
 
+def lock_held(path: Path = LOCK_FILE) -> bool | None:
+    """Whether a `bridge dev` holds this folder's lock; None where locks are not known.
+
+    The lock, not the pid, tells whether dev runs: a pid can be reused by another process
+    after a kill or a restart (in a container, dev's pid 1 is always alive).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the pid check remains
+        return None
+    try:
+        handle = path.open("r")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+
 def read_state(path: Path = STATE_FILE) -> tuple[DevState | None, str | None]:
     """The running `bridge dev` of this folder, or None; and a note to show, if any."""
     if not path.exists():
@@ -144,7 +167,8 @@ def read_state(path: Path = STATE_FILE) -> tuple[DevState | None, str | None]:
     state = load_state(path)
     if state is None:
         return None, f"note: ignoring {path}: it is not a state file bridge dev wrote"
-    if not pid_alive(state.pid):
+    held = lock_held(path.with_name(LOCK_FILE.name))
+    if not (pid_alive(state.pid) if held is None else held):
         return None, (
             f"note: ignoring {path}: the bridge dev that wrote it (pid {state.pid}) is no "
             "longer running"

@@ -30,7 +30,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     from bridge.ingress.signatures import sign_github, sign_standard
     from bridge.ingress.webhooks import SPECIAL_SOURCES
 
-    settings, state = companion_settings()
+    settings, state = companion_settings(redis=False)
     path = Path(args.event)
     body, payload = read_json(path)
     msg_id = args.id or f"msg_{uuid.uuid4().hex}"
