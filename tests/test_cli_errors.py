@@ -60,6 +60,11 @@ FAILURES = [
         f"bridge send: no bridge answers at http://127.0.0.1:{REFUSED} (connection refused)\n"
         "start one with `bridge dev` in this folder, or pass --url\n",
     ),
+    (
+        ["send", "event.json", "--url", "http://[::1"],
+        "bridge send: Invalid port: ':1'\n"
+        "give the bridge's base URL, like --url http://127.0.0.1:8000\n",
+    ),
     (["trace", "e-1"], "bridge trace: " + REDIS_DOWN.format(port=REFUSED)),
     (["dlq", "list"], "bridge dlq list: " + REDIS_DOWN.format(port=REFUSED)),
     (["dlq", "retry", "dl_x"], "bridge dlq retry: " + REDIS_DOWN.format(port=REFUSED)),

@@ -158,6 +158,8 @@ def _error_message(args: argparse.Namespace, exc: BaseException) -> str:
             f"{name}: no bridge answers at {_url_of(exc)} ({reason or type(exc).__name__})\n"
             "start one with `bridge dev` in this folder, or pass --url"
         )
+    elif isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        text = f"{name}: {exc}\ngive the bridge's base URL, like --url http://127.0.0.1:8000"
     elif isinstance(exc, redis.AuthenticationError):
         text = f"{name}: Redis refused the credentials ({exc})\ncheck the password in REDIS_URL"
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
