@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -126,6 +127,25 @@ def parse_rate_limits(name: str, raw: str) -> tuple[tuple[int, float, int | None
     return tuple(limits)
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    raw = env.get(name) or ""
+    networks = []
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{name} has value {raw!r}; expected addresses or CIDR networks separated "
+                "by commas, like 10.0.0.0/8,192.0.2.7"
+            ) from None
+    return tuple(networks)
+
+
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     raw = env.get(name)
     return Secret(raw) if raw else None
@@ -187,6 +207,10 @@ class Settings:
     # Seconds a client has to send one whole request, and connections per web process.
     web_read_timeout: float = 15.0
     web_max_connections: int = 1000
+    # Proxies whose X-Forwarded-For names the client (the admin login throttle); on Heroku
+    # (DYNO set) the router, which every request comes through, is trusted as well.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    on_heroku: bool = False
     worker_poll_delay: float = 0.5
     worker_max_jobs: int = 50
     step_timeout_seconds: float = 10.0
@@ -282,6 +306,8 @@ class Settings:
             webhook_tolerance_seconds=_int(env, "BRIDGE_WEBHOOK_TOLERANCE", 300, minimum=1),
             web_read_timeout=_float(env, "BRIDGE_WEB_READ_TIMEOUT", 15.0, minimum=0.1),
             web_max_connections=_int(env, "BRIDGE_WEB_MAX_CONNECTIONS", 1000, minimum=2),
+            trusted_proxies=_networks(env, "BRIDGE_TRUSTED_PROXIES"),
+            on_heroku=bool(env.get("DYNO")),
             worker_poll_delay=_float(env, "BRIDGE_WORKER_POLL_DELAY", 0.5, minimum=0.001),
             worker_max_jobs=_int(env, "BRIDGE_WORKER_MAX_JOBS", 50, minimum=1),
             step_timeout_seconds=_float(env, "BRIDGE_STEP_TIMEOUT", 10.0, minimum=0.1),

@@ -8,6 +8,10 @@ logout, so logging out ends it for good. Every session carries a CSRF token that
 POST form (or the `X-CSRF-Token` header of an API call made with the cookie) must repeat.
 Wrong tokens are counted per client address in Redis, shared by every web process: past
 `LOGIN_FAILURES` in `LOGIN_WINDOW` seconds, that address gets 429 until the window ends.
+Each try is booked (one Lua script) before its token is compared, and a right token's
+booking is given back, so concurrent wrong tokens get no more than the allowance. The
+client address is the connection's, or what a trusted proxy (BRIDGE_TRUSTED_PROXIES;
+Heroku's router) says in X-Forwarded-For.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bridge.lua import FastScript
 from bridge.settings import Settings
 
 if TYPE_CHECKING:
@@ -47,6 +52,36 @@ LOGIN_FAILURES = 10
 LOGIN_WINDOW = 15 * 60
 # Of the refusals of one address in one window, the first is logged, then every 100th.
 REFUSALS_LOGGED_EVERY = 100
+
+# Book one try of an address: KEYS failures, refused; ARGV limit, window (ms). At the limit,
+# refuse: {0, count, ms left, refusals so far}; else count it: {1, count, 0, 0}. The window
+# starts at the first try counted (a key a right token left at 0 starts a new one).
+_BOOK = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count >= tonumber(ARGV[1]) then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then
+    ttl = tonumber(ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
+  local times = redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], math.max(ttl, 1000))
+  return {0, count, ttl, times}
+end
+count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return {1, count, 0, 0}
+"""
+
+# Give back a try booked for a right token: KEYS failures. Never below 0, never a new key.
+_GIVE_BACK = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0
+"""
 
 
 def error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -145,68 +180,91 @@ def bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
-def authenticate(request: Request) -> Auth | None:
-    """The request's proof of being an operator, or None (the admin token must be set)."""
-    token = admin_token(request)
-    if token is None:
-        return None
-    sent = bearer(request)
-    if sent is not None:
-        return Auth("bearer") if _equal(sent, token) else None
-    return read_session(token, request.cookies.get(SESSION_COOKIE))
-
-
 def _context(request: Request) -> Context:
     bridge: Context = request.app.state.bridge
     return bridge
 
 
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 def client_address(request: Request) -> str:
     """Who is asking, for the throttle: the client's address, a whole /64 for IPv6.
 
-    Behind a proxy on a private or loopback address (Heroku's router), the address is the
-    last `X-Forwarded-For` entry, the one the proxy appended; entries a client wrote
-    itself come before it and are ignored.
+    It is the connection's address, unless the connection comes from a trusted proxy: one
+    in BRIDGE_TRUSTED_PROXIES or, on Heroku, the router (every request comes through it).
+    Then X-Forwarded-For names the client: its entries, across all its lines, are read
+    from the last while they are trusted proxies too; the first that is not is the client.
+    Entries a client wrote itself come before its proxy's and are never reached.
     """
+    settings: Settings = request.app.state.bridge.settings
     peer = _ip(request.client.host if request.client else "")
-    if peer is not None and (peer.is_private or peer.is_loopback):
-        forwarded = request.headers.get("x-forwarded-for", "")
-        peer = _ip(forwarded.rsplit(",", 1)[-1]) or peer
+    if peer is not None and (settings.on_heroku or _is_trusted(peer, settings)):
+        entries = [
+            entry.strip()
+            for line in request.headers.getlist("x-forwarded-for")
+            for entry in line.split(",")
+        ]
+        for entry in reversed([entry for entry in entries if entry]):
+            named = _ip(entry)
+            if named is None:
+                break  # not an address: the proxy that passed it on is the client we know
+            peer = named
+            if not _is_trusted(peer, settings):
+                break
     if peer is None:
         return "unknown"
     if isinstance(peer, ipaddress.IPv6Address):
-        if peer.ipv4_mapped is not None:
-            return str(peer.ipv4_mapped)
         return str(ipaddress.IPv6Network((peer, 64), strict=False))
     return str(peer)
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _is_trusted(address: IP, settings: Settings) -> bool:
+    return any(
+        address.version == network.version and address in network
+        for network in settings.trusted_proxies
+    )
+
+
+def _ip(text: str) -> IP | None:
+    """An address (IPv4-mapped IPv6 as IPv4); a port after it (`1.2.3.4:80`, `[::1]:80`)
+    is dropped."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(text.strip().strip("[]"))
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
-def _throttle_keys(request: Request) -> tuple[str, str, str]:
+@dataclass(frozen=True)
+class Booking:
+    """A try booked against a client address's allowance of wrong tokens."""
+
+    address: str
+    failures: str
+    count: int
+
+
+async def book_try(request: Request, what: str) -> Booking | Refusal:
+    """Book one try of this client's address before its token is compared; a 429 Refusal
+    (logged at a bounded rate) when the address has used up its wrong tokens."""
     address = client_address(request)
-    keys = _context(request).keys
-    return address, keys.auth_failures(address), keys.auth_refused(address)
-
-
-async def throttled(request: Request, what: str) -> Refusal | None:
-    """A 429 while this client's address has used up its wrong tokens, else None."""
-    address, failures, refused = _throttle_keys(request)
-    redis = _context(request).redis
-    count = int(await redis.get(failures) or 0)
-    if count < LOGIN_FAILURES:
-        return None
-    ttl_ms = int(await redis.pttl(failures))
-    wait = max(1, math.ceil(ttl_ms / 1000)) if ttl_ms > 0 else LOGIN_WINDOW
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.incr(refused)
-        pipe.pexpire(refused, max(ttl_ms, 1000))
-        times, _ = await pipe.execute()
+    context = _context(request)
+    failures, refused = context.keys.auth_failures(address), context.keys.auth_refused(address)
+    book = FastScript(context.redis, _BOOK)
+    booked, count, ttl_ms, times = (
+        int(n) for n in await book([failures, refused], [LOGIN_FAILURES, LOGIN_WINDOW * 1000])
+    )
+    if booked:
+        return Booking(address, failures, count)
+    wait = max(1, math.ceil(ttl_ms / 1000))
     if times == 1 or times % REFUSALS_LOGGED_EVERY == 0:
         logger.warning(
             "refused %s from %s: %d wrong admin tokens in %d s; %d refused so far, "
@@ -226,19 +284,18 @@ async def throttled(request: Request, what: str) -> Refusal | None:
     )
 
 
-async def count_wrong_token(request: Request, what: str) -> None:
-    """Count a wrong token from this client's address; log it (the token never)."""
-    address, failures, _ = _throttle_keys(request)
-    async with _context(request).redis.pipeline(transaction=True) as pipe:
-        # The window starts at the first wrong token (SET NX), on any Redis version.
-        pipe.set(failures, 0, ex=LOGIN_WINDOW, nx=True)
-        pipe.incr(failures)
-        _, count = await pipe.execute()
+async def give_back(request: Request, booking: Booking) -> None:
+    """The token was right: its try does not count against the address."""
+    await FastScript(_context(request).redis, _GIVE_BACK)([booking.failures], [])
+
+
+def log_wrong_token(booking: Booking, what: str) -> None:
+    """Log a wrong token (never the token itself); its try stays counted."""
     logger.warning(
         "wrong admin token (%s) from %s: %d of %d allowed in %d s",
         what,
-        address,
-        count,
+        booking.address,
+        booking.count,
         LOGIN_FAILURES,
         LOGIN_WINDOW,
     )
@@ -261,12 +318,13 @@ async def authorize(request: Request) -> Auth | Refusal | None:
     try:
         sent = bearer(request)
         if sent is not None:
-            refusal = await throttled(request, "admin API bearer token")
-            if refusal is not None:
-                return refusal
+            booking = await book_try(request, "admin API bearer token")
+            if isinstance(booking, Refusal):
+                return booking
             if _equal(sent, token):
+                await give_back(request, booking)
                 return Auth("bearer")
-            await count_wrong_token(request, f"bearer token on {request.url.path}")
+            log_wrong_token(booking, f"bearer token on {request.url.path}")
             return None
         auth = read_session(token, request.cookies.get(SESSION_COOKIE))
         if auth is None or not await _context(request).redis.exists(
@@ -281,12 +339,13 @@ async def authorize(request: Request) -> Auth | Refusal | None:
 async def check_login(request: Request, sent: str) -> bool | Refusal:
     """Whether a dashboard login's token is right; a Refusal while this address is throttled."""
     try:
-        refusal = await throttled(request, "dashboard login")
-        if refusal is not None:
-            return refusal
+        booking = await book_try(request, "dashboard login")
+        if isinstance(booking, Refusal):
+            return booking
         if token_ok(request, sent):
+            await give_back(request, booking)
             return True
-        await count_wrong_token(request, "dashboard login")
+        log_wrong_token(booking, "dashboard login")
         return False
     except (RedisError, OSError):
         return Refusal(503, "store_unavailable", "Redis cannot be reached right now; retry later")
