@@ -28,11 +28,8 @@ OPERATOR = "198.51.100.9"
 def start(
     redis_url: str, key_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str
 ) -> Iterator[Bridge]:
-    # uvicorn itself (proxy_headers, on by default) replaces the client address with an
-    # X-Forwarded-For entry for a peer in its FORWARDED_ALLOW_IPS (loopback unless set).
-    # Switched off here, the app sees the connection's own address and
-    # BRIDGE_TRUSTED_PROXIES alone decides whom to believe.
-    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "")
+    # The web runs as `bridge web` does, with uvicorn's proxy_headers off: the app sees the
+    # connection's own address and BRIDGE_TRUSTED_PROXIES alone decides whom to believe.
     monkeypatch.delenv("DYNO", raising=False)
     with running_bridge(redis_url, key_prefix, tmp_path, BRIDGE_ADMIN_TOKEN=TOKEN, **env) as b:
         b.start_web()

@@ -246,3 +246,27 @@ def test_junk_alone_or_after_an_answered_request_is_400(web: Web) -> None:
         sock.close()
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
     assert web.stored() == 1
+
+
+def test_a_loopback_client_cannot_name_its_own_address_to_the_login_throttle(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """`bridge web` itself (uvicorn's proxy_headers off): X-Forwarded-For from a client
+    that is no trusted proxy changes nothing, so spoofed addresses share one count."""
+    gen = _start(redis_url, key_prefix, tmp_path, BRIDGE_ADMIN_TOKEN="web-admin-token-0123456789")
+    web = next(gen)
+    try:
+        codes = [
+            httpx.get(
+                f"http://127.0.0.1:{web.port}/api/rules",
+                headers={
+                    "authorization": "Bearer wrong-token",
+                    "x-forwarded-for": f"203.0.113.{i}",
+                },
+                timeout=30,
+            ).status_code
+            for i in range(12)
+        ]
+        assert codes == [401] * 10 + [429] * 2
+    finally:
+        gen.close()

@@ -22,7 +22,6 @@ def cmd_web(args: argparse.Namespace) -> int:
         "port": settings.port,
         "log_level": "info",
         "access_log": False,
-        "proxy_headers": True,
         "timeout_graceful_shutdown": 20,
         "loop": event_loop_name(),
         # httptools, with a read timeout, bounded headers and a connection limit.

@@ -27,7 +27,14 @@ class ThreadedServer:
         self.port = port or free_port()
         self.host = host
         config = uvicorn.Config(
-            app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="on"
+            app,
+            host=host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            # As `bridge web`: the app, not uvicorn, decides whose forwarded headers count.
+            proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

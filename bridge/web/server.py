@@ -50,6 +50,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     configure(settings)
     return {
         "http": BoundedHttpToolsProtocol,
+        # The app decides whose X-Forwarded-For and X-Forwarded-Proto to believe
+        # (BRIDGE_TRUSTED_PROXIES, Heroku's router): uvicorn must not replace the
+        # connection's address first (it would for any loopback peer by default).
+        "proxy_headers": False,
         "limit_concurrency": settings.web_max_connections,
     }
 
