@@ -15,7 +15,7 @@ import pytest
 
 from bridge.errors import ConfigError
 from bridge.settings import Settings
-from bridge.web.auth import LOGIN_FAILURES, LOGIN_WINDOW
+from bridge.web.throttle import LOGIN_FAILURES, LOGIN_WINDOW
 from tests.helpers import Bridge, running_bridge
 
 TOKEN = "throttle-admin-token-0123456789"
@@ -90,7 +90,7 @@ def throttled_body(response: httpx.Response) -> dict[str, str]:
 def test_wrong_bearer_tokens_are_throttled_per_address(
     bridge: Bridge, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bridge.web.auth")
+    caplog.set_level(logging.INFO, logger="bridge.web.throttle")
     for _ in range(LOGIN_FAILURES):
         assert api(bridge, WRONG, ATTACKER).status_code == 401
 
@@ -108,7 +108,7 @@ def test_wrong_bearer_tokens_are_throttled_per_address(
     assert api(bridge, TOKEN, OPERATOR).status_code == 200
     assert api(bridge, WRONG, OPERATOR).status_code == 401
 
-    messages = [r.getMessage() for r in caplog.records if r.name == "bridge.web.auth"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "bridge.web.throttle"]
     wrong = [m for m in messages if m.startswith("wrong admin token")]
     refusals = [m for m in messages if m.startswith("refused")]
     assert len(wrong) == LOGIN_FAILURES + 1
@@ -195,7 +195,7 @@ def test_the_session_cookie_is_secure_behind_an_https_router(bridge: Bridge) -> 
 def test_300_wrong_tokens_are_mostly_refused_and_logged_in_a_few_lines(
     bridge: Bridge, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bridge.web.auth")
+    caplog.set_level(logging.INFO, logger="bridge.web.throttle")
     with httpx.Client(base_url=bridge.web_url, timeout=10) as client:
         statuses = [
             client.get(
@@ -206,7 +206,7 @@ def test_300_wrong_tokens_are_mostly_refused_and_logged_in_a_few_lines(
         ]
 
     assert statuses == [401] * LOGIN_FAILURES + [429] * (300 - LOGIN_FAILURES)
-    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.web.auth"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.web.throttle"]
     # Ten wrong tokens, then the 1st, 100th and 200th of the 290 refusals.
     assert len(lines) == LOGIN_FAILURES + 3
     assert [line.split(" from ")[0] for line in lines[LOGIN_FAILURES:]] == [

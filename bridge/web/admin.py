@@ -31,7 +31,8 @@ from bridge.operate.queries import (
     rules_overview,
     whole_number,
 )
-from bridge.web.auth import UNSAFE_METHODS, Refusal, admin_token, authorize, csrf_ok, error
+from bridge.web.auth import UNSAFE_METHODS, admin_token, authorize, csrf_ok, error
+from bridge.web.throttle import Refusal
 
 Handler = Callable[[Request], Awaitable[Response]]
 

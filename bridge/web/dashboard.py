@@ -35,7 +35,6 @@ from bridge.operate.queries import (
 from bridge.web import prometheus
 from bridge.web.auth import (
     LOGIN_COOKIE,
-    Refusal,
     admin_token,
     authorize,
     check_login,
@@ -51,6 +50,7 @@ from bridge.web.auth import (
     start_session,
 )
 from bridge.web.html import HERE, bar_chart, off_page, render
+from bridge.web.throttle import Refusal
 
 Handler = Callable[[Request], Awaitable[Response]]
 
