@@ -197,6 +197,8 @@ class Settings:
     lytho_client_secret: Secret | None = None
     lytho_token_url: str | None = None
     lytho_workflow_api_url: str = "https://openapi.wf.lytho.us/v1/"
+    # A YAML file overriding entries of the Lytho API profile (docs/lytho-api.md).
+    lytho_profile: Path | None = None
     # Operational knobs beyond DESIGN.md, each with a safe default.
     key_prefix: str = "bridge:"
     queue_name: str = "bridge:queue"
@@ -292,6 +294,9 @@ class Settings:
             lytho_client_id=env.get("LYTHO_CLIENT_ID") or None,
             lytho_client_secret=_secret(env, "LYTHO_CLIENT_SECRET"),
             lytho_token_url=env.get("LYTHO_TOKEN_URL") or None,
+            lytho_profile=Path(env["BRIDGE_LYTHO_PROFILE"])
+            if env.get("BRIDGE_LYTHO_PROFILE")
+            else None,
             lytho_workflow_api_url=_url(
                 env,
                 "LYTHO_WORKFLOW_API_URL",

@@ -16,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bridge.actions import ActionDeps, action_schemas
 from bridge.clients.base import RetryPolicy
 from bridge.clients.lytho import LythoClient
+from bridge.clients.lytho_profile import load_profile
 from bridge.clients.lytho_workflow import LythoWorkflowClient
 from bridge.clients.lytics import LyticsClient
 from bridge.clients.outbound import guarded_client
@@ -48,6 +49,11 @@ def create_redis(settings: Settings) -> ArqRedis:
 def rate_limiter(redis: ArqRedis, keys: Keys, settings: Settings) -> RateLimiter:
     """The rate limits of every API, shared by all processes through Redis."""
     limits = dict(DEFAULT_LIMITS)
+    # Lytho's limits are profile entries (a tenant may have others); BRIDGE_RATE_LIMIT_*
+    # still wins over them.
+    profile = load_profile(settings.lytho_profile)
+    for api, entry in (("lytho", "dam"), ("lytho_workflow", "workflow")):
+        limits[api] = tuple(Limit(c, p, burst=b) for c, p, b in profile.rate_limits(entry))
     for api, configured in settings.rate_limits.items():
         limits[api] = tuple(Limit(c, p, burst=b) for c, p, b in configured)
     # Waiting longer than a fraction of a step raises RateLimited instead, so the job is
