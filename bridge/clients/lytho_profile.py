@@ -205,12 +205,15 @@ def _sizes(value: Any, default: Any) -> list[int]:
 
 
 def _limits(value: Any, default: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be limits like '20/1m:1,30000/1d'")
     try:
+        if not isinstance(value, str):
+            raise ConfigError("not text")
         parse_rate_limits("this entry", value)
-    except ConfigError as exc:
-        raise ValueError(str(exc).removeprefix("this entry has value ")) from None
+    except ConfigError:
+        raise ValueError(
+            "must be limits like '20/1m:1,30000/1d' (count/period[:burst], period in s, m, "
+            f"h or d; a burst at most its count), not {value!r}"
+        ) from None
     return value
 
 
