@@ -12,7 +12,10 @@ from bridge.clients.pages import read_page
 from bridge.errors import ClientError, ConfigError
 from bridge.settings import Settings
 
-_CITED = re.compile(r"(dam-doc|workflow-doc):\d+|NOTES\.md|assumed")
+# A document line, a named public source (docs/lytho-api.md lists them), or "assumed".
+_CITED = re.compile(
+    r"(dam-doc|workflow-doc):\d+|NOTES\.md|Lytho's (DAM|Workflow) reference|public client|assumed"
+)
 
 
 def _write(tmp_path: Path, text: str) -> Path:

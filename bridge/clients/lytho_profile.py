@@ -361,3 +361,26 @@ def _overrides(file: Path, defaults: Mapping[str, Entry]) -> dict[str, Entry]:
     if problems:
         raise ConfigError("the Lytho profile override has problems:\n" + "\n".join(problems))
     return found
+
+
+def markdown_table(profile: LythoProfile) -> str:
+    """Every entry as a Markdown table (docs/lytho-api.md holds it; a test keeps it current)."""
+    rows = ["| key | default | source |", "| --- | --- | --- |"]
+    for entry in profile.entries.values():
+        value = entry.value
+        if isinstance(value, Mapping):
+            shown = " ".join(
+                f"{k}: {v['in']} {v['name']}" if isinstance(v, Mapping) else str(v)
+                for k, v in value.items()
+                if k != "method"
+            )
+            shown = (
+                f"{value['method']} {shown.removeprefix('path: ')}" if "method" in value else shown
+            )
+        elif isinstance(value, list):
+            shown = ", ".join(map(str, value))
+        else:
+            shown = str(value) if value != "" else '""'
+        cell = shown.replace("|", "\\|")
+        rows.append(f"| `{entry.key}` | `{cell}` | {entry.source.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
