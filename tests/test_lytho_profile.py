@@ -236,3 +236,14 @@ def test_the_end_of_a_list_is_found_from_a_flag_a_count_or_a_short_page():
     # Entries that are not objects count towards a full page, but are not items.
     page = read_page({"content": [*full[:49], "x"]}, STYLE, "a")
     assert len(page.items) == 49 and not page.is_last(0, 50, STYLE)
+
+
+def test_the_docs_list_every_entry_with_its_source():
+    from bridge.clients.lytho_profile import markdown_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "lytho-api.md").read_text("utf-8")
+    begin = doc.index("\n", doc.index("<!-- profile:begin")) + 1
+    end = doc.index("<!-- profile:end -->")
+    # Regenerate with: python -c "from bridge.clients.lytho_profile import *;
+    #   print(markdown_table(default_profile()), end='')" and paste between the markers.
+    assert doc[begin:end] == markdown_table(default_profile())
