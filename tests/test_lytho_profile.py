@@ -247,3 +247,30 @@ def test_the_docs_list_every_entry_with_its_source():
     # Regenerate with: python -c "from bridge.clients.lytho_profile import *;
     #   print(markdown_table(default_profile()), end='')" and paste between the markers.
     assert doc[begin:end] == markdown_table(default_profile())
+
+
+@pytest.mark.parametrize("command", ["web", "worker", "dev"])
+def test_a_process_with_a_broken_override_file_does_not_start(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    import bridge.cli.dev
+    import bridge.operate.worker
+    from bridge.cli.main import main
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the process started")
+
+    monkeypatch.setattr(bridge.operate.worker, "worker_main", started)
+    monkeypatch.setattr(bridge.cli.dev, "dev_services", started)
+    monkeypatch.setattr("uvicorn.run", started)
+    monkeypatch.chdir(tmp_path)
+    path = _write(tmp_path, "dam:\n  pages:\n    first_page: one\n")
+    monkeypatch.setenv("BRIDGE_LYTHO_PROFILE", str(path))
+    assert main([command]) == 1
+    assert capsys.readouterr().err == (
+        "ConfigError: the Lytho profile override has problems:\n"
+        f"{path}:3:17: dam.pages.first_page must be a whole number of at least 0\n"
+    )

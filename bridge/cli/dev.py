@@ -34,6 +34,7 @@ from bridge.cli.dev_state import (
 )
 from bridge.cli.loop import run_async
 from bridge.cli.redis_server import EmbeddedRedis
+from bridge.clients.lytho_profile import load_profile
 from bridge.errors import ConfigError
 from bridge.logs import configure_logging
 from bridge.operate.context import build_context
@@ -242,6 +243,7 @@ class DevServer(uvicorn.Server):
 
 def run_dev(port: int | None = None, reset: bool = False) -> int:
     settings = dev_settings(Settings.from_env())
+    load_profile(settings.lytho_profile)  # an override file's problems, before anything starts
     if port is not None:
         settings = replace(settings, port=port)
     if reset and settings.redis_url_set:

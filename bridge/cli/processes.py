@@ -7,6 +7,17 @@ from typing import Any
 
 from bridge.cli.config import env_settings
 from bridge.cli.loop import event_loop_name, run_async
+from bridge.settings import Settings
+
+
+def checked_settings() -> Settings:
+    """The settings of a long-running process, with its Lytho profile checked before it
+    starts (an override file's problems are reported as `file:line:col`, and nothing runs)."""
+    from bridge.clients.lytho_profile import load_profile
+
+    settings = env_settings()
+    load_profile(settings.lytho_profile)
+    return settings
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -15,7 +26,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     from bridge.logs import configure_logging
     from bridge.web.server import uvicorn_options
 
-    settings = env_settings()
+    settings = checked_settings()
     configure_logging(settings)
     options: dict[str, Any] = {
         "host": settings.host,
@@ -47,7 +58,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from bridge.logs import configure_logging
     from bridge.operate.worker import worker_main
 
-    settings = env_settings()
+    settings = checked_settings()
     configure_logging(settings)
     run_async(worker_main(settings))
     return 0
