@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from bridge.schema import ActionSchema
 
 if TYPE_CHECKING:
     import httpx
+    from redis.asyncio import Redis
     from slack_sdk.web.async_client import AsyncWebClient
 
     from bridge.clients.base import RetryPolicy
@@ -31,6 +33,26 @@ class StepCall:
     output: Any = None
 
 
+class StepMemo:
+    """What an action keeps across the tries of one step (event, rule, step), so that a
+    retry after a crash or a timeout resumes where the last try stopped instead of doing
+    again what the outside world already did (lytho.upload_asset). Kept `ttl` seconds."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl: int) -> None:
+        self.redis, self.prefix, self.ttl = redis, prefix, ttl
+
+    def key(self, call: StepCall) -> str:
+        return f"{self.prefix}{call.event_id}:{call.rule_id}:{call.step_key}"
+
+    async def get(self, call: StepCall) -> dict[str, Any]:
+        raw = await self.redis.get(self.key(call))
+        found = json.loads(raw) if raw else {}
+        return found if isinstance(found, dict) else {}
+
+    async def put(self, call: StepCall, value: Mapping[str, Any]) -> None:
+        await self.redis.set(self.key(call), json.dumps(dict(value)), ex=self.ttl)
+
+
 @dataclass(frozen=True)
 class ActionDeps:
     """What actions use: API clients (None when their credentials are not set), the rate
@@ -44,6 +66,8 @@ class ActionDeps:
     slack: AsyncWebClient | None = None
     lytho: LythoClient | None = None
     lytics: LyticsClient | None = None
+    # Progress of a step across its tries; None where nothing is kept (tests, dry runs).
+    memo: StepMemo | None = None
     # Lytho tag ids by case-folded name, with when each stops being trusted (monotonic).
     lytho_tag_ids: dict[str, tuple[Any, float]] = field(default_factory=dict)
 

@@ -1,18 +1,27 @@
-"""Lytho DAM actions: tag and untag assets, add them to collections, set custom metadata."""
+"""Lytho DAM actions: tag and untag assets, add them to collections, set custom metadata,
+upload files (getUploadLink → the bytes to the link → finalizeUpload)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import mimetypes
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
 
 from bridge.actions.action import Action, ActionDeps, StepCall
 from bridge.clients.lytho import LythoClient
-from bridge.errors import PermanentError
+from bridge.errors import ClientError, PermanentError, RateLimited
 from bridge.schema import ActionSchema, Param
 
 ID = ("string", "integer")
 TAG_CACHE_SECONDS = 600.0
+# The largest file one step uploads: it is held in the worker's memory while it is sent.
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 TAG = ActionSchema(
     name="lytho.tag_asset",
@@ -49,6 +58,26 @@ SET_METADATA = ActionSchema(
         "asset_id": Param("asset_id", ID, required=True),
         "metadata": Param("metadata", ("object",), required=True, description="{name: value}"),
     },
+)
+UPLOAD = ActionSchema(
+    name="lytho.upload_asset",
+    description="Upload a file to Lytho as a new asset (getUploadLink, the bytes to the link, "
+    "finalizeUpload), from a URL or from content a rule or an earlier step gives; a retry "
+    "never makes a second asset.",
+    params={
+        "url": Param("url", ("string",), description="download the file from this URL"),
+        "content": Param("content", ("string",), description="the file itself, as text"),
+        "encoding": Param(
+            "encoding", ("string",), description="of content: text (default) or base64"
+        ),
+        "file_name": Param("file_name", ("string",), required=True),
+        "name": Param("name", ("string",), description="the asset's name; default file_name"),
+        "content_type": Param(
+            "content_type", ("string",), description="default: guessed from file_name"
+        ),
+        "collection_id": Param("collection_id", ID, description="put the asset in it"),
+    },
+    one_of=(("url", "content"),),
 )
 
 
@@ -131,9 +160,162 @@ async def set_metadata(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
     return {"asset_id": call.params["asset_id"], "metadata": result}
 
 
+# lytho.upload_asset.
+
+
+def _shown(url: str) -> str:
+    """A URL as messages show it: no query (it may hold a token), no credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _too_large(where: str) -> PermanentError:
+    return PermanentError(
+        f"lytho.upload_asset: {where} is larger than {MAX_UPLOAD_BYTES // 2**20} MiB, the most "
+        "one step uploads; upload it in Lytho itself"
+    )
+
+
+async def download(deps: ActionDeps, url: str) -> tuple[bytes, str | None]:
+    """The file at `url` (through the guarded outbound client) and its content type."""
+    shown = _shown(url)
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise PermanentError(f"lytho.upload_asset: url must be an http(s) URL, not {shown!r}")
+    try:
+        async with deps.outbound.stream("GET", url, timeout=deps.timeout) as response:
+            status = response.status_code
+            if status >= 400:
+                where = f"lytho.upload_asset: GET {shown} → {status} {response.reason_phrase}"
+                if status in (404, 410):
+                    raise PermanentError(f"{where}: no file there; check the url", status=status)
+                if status in (408, 429) or status >= 500:
+                    raise ClientError(f"{where}; retried with the step", status=status)
+                raise PermanentError(f"{where}; check the url and its access", status=status)
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+                raise _too_large(f"the file at {shown}")
+            chunks, total = [], 0
+            async for chunk in response.aiter_bytes():
+                total += len(chunk)
+                if total > MAX_UPLOAD_BYTES:
+                    raise _too_large(f"the file at {shown}")
+                chunks.append(chunk)
+            return b"".join(chunks), response.headers.get("content-type")
+    except ClientError as exc:
+        if str(exc).startswith("lytho.upload_asset"):
+            raise
+        raise _prefixed(exc, f"lytho.upload_asset: GET {shown}") from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.TooManyRedirects) as exc:
+        raise PermanentError(f"lytho.upload_asset: cannot GET {shown}: {exc}") from None
+    except httpx.RequestError as exc:
+        problem = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+        raise ClientError(
+            f"lytho.upload_asset: GET {shown} {problem} ({type(exc).__name__}); "
+            "retried with the step"
+        ) from None
+
+
+def _content(params: Mapping[str, Any]) -> bytes:
+    text = params["content"]
+    encoding = str(params.get("encoding") or "text").lower()
+    if encoding == "base64":
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise PermanentError(
+                "lytho.upload_asset: content is not valid base64 (encoding: base64)"
+            ) from None
+    if encoding in ("text", "utf-8", "utf8"):
+        return str(text).encode("utf-8")
+    raise PermanentError(
+        f"lytho.upload_asset: encoding must be text or base64, not {params['encoding']!r}"
+    )
+
+
+async def _file(deps: ActionDeps, params: Mapping[str, Any]) -> tuple[bytes, str]:
+    """The file's bytes and content type, from `url` or `content`."""
+    if ("url" in params) == ("content" in params):
+        raise PermanentError("lytho.upload_asset takes either url or content, not both")
+    served: str | None = None
+    if "url" in params:
+        data, served = await download(deps, str(params["url"]))
+    else:
+        data = _content(params)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise _too_large("content")
+    if not data:
+        raise PermanentError("lytho.upload_asset: the file is empty; there is nothing to upload")
+    given = params.get("content_type")
+    guessed = mimetypes.guess_type(str(params["file_name"]))[0]
+    served = served.split(";")[0].strip() if served else None
+    return data, str(given or guessed or served or "application/octet-stream")
+
+
+def _prefixed(exc: ClientError, text: str) -> ClientError:
+    """`exc` with `text` before its message, of the same kind (retryable or not)."""
+    message = f"{text}: {exc}"
+    if isinstance(exc, RateLimited):
+        return RateLimited(message, retry_after=exc.retry_after, status=exc.status)
+    return type(exc)(message, status=exc.status)
+
+
+async def upload_asset(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
+    """getUploadLink → the bytes to the link → finalizeUpload, resumable across tries.
+
+    The step's memo says how far an earlier try of this step got: once the bytes are at
+    the link only finalizeUpload is left, and once it answered, its asset is the result
+    (a retry never makes a second asset).
+    """
+    lytho = client(deps, "lytho.upload_asset")
+    params = call.params
+    file_name = str(params["file_name"]).strip()
+    if not file_name:
+        raise PermanentError("lytho.upload_asset: file_name must not be empty")
+    name = str(params.get("name") or file_name)
+    collection_id = params.get("collection_id")
+    memo = await deps.memo.get(call) if deps.memo is not None else {}
+
+    async def keep(value: dict[str, Any]) -> None:
+        if deps.memo is not None:
+            await deps.memo.put(call, value)
+
+    asset = memo.get("asset")
+    if not isinstance(asset, dict):
+        upload_id = memo.get("upload_id")
+        if not memo.get("uploaded"):
+            data, content_type = await _file(deps, params)
+            try:
+                link = await lytho.get_upload_link(file_name, content_type, len(data))
+            except ClientError as exc:
+                raise _prefixed(exc, "lytho.upload_asset: getUploadLink failed") from None
+            try:
+                await lytho.upload_to_link(deps.outbound, link, data, content_type)
+            except ClientError as exc:
+                raise _prefixed(exc, "lytho.upload_asset") from None
+            upload_id = link.upload_id
+            await keep({"upload_id": upload_id, "uploaded": True})
+        try:
+            asset = await lytho.finalize_upload(upload_id, file_name, name, collection_id)
+        except PermanentError as exc:
+            if exc.status != 409:  # 409: finalized already (its answer was lost); keep it so
+                await keep({})  # else a replay starts again from a new upload link
+            raise _prefixed(exc, "lytho.upload_asset: finalizeUpload failed") from None
+        except ClientError as exc:
+            raise _prefixed(exc, "lytho.upload_asset: finalizeUpload failed") from None
+        await keep({"upload_id": upload_id, "uploaded": True, "asset": asset})
+    return {
+        "asset_id": asset["id"],
+        "name": asset.get(lytho.fields["name"], name),
+        "asset": asset,
+    }
+
+
 ACTIONS = (
     Action(TAG, tag_asset),
     Action(UNTAG, untag_asset),
     Action(ADD_TO_COLLECTION, add_to_collection),
     Action(SET_METADATA, set_metadata),
+    Action(UPLOAD, upload_asset),
 )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bridge.clients.base import ApiClient, RetryPolicy, parse_retry_after
-from bridge.clients.lytho import LYTHO_PATHS, LythoClient
+from bridge.clients.lytho import LythoClient
+from bridge.clients.lytho_upload import UploadLink
 from bridge.clients.lytho_workflow import LythoWorkflowClient
 from bridge.clients.lytics import COLLECT_PATH, LyticsClient
 from bridge.clients.ratelimit import DEFAULT_LIMITS, LYTHO_LIMITS, Limit, Limiter, RateLimiter
@@ -12,7 +13,6 @@ __all__ = [
     "COLLECT_PATH",
     "DEFAULT_LIMITS",
     "LYTHO_LIMITS",
-    "LYTHO_PATHS",
     "ApiClient",
     "Limit",
     "Limiter",
@@ -21,5 +21,6 @@ __all__ = [
     "LyticsClient",
     "RateLimiter",
     "RetryPolicy",
+    "UploadLink",
     "parse_retry_after",
 ]

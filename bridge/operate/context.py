@@ -14,6 +14,7 @@ import httpx
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.actions import ActionDeps, action_schemas
+from bridge.actions.action import StepMemo
 from bridge.clients.base import RetryPolicy
 from bridge.clients.lytho import LythoClient
 from bridge.clients.lytho_profile import load_profile
@@ -124,6 +125,7 @@ class Context:
             slack=self._slack(),
             lytho=self.lytho,
             lytics=self.lytics,
+            memo=StepMemo(self.redis, f"{self.keys.prefix}memo:", self.settings.trace_ttl_seconds),
         )
 
     def _slack(self) -> AsyncWebClient | None:
@@ -201,7 +203,14 @@ async def build_context(
         ),
         lytho=None
         if s.lytho_api_key is None
-        else LythoClient(http, s.lytho_api_url, s.lytho_api_key, limiter, **options),
+        else LythoClient(
+            http,
+            s.lytho_api_url,
+            s.lytho_api_key,
+            limiter,
+            profile=load_profile(s.lytho_profile),
+            **options,
+        ),
         lytho_workflow=None
         if not (s.lytho_client_id and s.lytho_client_secret and s.lytho_token_url)
         else LythoWorkflowClient(

@@ -35,7 +35,10 @@ async def test_wrong_key_is_permanent_with_method_path_status_and_hint(lytho_ser
         with pytest.raises(PermanentError) as caught:
             await client.get_asset(1001)
 
-    assert str(caught.value) == "GET /v1/assets/1001 → 401 Unauthorized; check LYTHO_API_KEY"
+    assert str(caught.value) == (
+        "GET /v1/assets/1001 → 401 Unauthorized; check LYTHO_API_KEY (sent as the bare key in "
+        "x-api-key; dam.auth.header and dam.auth.scheme in BRIDGE_LYTHO_PROFILE)"
+    )
     assert caught.value.status == 401
     assert "wrong-key-xyz" not in str(caught.value)
 
@@ -299,11 +302,3 @@ async def test_sandbox_controls_edit_create_delete_and_reset(
     assert (await lytho.get_asset(1003))["name"] == "Spring story video"
     # The reset emptied the log; it holds the one request made since.
     assert [r["path"] for r in lytho_server.requests()] == ["/v1/assets/1003"]
-
-
-def test_client_and_sandbox_read_one_path_table():
-    from bridge.clients import LYTHO_PATHS
-    from bridge.sandbox.lytho import LYTHO_PATHS as SANDBOX_PATHS
-
-    assert dict(LYTHO_PATHS) == SANDBOX_PATHS
-    assert LYTHO_PATHS["asset_tags"] == "assets/{asset_id}/tags"

@@ -11,6 +11,9 @@ version or modification date moved, or any of whose fields changed, is `updated`
 `tagged`/`untagged` when its tags are what changed), except for a short list of fields
 that move by themselves (`IGNORED`, and the signature of signed links).
 
+Pages, their shape and the asset's field names (tags, metadata, version, modification date)
+are read as the Lytho API profile says (BRIDGE_LYTHO_PROFILE, docs/lytho-api.md).
+
 Redis (under `<prefix>poll:lytho:`): `assets` (id → the asset without its volatile fields),
 `seen` (ids read in this pass), `gone` (ids to confirm with a GET), `state` (`page`,
 `pass`, `seeded`).
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from bridge.clients.lytho import LYTHO_PATHS, MAX_PAGE_SIZE, LythoClient
-from bridge.errors import ClientError, ConfigError, PermanentError
+from bridge.clients.lytho import LythoClient
+from bridge.clients.lytho_profile import LythoProfile, load_profile
+from bridge.errors import ConfigError, PermanentError
 from bridge.events import Event
 from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollerDeps, PollResult, Progress
 from bridge.ingress.pollers.snapshot import (
@@ -61,9 +66,36 @@ IGNORED: Final = frozenset(
 SIGNATURE_PARAMS: Final = frozenset(
     {"signature", "sig", "x-amz-signature", "x-goog-signature", "token", "expires"}
 )
-# Fields that move with every edit: on their own they are an `updated` (a new version with
-# the same fields), but when the tags changed too, the tag events explain them.
-BOOKKEEPING: Final = ("version", "modificationDate")
+
+
+@dataclass(frozen=True)
+class AssetFields:
+    """The names of the asset fields the poller reads (`dam.fields.asset_*` of the profile)."""
+
+    tags: str = "tags"
+    metadata: str = "metadata"
+    version: str = "version"
+    modified: str = "modificationDate"
+
+    @classmethod
+    def of(cls, profile: LythoProfile) -> AssetFields:
+        v = profile.value
+        return cls(
+            v("dam.fields.asset_tags"),
+            v("dam.fields.asset_metadata"),
+            v("dam.fields.asset_version"),
+            v("dam.fields.asset_modified"),
+        )
+
+    @property
+    def bookkeeping(self) -> tuple[str, str]:
+        """Fields that move with every edit: on their own they are an `updated` (a new
+        version with the same fields), but when the tags changed too, the tag events explain
+        them."""
+        return (self.version, self.modified)
+
+
+FIELDS: Final = AssetFields()
 # The snapshot entry's format: 2 keeps the whole asset (`{"v": 2, "asset": {…}}`); an
 # entry without `v` is of the first format, which kept only a few fields (`COMPARED_V1`).
 FORMAT: Final = 2
@@ -79,10 +111,10 @@ COMPARED_V1: Final = (
 _SIGNED_URL = re.compile(r"^https?://[^?#]+\?", re.IGNORECASE)
 
 
-def tag_names(asset: Mapping[str, Any]) -> list[str]:
+def tag_names(asset: Mapping[str, Any], f: AssetFields = FIELDS) -> list[str]:
     """The names of an asset's tags, sorted (tags come as `{id, name}` objects)."""
     names = []
-    for tag in asset.get("tags") or []:
+    for tag in asset.get(f.tags) or []:
         name = tag.get("name") if isinstance(tag, Mapping) else tag
         if name is not None:
             names.append(str(name))
@@ -120,33 +152,33 @@ def _stable(value: Any) -> Any:
     return value
 
 
-def compact(asset: Mapping[str, Any]) -> Compact:
+def compact(asset: Mapping[str, Any], f: AssetFields = FIELDS) -> Compact:
     """What the snapshot keeps of an asset: every field but the volatile ones.
 
     Tags are kept as their sorted names and metadata as a `{name: value}` map, so that a
     reordering is no change.
     """
-    fields = _stable({k: v for k, v in asset.items() if k not in ("tags", "metadata")})
-    if "metadata" in asset:
-        fields["metadata"] = _stable(metadata_values(asset["metadata"]))
-    fields["tags"] = tag_names(asset)
+    fields = _stable({k: v for k, v in asset.items() if k not in (f.tags, f.metadata)})
+    if f.metadata in asset:
+        fields[f.metadata] = _stable(metadata_values(asset[f.metadata]))
+    fields[f.tags] = tag_names(asset, f)
     return {"v": FORMAT, "asset": fields}
 
 
-def _fields(entry: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+def _fields(entry: Mapping[str, Any], f: AssetFields = FIELDS) -> tuple[dict[str, Any], bool]:
     """The asset fields of a snapshot entry, and whether it is of the first format."""
     if entry.get("v") == FORMAT and isinstance(entry.get("asset"), Mapping):
         return dict(entry["asset"]), False
     # The first format: the compared fields, `tags`, `id`, `version` and `modified`.
     fields = {k: v for k, v in entry.items() if k != "modified"}
-    fields["modificationDate"] = entry.get("modified")
+    fields[f.modified] = entry.get("modified")
     return fields, True
 
 
-def _version(entry: Mapping[str, Any]) -> Any:
-    fields, _ = _fields(entry)
-    version = fields.get("version")
-    return version if version is not None else fields.get("modificationDate")
+def _version(entry: Mapping[str, Any], f: AssetFields = FIELDS) -> Any:
+    fields, _ = _fields(entry, f)
+    version = fields.get(f.version)
+    return version if version is not None else fields.get(f.modified)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -178,29 +210,31 @@ def changed(old: Compact | None, new: Compact) -> bool:
     return old is None or encode(old) != encode(new)
 
 
-def asset_events(asset: Mapping[str, Any], old: Compact | None) -> list[Event]:
+def asset_events(
+    asset: Mapping[str, Any], old: Compact | None, f: AssetFields = FIELDS
+) -> list[Event]:
     """The events of one asset read now, compared with its snapshot entry."""
-    new = compact(asset)
+    new = compact(asset, f)
     object_id = str(asset["id"])
-    version = _version(new)
-    when = asset.get("modificationDate")
+    version = _version(new, f)
+    when = asset.get(f.modified)
     time = when if isinstance(when, str) and when else None
-    now, _ = _fields(new)
+    now, _ = _fields(new, f)
     # Lytho gives tags as objects and metadata as a list; rules read names and values:
     # `{path: data.tag_names, contains: hero}`, `data.metadata_values.campaign`.
-    values = now.get("metadata") if isinstance(now.get("metadata"), dict) else {}
-    data = {**asset, "tag_names": now["tags"], "metadata_values": values}
+    values = now.get(f.metadata) if isinstance(now.get(f.metadata), dict) else {}
+    data = {**asset, "tag_names": now[f.tags], "metadata_values": values}
     if old is None:
         return [polled_event(SOURCE, CREATED, object_id, version, data, time=time)]
-    then, first_format = _fields(old)
+    then, first_format = _fields(old, f)
     if first_format:
         # A snapshot written before every field was kept: compare what it has, so that an
         # upgrade does not report every asset as changed.
         now = {k: v for k, v in now.items() if k in then}
-    before, after = set(then.get("tags") or []), set(now.get("tags") or [])
-    edited = {k: v for k, v in differences(then, now).items() if k != "tags"}
+    before, after = set(then.get(f.tags) or []), set(now.get(f.tags) or [])
+    edited = {k: v for k, v in differences(then, now).items() if k != f.tags}
     events = []
-    if any(k not in BOOKKEEPING for k in edited) or (edited and before == after):
+    if any(k not in f.bookkeeping for k in edited) or (edited and before == after):
         events.append(
             polled_event(SOURCE, UPDATED, object_id, version, data, change=edited, time=time)
         )
@@ -218,12 +252,12 @@ def asset_events(asset: Mapping[str, Any], old: Compact | None) -> list[Event]:
     return events
 
 
-def deleted_event(object_id: str, old: Compact) -> Event:
+def deleted_event(object_id: str, old: Compact, f: AssetFields = FIELDS) -> Event:
     """`lytho.asset.deleted`, with what the snapshot last knew of the asset."""
-    fields, _ = _fields(old)
-    data = {k: v for k, v in fields.items() if k not in BOOKKEEPING}
+    fields, _ = _fields(old, f)
+    data = {k: v for k, v in fields.items() if k not in f.bookkeeping}
     data.setdefault("id", object_id)
-    return polled_event(SOURCE, DELETED, object_id, _version(old), data)
+    return polled_event(SOURCE, DELETED, object_id, _version(old, f), data)
 
 
 class LythoAssetPoller:
@@ -231,42 +265,46 @@ class LythoAssetPoller:
 
     name = SOURCE
     event_types = EVENT_TYPES
-    page_size = MAX_PAGE_SIZE
+    page_size: int | None = None  # None: the profile's dam.pages.max_size
 
     def __init__(self, deps: PollerDeps) -> None:
         settings = deps.settings
         if settings.lytho_api_key is None:
             raise ConfigError("the Lytho poller needs LYTHO_API_KEY")
+        profile = load_profile(settings.lytho_profile)
         # Its own client: no limiter of its own (the budget books each request) and no
         # retries (a retry would send a request no slot was booked for).
         self.client = LythoClient(
-            deps.http, settings.lytho_api_url, settings.lytho_api_key, None, retry=POLL_RETRY
+            deps.http,
+            settings.lytho_api_url,
+            settings.lytho_api_key,
+            None,
+            profile=profile,
+            retry=POLL_RETRY,
         )
+        self.style = profile.dam_pages
+        self.size = self.page_size or self.style.size
+        self.fields = AssetFields.of(profile)
         self.store = deps.store
         self.snapshot = Snapshot(deps.redis, settings.key_prefix, self.name)
 
+    @property
+    def page_shape(self) -> str | None:
+        """The shape Lytho's pages came in ("content", "data", "list", …); None before any."""
+        return self.client.page_shape
+
     async def _page(self, page: int) -> tuple[list[dict[str, Any]], bool, int | None]:
         """One page of assets: the items, whether it is the last page, and the total."""
-        body = await self.client.request_json(
-            "GET", LYTHO_PATHS["assets"], params={"page": page, "size": self.page_size}
-        )
-        if not isinstance(body, dict) or not isinstance(body.get("content"), list):
-            raise ClientError(f"GET assets: expected a page with 'content', got {body!r:.100}")
-        items = [a for a in body["content"] if isinstance(a, dict) and a.get("id") is not None]
-        pages = body.get("totalPages")
-        last = (
-            not body["content"]
-            or body.get("last") is True
-            or (isinstance(pages, int) and page + 1 >= pages)
-        )
-        total = body.get("totalElements")
-        return items, last, total if isinstance(total, int) else None
+        found = await self.client.page("assets", page, self.size)
+        items = [a for a in found.items if a.get("id") is not None]
+        return items, found.is_last(page, self.size, self.style), found.total
 
     async def poll(self, budget: Budget) -> PollResult:
         snap = self.snapshot
         state = await snap.state()
         seeded = state.get("seeded") == "1"
-        page = int(state.get("page", "0"))
+        first = self.style.first_page
+        page = max(first, int(state.get("page", first)))
         passes = int(state.get("pass", "0"))
         emitted = 0
         missing: set[str] = set()
@@ -287,17 +325,17 @@ class LythoAssetPoller:
             commit = Commit()
             for asset in items:
                 object_id = str(asset["id"])
-                old, new = known.get(object_id), compact(asset)
+                old, new = known.get(object_id), compact(asset, self.fields)
                 if changed(old, new):
                     commit.put(snap.key("assets"), object_id, new)
                     if seeded:
-                        events += asset_events(asset, old)
+                        events += asset_events(asset, old, self.fields)
             if last:
                 seen = await snap.members("seen")
                 missing = await snap.ids("assets") - seen - set(ids)
                 commit.delete(snap.key("seen"))
                 commit.add(snap.key("gone"), missing)
-                commit.state.update(page="0", seeded="1", **{"pass": str(passes + 1)})
+                commit.state.update(page=str(first), seeded="1", **{"pass": str(passes + 1)})
             else:
                 commit.add(snap.key("seen"), ids)
                 commit.state["page"] = str(page + 1)
@@ -307,7 +345,7 @@ class LythoAssetPoller:
                 continue
             if not missing:
                 return PollResult(done=True, events=emitted)
-            seeded, page, passes = True, 0, passes + 1
+            seeded, page, passes = True, first, passes + 1
 
     async def _confirm(self, object_id: str) -> int:
         """Read an asset that a pass did not see: deleted only if Lytho answers 404."""
@@ -323,22 +361,27 @@ class LythoAssetPoller:
                 raise
             commit.drop(snap.key("assets"), object_id)
             if old is not None:
-                events.append(deleted_event(object_id, old))
+                events.append(deleted_event(object_id, old, self.fields))
         else:
-            new = compact(asset)
+            new = compact(asset, self.fields)
             if changed(old, new):
                 commit.put(snap.key("assets"), object_id, new)
-                events += asset_events(asset, old)
+                events += asset_events(asset, old, self.fields)
         return await record(self.store, snap, events, commit)
 
     async def backfill(self, budget: Budget, progress: Progress) -> int:
-        page = done = new = 0
+        page, done, new = self.style.first_page, 0, 0
         while await budget.slot():
             items, last, total = await self._page(page)
             # An id of its own per object version: a second backfill emits nothing again.
             events = [
                 polled_event(
-                    SOURCE, CREATED, str(a["id"]), _version(compact(a)), dict(a), reason="backfill"
+                    SOURCE,
+                    CREATED,
+                    str(a["id"]),
+                    _version(compact(a, self.fields), self.fields),
+                    dict(a),
+                    reason="backfill",
                 )
                 for a in items
             ]
