@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote
@@ -11,9 +12,15 @@ import httpx
 from bridge.clients.base import KeyedClient
 from bridge.errors import ClientError, PermanentError
 
-# The one place that knows where data is collected: `POST /api/collect?stream=NAME` with
-# one JSON object as the body (lytics-openapi.yaml, CollectRequest).
+# The one place that knows where data is collected: `POST /api/collect?stream=NAME`
+# (lytics-openapi.yaml). The spec's CollectRequest is one object; a list goes as one JSON
+# array of such objects, as Lytics' JSON collect accepts (its Android SDK posts arrays to
+# /collect/json/{stream}): one request, so a retry never repeats items already accepted.
 COLLECT_PATH: Final = "api/collect"
+# Lytics caps a body on api.lytics.io at 10 MB ("less than 10MB" for real-time collect);
+# the item bound is ours, to keep one step one modest request.
+MAX_COLLECT_ITEMS: Final = 1000
+MAX_COLLECT_BYTES: Final = 10_000_000
 MAX_SCAN_LIMIT: Final = 100
 
 
@@ -65,35 +72,33 @@ class LyticsClient(KeyedClient):
     async def collect(
         self, stream: str, data: Mapping[str, Any] | Sequence[Mapping[str, Any]]
     ) -> dict[str, int]:
-        """Send one event (an object) or several (a list) to a stream.
+        """Send one event (an object) or several (a list, in one request) to a stream.
 
-        The spec takes one object per call, so a list is sent item by item. Returns
-        `{"message_count", "rejected_count"}`; raises PermanentError after sending all
-        items when Lytics rejected any of them (a partial failure that retrying repeats).
+        Returns `{"message_count", "rejected_count"}`; raises PermanentError when Lytics
+        rejected any message (a partial failure: retrying would repeat the accepted ones),
+        and ValueError, before sending anything, for a list past the bounds.
         """
         if not stream:
             raise ValueError("a Lytics stream name is required")
-        items = [data] if isinstance(data, Mapping) else list(data)
-        sent = rejected = 0
-        last: httpx.Response | None = None
-        for item in items:
-            if not isinstance(item, Mapping):
-                raise ValueError(
-                    f"each item collected must be an object, not {type(item).__name__}"
-                )
-            last = await self.request(
-                "POST", COLLECT_PATH, params={"stream": stream}, json=dict(item)
-            )
-            sent += 1
-            body = _json_or_none(last)
-            counts = body.get("data") if isinstance(body, dict) else None
-            if isinstance(counts, dict) and isinstance(counts.get("rejected_count"), int):
-                rejected += counts["rejected_count"]
-        if rejected and last is not None:
+        body = _collect_body(data)
+        if isinstance(body, list) and not body:
+            return {"message_count": 0, "rejected_count": 0}
+        sent = 1 if isinstance(body, dict) else len(body)
+        response = await self.request("POST", COLLECT_PATH, params={"stream": stream}, json=body)
+        payload = _json_or_none(response)
+        counts = payload.get("data") if isinstance(payload, dict) else None
+        counts = counts if isinstance(counts, dict) else {}
+        result = {
+            "message_count": _count(counts.get("message_count"), sent),
+            "rejected_count": _count(counts.get("rejected_count"), 0),
+        }
+        if result["rejected_count"]:
             raise self._error(
-                last, f"Lytics rejected {rejected} of {sent} messages sent to stream {stream!r}"
+                response,
+                f"Lytics rejected {result['rejected_count']} of {sent} messages sent to "
+                f"stream {stream!r}; not retried, as that would send the accepted ones again",
             )
-        return {"message_count": sent, "rejected_count": rejected}
+        return result
 
     # Accounts.
 
@@ -232,6 +237,38 @@ class LyticsClient(KeyedClient):
 
 def _seg(value: str) -> str:
     return quote(str(value), safe="")
+
+
+def _count(value: Any, default: int) -> int:
+    """A count Lytics reported, or `default` when it sent none."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return default
+
+
+def _collect_body(
+    data: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """The JSON body of a collect: one object, or a bounded list of objects."""
+    if isinstance(data, Mapping):
+        return dict(data)
+    items = list(data)
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"item {n} collected must be an object, not {type(item).__name__}")
+    if len(items) > MAX_COLLECT_ITEMS:
+        raise ValueError(
+            f"{len(items)} items are more than the {MAX_COLLECT_ITEMS} sent in one request; "
+            "split the list over several steps, or load it with Lytics' bulk upload"
+        )
+    body = [dict(item) for item in items]
+    size = len(json.dumps(body, separators=(",", ":"), default=str).encode())
+    if size > MAX_COLLECT_BYTES:
+        raise ValueError(
+            f"the list is {size} bytes of JSON, over Lytics' {MAX_COLLECT_BYTES} byte limit "
+            "for one request; split it over several steps"
+        )
+    return body
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from bridge.sandbox.lytics_data import (
     ok,
     sandbox_id,
     seed,
+    slugs_of,
 )
 
 
@@ -78,7 +80,7 @@ class LyticsSandbox:
 
     def _segment_view(self, segment: dict[str, Any]) -> dict[str, Any]:
         slug = segment["slug_name"]
-        size = sum(1 for p in self.profiles.values() if slug in p["segments"])
+        size = sum(1 for p in self.profiles.values() if slug in slugs_of(p))
         return {**copy.deepcopy(segment), "size": size}
 
     # Accounts.
@@ -129,7 +131,7 @@ class LyticsSandbox:
                 if match is None or self._segment(match.group(1)) is None:
                     raise ApiError(400, 'the sandbox understands only in_segment("slug")')
                 slug = match.group(1)
-            members = [p for p in self.profiles.values() if slug in p["segments"]]
+            members = [p for p in self.profiles.values() if slug in slugs_of(p)]
             page = copy.deepcopy(members[offset : offset + limit])
             more = offset + limit < len(members)
             return ok(page, total=len(members), _next=encode_cursor(offset + limit) if more else "")
@@ -137,16 +139,23 @@ class LyticsSandbox:
     # Entities.
 
     async def entity(self, request: Request) -> Response:
-        table, field, value = (request.path_params[k] for k in ("table", "field", "value"))
+        # Split the raw path: a value may hold an escaped "/" (%2F), which the decoded
+        # path would turn into a fourth segment.
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        parts = raw.decode("latin-1").split("/api/entity/", 1)[-1].split("/")
+        if len(parts) != 3 or not all(parts):
+            raise ApiError(404, "not found")
+        table, field, value = (unquote(part) for part in parts)
         fields = [f for f in request.query_params.get("fields", "").split(",") if f]
         with self.core.lock:
             found = None
             if table == "user":
                 found = next(
-                    (p for p in self.profiles.values() if str(p.get(field)) == value), None
+                    (p for p in self.profiles.values() if field in p and str(p[field]) == value),
+                    None,
                 )
             if found is None:
-                raise ApiError(404, "entity not found")
+                raise ApiError(404, f"no {table} entity with {field} = {value}")
             profile = copy.deepcopy(found)
         if fields:
             profile = {k: v for k, v in profile.items() if k in fields}
@@ -270,15 +279,18 @@ class LyticsSandbox:
 
     async def collect(self, request: Request) -> Response:
         body = await read_json(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be one JSON object")
+        # One event is an object (the spec's CollectRequest); several come as an array of
+        # them in one request, as Lytics' JSON collect takes them.
+        events = body if isinstance(body, list) else [body]
+        if not all(isinstance(event, dict) for event in events):
+            raise ApiError(400, "the body must be a JSON object or an array of objects")
         stream = request.query_params.get("stream") or "default"
         # An event with no fields at all identifies nobody: Lytics drops it.
-        rejected = 0 if body else 1
+        kept = [copy.deepcopy(event) for event in events if event]
         with self.core.lock:
-            if body:
-                self.collected.setdefault(stream, []).append(copy.deepcopy(body))
-        return ok({"message_count": 1, "rejected_count": rejected})
+            if kept:
+                self.collected.setdefault(stream, []).extend(kept)
+        return ok({"message_count": len(events), "rejected_count": len(events) - len(kept)})
 
     # Controls.
 
@@ -307,13 +319,23 @@ class LyticsSandbox:
                 profile = self.profiles.setdefault(
                     uid, {"_uid": uid, "segments": ["all_users"], "created": now_iso()}
                 )
-                if slug not in profile["segments"]:
-                    profile["segments"].append(slug)
+                if slug not in slugs_of(profile):
+                    profile["segments"] = [*slugs_of(profile), slug]
             for uid in body.get("remove", []):
                 member = self.profiles.get(uid)
-                if member and slug in member["segments"]:
+                if member and slug in slugs_of(member):
                     member["segments"].remove(slug)
             return JSONResponse(self._segment_view(segment))
+
+    async def control_profile(self, request: Request) -> Response:
+        """Add or replace a profile by its `_uid` (in segment all_users unless it says)."""
+        body = await read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("_uid"), str):
+            raise ApiError(400, "send a profile object with a string _uid")
+        profile = {"segments": ["all_users"], "created": now_iso(), **copy.deepcopy(body)}
+        with self.core.lock:
+            self.profiles[profile["_uid"]] = profile
+        return JSONResponse(copy.deepcopy(profile))
 
     async def control_collected(self, request: Request) -> Response:
         stream = request.query_params.get("stream")
@@ -350,7 +372,7 @@ def create_lytics_app(
         api("segment", sandbox.list_segments),
         api("segment/scan", sandbox.scan, "POST"),
         api("segment/{slug_or_id}", sandbox.get_segment),
-        api("entity/{table}/{field}/{value}", sandbox.entity),
+        api("entity/{rest:path}", sandbox.entity),
         api("datamodel", sandbox.list_datamodels),
         api("datamodel/{name}", sandbox.get_datamodel),
         api("connection", sandbox.list_connections),
@@ -367,6 +389,7 @@ def create_lytics_app(
         control("jobs/{id}", sandbox.control_job, "POST"),
         control("segments/{slug}/members", sandbox.control_members, "POST"),
         control("collected", sandbox.control_collected, "GET"),
+        control("profiles", sandbox.control_profile, "POST"),
         *control_routes(core, sandbox.reset),
     ]
     return sandbox_app(routes, core, sandbox)

@@ -32,6 +32,12 @@ def ok(data: Any = None, **extra: Any) -> JSONResponse:
     return JSONResponse(body)
 
 
+def slugs_of(profile: dict[str, Any]) -> list[str]:
+    """The segment slugs of a profile (none when a test gave it no `segments` list)."""
+    slugs = profile.get("segments")
+    return slugs if isinstance(slugs, list) else []
+
+
 def sandbox_id(n: int) -> str:
     """The n-th id the sandbox hands out (stable, looks like a Lytics id)."""
     return uuid.UUID(int=n * 7919 + 0x5EED).hex

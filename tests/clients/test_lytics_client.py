@@ -9,6 +9,7 @@ import pytest
 from clients_support import LYTICS_TOKEN, Control, FakeSleep
 
 from bridge.clients import LyticsClient
+from bridge.clients.lytics import MAX_COLLECT_ITEMS
 from bridge.errors import ClientError, PermanentError, RateLimited
 from bridge.sandbox.lytics import create_lytics_app
 from bridge.sandbox.server import serve_in_thread
@@ -27,24 +28,74 @@ async def test_collect_one_event(lytics: LyticsClient, lytics_server: Control):
     ]
 
 
-async def test_collect_a_list_sends_one_object_per_call(
+async def test_collect_a_list_sends_one_request_with_every_item(
     lytics: LyticsClient, lytics_server: Control
 ):
     result = await lytics.collect("web", [{"event": "a"}, {"event": "b"}, {"event": "c"}])
 
     assert result == {"message_count": 3, "rejected_count": 0}
     assert [e["event"] for e in lytics_server.state.collected["web"]] == ["a", "b", "c"]
+    assert [(r["method"], r["path"]) for r in lytics_server.requests()] == [
+        ("POST", "/api/collect")
+    ]
 
 
 async def test_collect_with_rejected_messages_is_a_partial_failure(
     lytics: LyticsClient, lytics_server: Control
 ):
     with pytest.raises(PermanentError) as caught:
-        await lytics.collect("web", [{"event": "a"}, {}])
+        await lytics.collect("web", [{"event": "a"}, {}, {"event": "c"}])
 
-    assert str(caught.value).startswith("POST /api/collect?stream=web → 200 OK; ")
-    assert "Lytics rejected 1 of 2 messages sent to stream 'web'" in str(caught.value)
-    assert lytics_server.state.collected == {"web": [{"event": "a"}]}
+    assert str(caught.value) == (
+        "POST /api/collect?stream=web → 200 OK; Lytics rejected 1 of 3 messages sent to "
+        "stream 'web'; not retried, as that would send the accepted ones again"
+    )
+    # One request: the accepted items are in, once; nothing was sent twice.
+    assert lytics_server.state.collected == {"web": [{"event": "a"}, {"event": "c"}]}
+    assert len(lytics_server.requests()) == 1
+
+
+async def test_a_failed_list_is_retried_whole_and_kept_once(
+    lytics: LyticsClient, lytics_server: Control, fake_sleep: FakeSleep
+):
+    lytics_server.fail(503, count=1)
+
+    result = await lytics.collect("web", [{"event": "a"}, {"event": "b"}])
+
+    assert result == {"message_count": 2, "rejected_count": 0}
+    assert lytics_server.state.collected == {"web": [{"event": "a"}, {"event": "b"}]}
+    assert [r["status"] for r in lytics_server.requests()] == [503, 200]
+
+
+async def test_collect_refuses_a_list_past_the_bounds_before_sending(
+    lytics: LyticsClient, lytics_server: Control
+):
+    too_many = [{"n": n} for n in range(MAX_COLLECT_ITEMS + 1)]
+    with pytest.raises(ValueError) as caught:
+        await lytics.collect("web", too_many)
+    assert str(caught.value) == (
+        "1001 items are more than the 1000 sent in one request; split the list over "
+        "several steps, or load it with Lytics' bulk upload"
+    )
+
+    too_big = [{"blob": "x" * 100_000} for _ in range(101)]
+    with pytest.raises(ValueError, match=r"^the list is 10\d{6} bytes of JSON, over Lytics'"):
+        await lytics.collect("web", too_big)
+
+    with pytest.raises(ValueError, match=r"^item 2 collected must be an object, not str$"):
+        await lytics.collect("web", [{"n": 1}, "two"])  # type: ignore[list-item]
+
+    assert await lytics.collect("web", []) == {"message_count": 0, "rejected_count": 0}
+    assert lytics_server.requests() == []
+    assert lytics_server.state.collected == {}
+
+
+async def test_collect_takes_exactly_the_bound(lytics: LyticsClient, lytics_server: Control):
+    result = await lytics.collect("web", [{"n": n} for n in range(MAX_COLLECT_ITEMS)])
+
+    assert result == {"message_count": MAX_COLLECT_ITEMS, "rejected_count": 0}
+    assert len(lytics_server.state.collected["web"]) == MAX_COLLECT_ITEMS
+    assert len(lytics_server.requests()) == 1
 
 
 async def test_wrong_token_message_matches_the_style_guide(lytics_server: Control):
@@ -134,6 +185,52 @@ async def test_entity_lookup(lytics: LyticsClient):
 
     assert profile == {"_uid": "uid001", "email": "ben1@example.com"}
     assert await lytics.get_entity("email", "nobody@example.com") is None
+    assert await lytics.get_entity("email", "ben1@example.com", table="content") is None
+
+
+async def test_entity_values_with_slashes_spaces_and_at_signs_are_quoted(
+    lytics: LyticsClient, lytics_server: Control
+):
+    odd = "team/a b@example.com?x=1#y"
+    lytics_server.post("profiles", {"_uid": "odd", "external_id": odd})
+
+    found = await lytics.get_entity("external_id", odd)
+
+    assert found is not None and found["_uid"] == "odd"
+    # A value that only shares a prefix up to the slash is another value.
+    assert await lytics.get_entity("external_id", "team") is None
+    assert lytics_server.requests()[-2]["status"] == 200
+
+
+async def test_entity_path_is_percent_encoded_on_the_wire():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(404, json={"data": None, "message": "not found", "status": 404})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = LyticsClient(http, "https://api.lytics.io", Secret("t"))
+        assert await client.get_entity("e mail", "a/b c@x.com", fields=["email", "_uid"]) is None
+
+    (request,) = seen
+    assert request.url.raw_path == (
+        b"/api/entity/user/e%20mail/a%2Fb%20c%40x.com?fields=email%2C_uid"
+    )
+
+
+async def test_sandbox_404_for_an_unknown_profile_is_lytics_error_shape(lytics_server: Control):
+    response = httpx.get(
+        f"{lytics_server.url}/api/entity/user/email/nobody%40example.com",
+        headers={"Authorization": LYTICS_TOKEN},
+    )
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "data": None,
+        "message": "no user entity with email = nobody@example.com",
+        "status": 404,
+    }
 
 
 async def test_accounts_datamodels_connections(lytics: LyticsClient):
@@ -254,9 +351,12 @@ async def test_collect_sends_the_documented_request():
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         client = LyticsClient(http, "https://api.lytics.io/", Secret("tok"))
         await client.collect("s1", {"a": 1})
+        await client.collect("s1", [{"a": 1}, {"a": 2}])
 
-    (request,) = seen
-    assert str(request.url) == "https://api.lytics.io/api/collect?stream=s1"
-    assert request.headers["Authorization"] == "tok"
-    assert request.headers["Content-Type"] == "application/json"
-    assert json.loads(request.content) == {"a": 1}
+    one, several = seen
+    assert str(one.url) == "https://api.lytics.io/api/collect?stream=s1"
+    assert one.headers["Authorization"] == "tok"
+    assert one.headers["Content-Type"] == "application/json"
+    assert json.loads(one.content) == {"a": 1}
+    assert str(several.url) == "https://api.lytics.io/api/collect?stream=s1"
+    assert json.loads(several.content) == [{"a": 1}, {"a": 2}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -11,7 +12,8 @@ from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-from bridge.clients import LyticsClient
+from bridge.actions import ActionDeps, StepCall, registry
+from bridge.clients import LyticsClient, RetryPolicy
 from bridge.errors import PermanentError
 from bridge.settings import Secret
 
@@ -37,12 +39,13 @@ def test_the_spec_copy_matches_the_shared_original():
 class SpecRequest:
     """An httpx request as openapi-core reads it, on the spec's server URL."""
 
-    def __init__(self, request: httpx.Request) -> None:
+    def __init__(self, request: httpx.Request, body: bytes | None = None) -> None:
         self.host_url = "https://api.lytics.io"
-        self.path = request.url.path
+        # The path as sent: a value holding an escaped "/" stays one path segment.
+        self.path = request.url.raw_path.decode().split("?", 1)[0]
         self.full_url_pattern = self.host_url + self.path
         self.method = request.method.lower()
-        self.body = request.content or None
+        self.body = body if body is not None else request.content or None
         self.content_type = request.headers.get("content-type", "")
         self.parameters = RequestParameters(
             query=ImmutableMultiDict(request.url.params.multi_items()),
@@ -67,6 +70,7 @@ async def test_client_and_sandbox_speak_the_spec(lytics_server: Control):
 
     async with httpx.AsyncClient(event_hooks={"response": [record]}) as http:
         client = LyticsClient(http, lytics_server.url, Secret(LYTICS_TOKEN))
+        await client.collect("web", {"event": "one", "email": "a@example.com"})
         await client.collect("web", [{"event": "a", "email": "a@example.com"}, {"event": "b"}])
         await client.list_accounts()
         await client.get_account("12345")
@@ -76,6 +80,25 @@ async def test_client_and_sandbox_speak_the_spec(lytics_server: Control):
         [p async for p in client.scan_segment(filter_ql='in_segment("all_users")', limit=50)]
         await client.get_entity("email", "ada0@example.com", fields=["email"])
         await client.get_entity("email", "nobody@example.com")
+        await client.get_entity("email", "team/a b@example.com", table="user")
+        # The two read actions, as a rule's steps run them (no limiter: they never use it).
+        deps = ActionDeps(
+            None,  # type: ignore[arg-type]
+            http,
+            RetryPolicy(attempts=1),
+            httpx.Timeout(5.0),
+            lytics=client,
+        )
+
+        async def step(action: str, **params: object) -> dict[str, object]:
+            return await registry()[action].run(deps, StepCall(params, {}, "e-1", "r-1", "s"))
+
+        looked_up = await step("lytics.lookup", field="email", value="ada0@example.com")
+        assert looked_up["found"] is True
+        member = "lytics.segment_membership"
+        assert (await step(member, segment="all_users", field="_uid", value="uid000"))["member"]
+        by_id = await step(member, segment=segments[1]["id"], field="_uid", value="uid001")
+        assert by_id["member"] is False
         await client.list_datamodels()
         await client.get_datamodel("default")
         created = await client.create_connection("CRM", "salesforce", config={"org": "acme"})
@@ -99,17 +122,33 @@ async def test_client_and_sandbox_speak_the_spec(lytics_server: Control):
 
     openapi = OpenAPI.from_file_path(str(_spec_path()))
     statuses = set()
+    arrays = 0
     for response in exchanges:
         request = SpecRequest(response.request)
         where = f"{response.request.method} {response.request.url.path}"
-        if response.status_code != 401:  # a wrong key is still a well-formed request
+        sent = json.loads(response.request.content) if response.request.content else None
+        if isinstance(sent, list) and response.request.url.path == "/api/collect":
+            # A documented deviation from the spec's schema: CollectRequest is one object,
+            # and lytics.collect sends a list as one JSON array of such objects, as Lytics'
+            # JSON collect takes them (Lytics' Android SDK, lytics/android-sdk
+            # PayloadRequest.kt, posts arrays to /collect/json/{stream}). Each element must
+            # still be a valid CollectRequest, checked one by one.
+            arrays += 1
+            for item in sent:
+                openapi.validate_request(SpecRequest(response.request, json.dumps(item).encode()))
+        elif response.status_code != 401:  # a wrong key is still a well-formed request
             openapi.validate_request(request)
         try:
             openapi.validate_response(request, SpecResponse(response))
         except Exception as exc:  # pragma: no cover - shown on failure
             raise AssertionError(f"{where} → {response.status_code}: {exc!r}") from exc
         statuses.add(response.status_code)
-    assert len(exchanges) >= 24
+    assert arrays == 1
+    paths = [r.request.url.raw_path.decode() for r in exchanges]
+    assert "/api/entity/user/email/team%2Fa%20b%40example.com" in paths
+    # lookup: 1 request; membership by slug: 1; by id (not among the slugs): 2.
+    assert sum(p.startswith("/api/entity/user/_uid/") for p in paths) == 2
+    assert len(exchanges) >= 30
     assert statuses == {200, 400, 401, 404}
 
 
