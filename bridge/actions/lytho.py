@@ -172,9 +172,11 @@ def _shown(url: str) -> str:
 
 
 def _too_large(where: str) -> PermanentError:
+    most = MAX_UPLOAD_BYTES
+    shown = f"{most // 2**20} MiB" if most % 2**20 == 0 else f"{most} bytes"
     return PermanentError(
-        f"lytho.upload_asset: {where} is larger than {MAX_UPLOAD_BYTES // 2**20} MiB, the most "
-        "one step uploads; upload it in Lytho itself"
+        f"lytho.upload_asset: {where} is larger than {shown}, the most one step uploads; "
+        "upload it in Lytho itself"
     )
 
 

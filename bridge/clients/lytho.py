@@ -157,7 +157,10 @@ class LythoClient(KeyedClient):
 
     async def _get(self, name: str, **ids: Id) -> dict[str, Any]:
         path = self.profile.dam_path(name, **ids)
-        return self._object(f"GET {path}", await self.request_json("GET", path))
+        try:
+            return self._object(f"GET {path}", await self.request_json("GET", path))
+        except PermanentError as exc:
+            raise _hinted(exc, f"dam.paths.{name}") from None
 
     async def get_asset(self, asset_id: Id) -> dict[str, Any]:
         return await self._get("asset", asset_id=asset_id)

@@ -30,7 +30,11 @@ class _UploadTarget(ApiClient):
     """The upload link: no credentials, the shared retries and messages."""
 
     api = "the upload link"
-    credential_hint = "the upload link may have expired; the step gets a new one when retried"
+
+    def _hint(self, status: int) -> str:
+        if status in (401, 403):
+            return "the link refused the file (it may have expired); a replay asks for a new link"
+        return super()._hint(status)
 
 
 async def send_to_link(

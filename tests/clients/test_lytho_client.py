@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import pytest
 from clients_support import LYTHO_KEY, Control, FakeSleep
 
 from bridge.clients import LythoClient, RetryPolicy
+from bridge.clients.lytho_profile import load_profile
 from bridge.errors import ClientError, PermanentError, RateLimited
 from bridge.sandbox.lytho import create_lytho_app
+from bridge.sandbox.lytho_dialect import LythoDialect
 from bridge.sandbox.server import serve_in_thread
 from bridge.settings import Secret
 
@@ -302,3 +307,223 @@ async def test_sandbox_controls_edit_create_delete_and_reset(
     assert (await lytho.get_asset(1003))["name"] == "Spring story video"
     # The reset emptied the log; it holds the one request made since.
     assert [r["path"] for r in lytho_server.requests()] == ["/v1/assets/1003"]
+
+
+# The profile: a client overridden by a file against a sandbox speaking that file's dialect.
+
+OTHER_DIALECT = """
+dam:
+  auth: {header: Authorization, scheme: Bearer}
+  pages: {page_param: pageNumber, size_param: perPage, first_page: 1, max_size: 25,
+          items: data, total: total, total_pages: "", last: ""}
+  paths:
+    assets: media
+    asset: "media/{asset_id}"
+    tags: labels
+    tag: "labels/{tag_id}"
+    collections: albums
+    collection: "albums/{collection_id}"
+  operations:
+    update_asset: {path: "media/{asset_id}"}
+    add_tags: {method: PUT, path: "media/{asset_id}/labels", ids: {in: query, name: labelId}}
+    remove_tags: {path: "media/{asset_id}/labels", ids: {in: body, name: labelIds}}
+    get_metadata: {path: "media/{asset_id}/fields"}
+    add_metadata: {path: "media/{asset_id}/fields"}
+    update_metadata: {path: "media/{asset_id}/fields"}
+    remove_metadata: {path: "media/{asset_id}/fields", ids: {in: body, name: fieldNames}}
+    create_tag: {path: labels}
+    add_to_collection: {method: PUT, path: "albums/{collection_id}/media",
+                        ids: {in: query, name: mediaId}}
+    remove_from_collection: {path: "albums/{collection_id}/media", ids: {in: body, name: mediaIds}}
+    get_upload_link: {path: uploads/link}
+    finalize_upload: {path: uploads/finish}
+  upload: {link_url: url, link_id: token, method: POST}
+  fields: {asset_tags: labels, asset_metadata: customFields, asset_version: revision,
+           asset_modified: updatedAt}
+"""
+
+
+@pytest.fixture(scope="module")
+def other_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("profile") / "other.yaml"
+    path.write_text(OTHER_DIALECT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def other_running(other_file: Path) -> Iterator[Control]:
+    app = create_lytho_app(
+        LYTHO_KEY,
+        rate_limit_per_minute=None,
+        rate_limit_per_day=None,
+        dialect=LythoDialect.from_file(other_file),
+    )
+    with serve_in_thread(app) as server:
+        yield Control(server, app)
+
+
+@pytest.fixture
+def other(
+    other_running: Control, other_file: Path, http: httpx.AsyncClient, retry: RetryPolicy
+) -> LythoClient:
+    other_running.post("reset")
+    return LythoClient(
+        http,
+        f"{other_running.url}/v1/",
+        Secret(LYTHO_KEY),
+        profile=load_profile(other_file),
+        retry=retry,
+        sleep=FakeSleep(),
+    )
+
+
+async def test_an_overridden_profile_pages_from_1_under_data_with_its_own_names(
+    other: LythoClient, other_running: Control, caplog: pytest.LogCaptureFixture
+):
+    assets = [a async for a in other.iter_assets(size=5)]
+
+    assert len({a["id"] for a in assets}) == 12
+    assert assets[0]["labels"] == [{"id": 1, "name": "hero"}, {"id": 3, "name": "spring-2026"}]
+    assert assets[0]["revision"] == 1
+    pages = [(r["path"], r["query"]) for r in other_running.requests()]
+    assert pages == [
+        ("/v1/media", "pageNumber=1&perPage=5"),
+        ("/v1/media", "pageNumber=2&perPage=5"),
+        ("/v1/media", "pageNumber=3&perPage=5"),
+    ]
+    assert other.page_shape == "data"
+    assert "Lytho DAM pages carry" not in caplog.text  # the shape the profile says: no warning
+    with pytest.raises(ValueError, match="between 1 and 25"):
+        [a async for a in other.iter_assets(size=26)]
+
+
+async def test_an_overridden_profile_tags_untags_sets_metadata_and_collects(
+    other: LythoClient, other_running: Control
+):
+    approved = await other.ensure_tag("approved")
+    asset = await other.add_tags(1001, [approved["id"]])
+    assert [t["name"] for t in asset["labels"]] == ["hero", "spring-2026", "approved"]
+    asset = await other.remove_tags(1001, [1])
+    assert [t["name"] for t in asset["labels"]] == ["spring-2026", "approved"]
+
+    assert await other.add_metadata(1001, {"channel": "web"}) == {
+        "campaign": "spring-2026",
+        "channel": "web",
+    }
+    assert await other.update_metadata(1001, {"channel": "print"}) == {
+        "campaign": "spring-2026",
+        "channel": "print",
+    }
+    assert await other.remove_metadata(1001, ["channel"]) == {"campaign": "spring-2026"}
+
+    collection = await other.add_to_collection(502, [1001, 1002])
+    assert {"id": 1001} in collection["assets"] and {"id": 1002} in collection["assets"]
+    collection = await other.remove_from_collection(502, [1002])
+    assert {"id": 1002} not in collection["assets"]
+
+    updated = await other.update_asset(1001, {"description": "Kept whole"})
+    assert updated["description"] == "Kept whole"
+    assert [t["name"] for t in updated["labels"]] == ["spring-2026", "approved"]
+    with pytest.raises(ValueError, match="read-only asset fields: revision"):
+        await other.update_asset(1001, {"revision": 9})
+
+    sent = [(r["method"], r["path"], r["query"]) for r in other_running.requests()]
+    assert ("PUT", "/v1/media/1001/labels", f"labelId={approved['id']}") in sent
+    assert ("DELETE", "/v1/media/1001/labels", "") in sent
+    assert ("DELETE", "/v1/media/1001/fields", "") in sent
+    assert ("PUT", "/v1/albums/502/media", "mediaId=1001&mediaId=1002") in sent
+    assert ("DELETE", "/v1/albums/502/media", "") in sent
+    assert ("PUT", "/v1/media/1001", "") in sent
+    assert all(r["status"] < 400 for r in other_running.requests())
+
+
+async def test_the_default_profile_against_that_dialect_fails_naming_the_entry(
+    other_running: Control, http: httpx.AsyncClient
+):
+    other_running.post("reset")
+    client = LythoClient(http, f"{other_running.url}/v1/", Secret(LYTHO_KEY), sleep=FakeSleep())
+
+    with pytest.raises(PermanentError) as listing:
+        [a async for a in client.iter_assets()]
+    with pytest.raises(PermanentError) as tagging:
+        await client.add_tags(1001, [1])
+
+    assert str(listing.value) == (
+        "GET /v1/assets?page=0&size=50 → 404 Not Found; no such resource; check the id or the "
+        "path; if the path or method is wrong for your tenant, set dam.paths.assets in "
+        "BRIDGE_LYTHO_PROFILE"
+    )
+    assert str(tagging.value).endswith("set dam.operations.add_tags in BRIDGE_LYTHO_PROFILE")
+    assert [r["status"] for r in other_running.requests()] == [404, 404]
+
+
+async def test_the_auth_header_and_scheme_come_from_the_profile(
+    http: httpx.AsyncClient, tmp_path: Path
+):
+    auth = "dam:\n  auth: {header: Authorization, scheme: Bearer}\n"
+    (tmp_path / "auth.yaml").write_text(auth, encoding="utf-8")
+    dialect = LythoDialect.from_file(tmp_path / "auth.yaml")
+    app = create_lytho_app(LYTHO_KEY, rate_limit_per_minute=None, dialect=dialect)
+    with serve_in_thread(app) as server:
+        url = f"{server.url}/v1/"
+        default = LythoClient(http, url, Secret(LYTHO_KEY), sleep=FakeSleep())
+        with pytest.raises(PermanentError) as caught:
+            await default.get_asset(1001)
+        profile = load_profile(tmp_path / "auth.yaml")
+        overridden = LythoClient(http, url, Secret(LYTHO_KEY), profile=profile)
+        asset = await overridden.get_asset(1001)
+
+    assert asset["id"] == 1001
+    assert str(caught.value) == (
+        "GET /v1/assets/1001 → 401 Unauthorized; check LYTHO_API_KEY (sent as the bare key in "
+        "x-api-key; dam.auth.header and dam.auth.scheme in BRIDGE_LYTHO_PROFILE)"
+    )
+    assert overridden.credential_hint == (
+        "check LYTHO_API_KEY (sent as Bearer <key> in Authorization; dam.auth.header and "
+        "dam.auth.scheme in BRIDGE_LYTHO_PROFILE)"
+    )
+
+
+@pytest.mark.parametrize("shape", ["content", "items", "data", "results", "list"])
+async def test_every_common_page_shape_is_read_and_named(
+    shape: str, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+):
+    dialect = LythoDialect.from_mapping({"dam.pages.items": shape})
+    app = create_lytho_app(LYTHO_KEY, rate_limit_per_minute=None, dialect=dialect)
+    with serve_in_thread(app) as server:
+        client = LythoClient(http, f"{server.url}/v1/", Secret(LYTHO_KEY))
+        assets = [a async for a in client.iter_assets(size=5)]
+        tags = [t async for t in client.iter_tags(size=3)]
+
+    assert len({a["id"] for a in assets}) == 12
+    assert len(tags) == 8
+    assert client.page_shape == shape
+    warnings = [r.getMessage() for r in caplog.records if "Lytho DAM pages carry" in r.getMessage()]
+    if shape == "content":
+        assert warnings == []
+    else:
+        where = "as a bare JSON list" if shape == "list" else f"under {shape!r}"
+        assert warnings == [  # once per client, however many pages it read
+            f"Lytho DAM pages carry their items {where}, not 'content' as the Lytho profile "
+            f"says; read anyway. Set dam.pages.items: {shape} in BRIDGE_LYTHO_PROFILE (bridge "
+            "doctor checks it)"
+        ]
+
+
+async def test_an_unknown_page_shape_is_a_clear_error(http: httpx.AsyncClient):
+    dialect = LythoDialect.from_mapping({"dam.pages.items": "records"})
+    app = create_lytho_app(LYTHO_KEY, rate_limit_per_minute=None, dialect=dialect)
+    with serve_in_thread(app) as server:
+        client = LythoClient(http, f"{server.url}/v1/", Secret(LYTHO_KEY))
+        with pytest.raises(ClientError) as caught:
+            [a async for a in client.iter_assets()]
+
+    assert str(caught.value).startswith(
+        "GET assets: expected a page of items (tried content, items, data, results and a bare "
+        "list), got an object with keys "
+    )
+    assert "records" in str(caught.value)
+    assert str(caught.value).endswith(
+        "; set the page shape in BRIDGE_LYTHO_PROFILE (docs/lytho-api.md)"
+    )
+    assert client.page_shape is None
