@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,14 @@ import pytest
 
 from bridge.actions import action_schemas
 from bridge.ingress.pollers import lytho
+from bridge.jobs.schedule import poller_status
 from bridge.operate.context import Context
 from bridge.rules import load_rules
+from bridge.sandbox.lytho import create_lytho_app
+from bridge.sandbox.lytho_dialect import LythoDialect
+from bridge.sandbox.server import serve_in_thread
 from bridge.templates.environment import Templates
-from tests.pollers.support import Sandboxes, poll, poller, stored_events
+from tests.pollers.support import Sandboxes, make_context, poll, poller, stored_events
 
 
 async def test_the_first_poll_seeds_silently(context: Context) -> None:
@@ -317,3 +322,89 @@ def test_a_string_that_only_looks_like_a_signed_link_is_kept_as_it_is() -> None:
     assert fields["source"] == "http://[::1?sig=1"
     assert fields["page"] == "https://example.test/a?lang=en"
     assert fields["file"] == "https://cdn.example.test/a.jpg"
+
+
+# The profile: pages, their shape and the asset's field names as BRIDGE_LYTHO_PROFILE says.
+
+DIALECT = """
+dam:
+  pages: {page_param: p, size_param: n, first_page: 1, items: list, total: "", total_pages: "",
+          last: ""}
+  paths: {assets: library/items, asset: "library/items/{asset_id}"}
+  fields: {asset_tags: keywords, asset_version: rev, asset_modified: changedAt}
+"""
+
+
+@pytest.fixture
+def dialect_dam(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    path = tmp_path / "dialect.yaml"
+    path.write_text(DIALECT, encoding="utf-8")
+    app = create_lytho_app(
+        rate_limit_per_minute=None, rate_limit_per_day=None, dialect=LythoDialect.from_file(path)
+    )
+    with serve_in_thread(app) as server:
+        yield server.url, path
+
+
+async def test_an_overridden_profile_polls_bare_list_pages_from_1_with_its_field_names(
+    dialect_dam: tuple[str, Path], redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, profile = dialect_dam
+    monkeypatch.setattr(lytho.LythoAssetPoller, "page_size", 5)
+    env = {"LYTHO_API_URL": f"{url}/v1/", "LYTHO_API_KEY": "sandbox-lytho-key"}
+    ctx = await make_context(redis_url, key_prefix, {**env, "BRIDGE_LYTHO_PROFILE": str(profile)})
+    try:
+        dam = poller(ctx, "lytho")
+        assert (await poll(dam)).done
+        tags = {
+            t["name"]: t["id"] for t in httpx.get(f"{url}/_sandbox/state").json()["tags"].values()
+        }
+        body = {"keywords": [{"id": tags["social"], "name": "social"}, {"id": 1, "name": "hero"}]}
+        httpx.patch(f"{url}/_sandbox/assets/1002", json=body).raise_for_status()
+        assert (await poll(dam)).done
+        [event] = await stored_events(ctx)
+        status = await dam.status_extra()  # type: ignore[attr-defined]
+    finally:
+        await ctx.close()
+
+    assert (event.type, event.subject, event.data["added_tags"]) == (
+        "lytho.asset.tagged",
+        "1002",
+        ["hero"],
+    )
+    assert event.data["keywords"] == body["keywords"]
+    # `rev` and `changedAt` moved with the tags: bookkeeping, so no `updated` event beside.
+    assert event.time == event.data["changedAt"]
+    assert dict(event.changes) == {"tags": {"from": ["social"], "to": ["hero", "social"]}}
+    assert status == {"page_shape": "list", "notes": []}
+    log = httpx.get(f"{url}/_sandbox/requests").json()["requests"]
+    assert [r["query"] for r in log if r["path"] == "/v1/library/items"][:3] == [
+        "p=1&n=5",
+        "p=2&n=5",
+        "p=3&n=5",
+    ]
+
+
+async def test_pages_of_another_shape_are_read_and_the_status_says_what_to_set(
+    dialect_dam: tuple[str, Path], redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    url, _ = dialect_dam
+    # The paths and pages of the dialect, but not its page shape: the profile still says
+    # `content`.
+    profile = tmp_path / "almost.yaml"
+    profile.write_text(DIALECT.replace("items: list", "items: content"), encoding="utf-8")
+    env = {"LYTHO_API_URL": f"{url}/v1/", "LYTHO_API_KEY": "sandbox-lytho-key"}
+    ctx = await make_context(redis_url, key_prefix, {**env, "BRIDGE_LYTHO_PROFILE": str(profile)})
+    try:
+        dam = poller(ctx, "lytho")
+        assert (await poll(dam)).done
+        snapshot = await ctx.redis.hlen(f"{key_prefix}poll:lytho:assets")
+        [status] = await poller_status(ctx)
+    finally:
+        await ctx.close()
+
+    assert snapshot == 12
+    assert status["page_shape"] == "list"
+    assert status["notes"] == [
+        "pages came as 'list', not 'content': set dam.pages.items: list in BRIDGE_LYTHO_PROFILE"
+    ]

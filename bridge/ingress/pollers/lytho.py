@@ -16,7 +16,7 @@ are read as the Lytho API profile says (BRIDGE_LYTHO_PROFILE, docs/lytho-api.md)
 
 Redis (under `<prefix>poll:lytho:`): `assets` (id → the asset without its volatile fields),
 `seen` (ids read in this pass), `gone` (ids to confirm with a GET), `state` (`page`,
-`pass`, `seeded`).
+`pass`, `seeded`, `shape`: the shape of the last page read).
 """
 
 from __future__ import annotations
@@ -32,14 +32,7 @@ from bridge.clients.lytho_profile import LythoProfile, load_profile
 from bridge.errors import ConfigError, PermanentError
 from bridge.events import Event
 from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollerDeps, PollResult, Progress
-from bridge.ingress.pollers.snapshot import (
-    Commit,
-    Compact,
-    Snapshot,
-    encode,
-    polled_event,
-    record,
-)
+from bridge.ingress.pollers.snapshot import Commit, Compact, Snapshot, encode, polled_event, record
 
 SOURCE: Final = "lytho"
 CREATED: Final = "lytho.asset.created"
@@ -51,15 +44,8 @@ EVENT_TYPES: Final = (CREATED, UPDATED, DELETED, TAGGED, UNTAGGED)
 # Fields that move without the asset changing: a view or download count, when it was last
 # looked at. Never compared, at any depth, and never an event of their own.
 IGNORED: Final = frozenset(
-    {
-        "viewCount",
-        "downloadCount",
-        "views",
-        "downloads",
-        "lastViewedDate",
-        "lastDownloadDate",
-        "lastAccessDate",
-    }
+    {"viewCount", "downloadCount", "views", "downloads"}  # counts
+    | {"lastViewedDate", "lastDownloadDate", "lastAccessDate"}  # when last looked at
 )
 # A link whose query carries one of these is signed: Lytho may sign it anew on every read,
 # so it is compared without its query (a link to another file is still a change).
@@ -293,6 +279,17 @@ class LythoAssetPoller:
         """The shape Lytho's pages came in ("content", "data", "list", …); None before any."""
         return self.client.page_shape
 
+    async def status_extra(self) -> dict[str, Any]:
+        """The shape Lytho's pages came in (status, dashboard), and a note when the profile
+        says another."""
+        shape = (await self.snapshot.state()).get("shape") or None
+        wanted = self.style.items
+        note = f"pages came as {shape!r}, not {wanted!r}: set dam.pages.items: {shape} in "
+        return {
+            "page_shape": shape,
+            "notes": [note + "BRIDGE_LYTHO_PROFILE"] if shape and shape != wanted else [],
+        }
+
     async def _page(self, page: int) -> tuple[list[dict[str, Any]], bool, int | None]:
         """One page of assets: the items, whether it is the last page, and the total."""
         found = await self.client.page("assets", page, self.size)
@@ -330,6 +327,7 @@ class LythoAssetPoller:
                     commit.put(snap.key("assets"), object_id, new)
                     if seeded:
                         events += asset_events(asset, old, self.fields)
+            commit.state["shape"] = self.client.page_shape or ""
             if last:
                 seen = await snap.members("seen")
                 missing = await snap.ids("assets") - seen - set(ids)
