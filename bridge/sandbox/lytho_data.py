@@ -1,21 +1,17 @@
-"""The Lytho DAM sandbox's data: its seed, and the shapes Lytho gives pages, bodies, errors."""
+"""The Lytho DAM sandbox's data: its seed, the shapes of its bodies, field renaming (sandbox)."""
 
 from __future__ import annotations
 
 import copy
-import json
-import math
-from pathlib import Path
 from typing import Any
 
-from bridge.sandbox._common import ApiError, trace_id
+from bridge.sandbox._common import ApiError
+from bridge.sandbox.lytho_dialect import Pages
 
-# The one table of Lytho paths (several are ours to define), read from the file the
-# client reads too; a file, not an import, so that the sandbox stays independent of it.
-LYTHO_PATHS: dict[str, str] = json.loads(
-    (Path(__file__).resolve().parents[1] / "clients" / "lytho_paths.json").read_text("utf-8")
-)["paths"]
-MAX_SIZE = 50
+# Lytho's documents give the default page size (20; at most 50: the dialect's max_size).
+DEFAULT_SIZE = 20
+# At most this many bytes go to an upload URL (the sandbox keeps them in memory).
+MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 # What a PUT leaves out of an asset is erased to these values, as Lytho documents.
 WRITABLE_ASSET: dict[str, Any] = {
     "fileName": "",
@@ -26,11 +22,6 @@ WRITABLE_ASSET: dict[str, Any] = {
     "expirationDate": None,
 }
 STRING_FIELDS = ("fileName", "name", "description", "expirationDate")
-
-
-def lytho_error(status: int, message: str) -> dict[str, Any]:
-    """An error body as Lytho answers it."""
-    return {"status": status, "message": message, "traceId": trace_id()}
 
 
 def seed() -> dict[str, dict[str, dict[str, Any]]]:
@@ -44,7 +35,7 @@ def seed() -> dict[str, dict[str, dict[str, Any]]]:
             "nameTranslation": {"en": name},
             "creationDate": created,
             "modificationDate": created,
-            "deleted": False,
+            "deleted": None,  # a date-time once deleted (Lytho's reference)
             "version": 1,
         }
         for i, name in enumerate(tag_names, start=1)
@@ -135,20 +126,28 @@ def metadata_body(asset: dict[str, Any]) -> dict[str, Any]:
     return {"assetId": asset["id"], "metadata": copy.deepcopy(asset["metadata"])}
 
 
-def page_body(items: list[dict[str, Any]], page: int, size: int) -> dict[str, Any]:
-    """One page of `items` the way Lytho (Spring) pages a list."""
-    total = len(items)
-    pages = math.ceil(total / size) if total else 0
-    content = items[page * size : (page + 1) * size]
+def spring_page(page: int, size: int, pages: Pages, total: int) -> dict[str, Any]:
+    """The keys a Spring Data page carries besides its items and totals."""
+    index = page - pages.first_page
+    shown = max(0, min(size, total - index * size))
     return {
-        "content": copy.deepcopy(content),
-        "pageable": {"pageNumber": page, "pageSize": size, "offset": page * size},
-        "totalElements": total,
-        "totalPages": pages,
+        "pageable": {"pageNumber": page, "pageSize": size, "offset": index * size},
         "size": size,
         "number": page,
-        "numberOfElements": len(content),
-        "first": page == 0,
-        "last": page + 1 >= pages,
-        "empty": not content,
+        "numberOfElements": shown,
+        "first": index == 0,
+        "empty": shown == 0,
     }
+
+
+def renamed(obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A copy of `obj` with the keys in `names` renamed (the order of keys kept)."""
+    return {names.get(k, k): copy.deepcopy(v) for k, v in obj.items()}
+
+
+def from_dialect(body: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A body in the dialect's field names → the sandbox's own; own names the dialect
+    renamed are unknown fields there, so they are dropped."""
+    back = {theirs: ours for ours, theirs in names.items()}
+    hidden = {ours for ours, theirs in names.items() if ours != theirs}
+    return {back.get(k, k): v for k, v in body.items() if k in back or k not in hidden}

@@ -8,13 +8,13 @@ import copy
 import math
 import secrets
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from bridge.sandbox._common import (
     ApiError,
@@ -23,125 +23,15 @@ from bridge.sandbox._common import (
     apply_patch,
     control_routes,
     now_iso,
-    page_params,
     rate_limits,
     read_json,
     sandbox_app,
     trace_id,
     wrap,
 )
-
-KINDS = ("workrequest", "task", "proof", "project", "campaign")
-PAGE_SIZES = (10, 20, 30)
-STATUSES = {
-    "workrequest": {"submitted", "accepted", "rejected", "completed"},
-    "task": {"todo", "in_progress", "blocked", "done"},
-    "proof": {"in_review", "changes_requested", "approved", "rejected"},
-    "project": {"planned", "in_progress", "on_hold", "completed"},
-    "campaign": {"planned", "active", "completed"},
-}
-_READ_ONLY = ("id", "createdAt")
-
-
-def workflow_error(status: int, message: str) -> dict[str, Any]:
-    return {"status": status, "message": message, "traceId": trace_id()}
-
-
-def _seed() -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
-    t0 = "2026-10-01T08:00:00Z"
-    users = {
-        "u1": {"id": 11, "firstName": "Dana", "lastName": "Reyes", "email": "dana@example.com"},
-        "u2": {"id": 12, "firstName": "Sam", "lastName": "Okafor", "email": "sam@example.com"},
-        "u3": {"id": 13, "firstName": "Lee", "lastName": "Chen", "email": "lee@example.com"},
-    }
-    objects: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
-    objects["campaign"]["1"] = {
-        "id": 1,
-        "name": "Spring 2026 launch",
-        "status": "active",
-        "startDate": "2026-03-01",
-        "endDate": "2026-05-31",
-        "projectIds": [10],
-        "createdAt": t0,
-        "modifiedAt": t0,
-    }
-    objects["project"]["10"] = {
-        "id": 10,
-        "name": "Spring hero visuals",
-        "status": "in_progress",
-        "campaignId": 1,
-        "ownerId": 11,
-        "dueDate": "2026-02-20",
-        "priority": "high",
-        "createdAt": t0,
-        "modifiedAt": t0,
-    }
-    task_names = [
-        "Brief the agency",
-        "Shoot hero photo",
-        "Retouch hero",
-        "Social cut-downs",
-        "Copy review",
-        "Legal check",
-        "Print files",
-        "Translate copy",
-        "Upload to DAM",
-        "Schedule posts",
-        "Brief store teams",
-        "Wrap-up report",
-    ]
-    for n, name in enumerate(task_names):
-        task_id = 100 + n
-        objects["task"][str(task_id)] = {
-            "id": task_id,
-            "projectId": 10,
-            "name": name,
-            "status": "done" if n < 3 else ("in_progress" if n < 6 else "todo"),
-            "assigneeId": 11 + n % 3,
-            "dueDate": f"2026-02-{n + 1:02d}",
-            "createdAt": t0,
-            "modifiedAt": t0,
-        }
-    for n, (name, status) in enumerate(
-        [
-            ("Hero visual v3", "in_review"),
-            ("Story video v1", "changes_requested"),
-            ("Flyer A5 v2", "approved"),
-            ("Banner set v1", "in_review"),
-        ]
-    ):
-        proof_id = 7 + n
-        objects["proof"][str(proof_id)] = {
-            "id": proof_id,
-            "projectId": 10,
-            "taskId": 102 + n,
-            "name": name,
-            "status": status,
-            "version": 1,
-            "assetId": 1001 + n,
-            "reviewerIds": [12, 13],
-            "createdAt": t0,
-            "modifiedAt": t0,
-        }
-    objects["workrequest"]["300"] = {
-        "id": 300,
-        "title": "Summer teaser visuals",
-        "status": "submitted",
-        "requesterId": 12,
-        "projectId": None,
-        "createdAt": t0,
-        "modifiedAt": t0,
-    }
-    objects["workrequest"]["301"] = {
-        "id": 301,
-        "title": "Spring hero visuals",
-        "status": "accepted",
-        "requesterId": 13,
-        "projectId": 10,
-        "createdAt": t0,
-        "modifiedAt": t0,
-    }
-    return objects, users
+from bridge.sandbox.lytho_dialect import LythoDialect
+from bridge.sandbox.lytho_http import lytho_error, page_body, page_params, path_routes
+from bridge.sandbox.lytho_workflow_data import KINDS, STATUSES, role, seed
 
 
 class WorkflowSandbox:
@@ -154,11 +44,17 @@ class WorkflowSandbox:
         token_ttl: int,
         rate_limit_per_minute: float | None,
         rate_limit_burst: int,
+        dialect: LythoDialect,
+        ignores_modified_since: bool,
     ) -> None:
+        self.dialect = dialect
+        self.fields = dialect.workflow_fields
+        self.kinds = {segment: kind for kind, segment in dialect.kinds.items()}
+        self.ignores_modified_since = ignores_modified_since
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = token_ttl
-        self.core = SandboxCore(workflow_error)
+        self.core = SandboxCore(lytho_error)
         self.limiter = Gcra(rate_limits(rate_limit_per_minute, rate_limit_burst, None))
         self.tokens: dict[str, float] = {}  # token → monotonic expiry
         self.tokens_issued = 0
@@ -166,27 +62,34 @@ class WorkflowSandbox:
 
     def reset(self) -> None:
         with self.core.lock:
-            self.objects, self.people = _seed()
+            self.objects, self.people = seed(self.fields)
             self.tokens.clear()
             self.limiter.reset()
 
     # Token endpoint.
 
     async def token(self, request: Request) -> Response:
-        auth = request.headers.get("authorization", "")
-        try:
-            scheme, _, encoded = auth.partition(" ")
-            user, _, password = base64.b64decode(encoded).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            scheme, user, password = "", "", ""
+        """A client-credentials token; the client's id and secret come as HTTP Basic or as
+        form fields, as the dialect's `workflow.auth.token_auth` says."""
+        # Parsed by hand: Starlette's form parser would need python-multipart.
+        form = parse_qs((await request.body()).decode("latin-1"))
+        if self.dialect.value("workflow.auth.token_auth") == "body":
+            scheme = "basic"
+            user = (form.get("client_id") or [""])[0]
+            password = (form.get("client_secret") or [""])[0]
+        else:
+            auth = request.headers.get("authorization", "")
+            try:
+                scheme, _, encoded = auth.partition(" ")
+                user, _, password = base64.b64decode(encoded).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                scheme, user, password = "", "", ""
         if scheme.lower() != "basic" or (user, password) != (self.client_id, self.client_secret):
             return JSONResponse(
                 {"error": "invalid_client", "error_description": "Client authentication failed"},
                 status_code=401,
                 headers={"WWW-Authenticate": 'Basic realm="token"'},
             )
-        # Parsed by hand: Starlette's form parser would need python-multipart.
-        form = parse_qs((await request.body()).decode("latin-1"))
         if not request.headers.get("content-type", "").startswith(
             "application/x-www-form-urlencoded"
         ):
@@ -220,33 +123,27 @@ class WorkflowSandbox:
             if wait > 0:
                 raise ApiError(429, "Too many requests", {"Retry-After": str(math.ceil(wait))})
 
-    def _kind(self, request: Request) -> str:
-        kind: str = request.path_params["kind"]
-        if kind not in KINDS:
-            raise ApiError(404, f"Unknown resource type {kind}")
-        return kind
+    def _kind(self, request: Request, *, control: bool = False) -> str:
+        """The kind a path's segment names; controls may use the kind's own name too."""
+        segment: str = request.path_params["kind"]
+        if segment in self.kinds:
+            return self.kinds[segment]
+        if control and segment in KINDS:
+            return segment
+        raise ApiError(404, f"Unknown resource type {segment}")
 
-    def _object(self, request: Request) -> tuple[str, dict[str, Any]]:
-        kind = self._kind(request)
+    def _object(self, request: Request, *, control: bool = False) -> tuple[str, dict[str, Any]]:
+        kind = self._kind(request, control=control)
         found = self.objects[kind].get(request.path_params["id"])
         if found is None:
             raise ApiError(404, f"{kind} {request.path_params['id']} not found")
         return kind, found
 
     def _page(self, request: Request, items: list[dict[str, Any]]) -> Response:
-        page, size = page_params(request, first=1, size_name="pageSize", default_size=10)
-        if size not in PAGE_SIZES:
-            raise ApiError(400, "pageSize must be 10, 20 or 30")
-        total = len(items)
-        return JSONResponse(
-            {
-                "items": copy.deepcopy(items[(page - 1) * size : page * size]),
-                "page": page,
-                "pageSize": size,
-                "totalCount": total,
-                "totalPages": math.ceil(total / size),
-            }
-        )
+        pages = self.dialect.workflow_pages
+        page, size = page_params(request, pages, pages.sizes[0])
+        extra = {pages.page_param: page, pages.size_param: size}
+        return JSONResponse(page_body(items, page, size, pages, extra))
 
     async def get_one(self, request: Request) -> Response:
         with self.core.lock:
@@ -263,7 +160,14 @@ class WorkflowSandbox:
             return self._page(request, found)
 
     async def search(self, request: Request) -> Response:
-        criteria = {k: v for k, v in request.query_params.items() if k not in ("page", "pageSize")}
+        """Objects of a kind matching every known criterion: `q` (in the name or title), the
+        dialect's modified-since parameter, or a field's value; other parameters are ignored,
+        as real APIs do."""
+        pages = self.dialect.workflow_pages
+        skip = (pages.page_param, pages.size_param)
+        criteria = {k: v for k, v in request.query_params.items() if k not in skip}
+        since_param = self.dialect.value("workflow.search.modified_since")
+        modified = self.fields["modifiedAt"]
         with self.core.lock:
             kind = self._kind(request)
             items = list(self.objects[kind].values())
@@ -276,12 +180,17 @@ class WorkflowSandbox:
                         for i in items
                         if needle in str(i.get("name") or i.get("title") or "").casefold()
                     ]
-                elif key == "modifiedSince":
-                    items = [i for i in items if str(i.get("modifiedAt", "")) >= value]
+                elif since_param and key == since_param:
+                    if not self.ignores_modified_since:
+                        since = _moment(value, key)
+                        # Objects without a modification time (work requests) pass.
+                        items = [
+                            i
+                            for i in items
+                            if modified not in i or _moment(i[modified], key) >= since
+                        ]
                 elif key in fields:
                     items = [i for i in items if str(i.get(key)) == value]
-                else:
-                    raise ApiError(400, f"unknown search parameter {key}")
             return self._page(request, items)
 
     async def users(self, request: Request) -> Response:
@@ -290,20 +199,33 @@ class WorkflowSandbox:
             ids = {found.get(k) for k in ("ownerId", "assigneeId", "requesterId") if found.get(k)}
             ids.update(found.get("reviewerIds") or [])
             users = [
-                {**u, "role": _role(found, u["id"])} for u in self.people.values() if u["id"] in ids
+                {**u, "role": role(found, u["id"])} for u in self.people.values() if u["id"] in ids
             ]
             return JSONResponse(users)
 
     async def file_urls(self, request: Request) -> Response:
+        """Download URLs of a task's, proof's or project's files (the documents list
+        "Retrieve … Files" for those; a work request has deliverable files instead)."""
+        return self._file_urls(request, deliverables=False)
+
+    async def deliverable_file_urls(self, request: Request) -> Response:
+        """Download URLs of a work request's deliverable files."""
+        return self._file_urls(request, deliverables=True)
+
+    def _file_urls(self, request: Request, *, deliverables: bool) -> Response:
         with self.core.lock:
             kind, found = self._object(request)
+            if (kind == "workrequest") != deliverables:
+                what = "deliverable files" if deliverables else "files"
+                raise ApiError(404, f"a {kind} has no {what} here")
+            ref = f"{kind}-{found[self.fields['id']]}"
             base = str(request.base_url).rstrip("/")
             return JSONResponse(
                 [
                     {
-                        "fileId": f"{kind}-{found['id']}-1",
-                        "fileName": f"{kind}-{found['id']}.pdf",
-                        "url": f"{base}/_sandbox/files/{kind}-{found['id']}.pdf?sig={trace_id()}",
+                        "fileId": f"{ref}-1",
+                        "fileName": f"{ref}.pdf",
+                        "url": f"{base}/_sandbox/files/{ref}.pdf?sig={trace_id()}",
                         "expiresAt": now_iso(),
                     }
                 ]
@@ -319,15 +241,21 @@ class WorkflowSandbox:
         with self.core.lock:
             kind, found = self._object(request)
             patched = apply_patch(found, ops)
-            for key in _READ_ONLY:
+            for key in (self.fields["id"], "createdAt"):
                 if patched.get(key) != found.get(key):
                     raise ApiError(400, f"{key} cannot be changed")
-            if patched.get("status") not in STATUSES[kind]:
-                raise ApiError(400, f"status must be one of {', '.join(sorted(STATUSES[kind]))}")
-            patched["modifiedAt"] = now_iso()
+            status, allowed = self.fields["status"], sorted(STATUSES.get(kind, ()))
+            if allowed and patched.get(status) not in allowed:
+                raise ApiError(400, f"{status} must be one of {', '.join(allowed)}")
+            self._modified(patched)
             found.clear()
             found.update(patched)
             return JSONResponse(copy.deepcopy(found))
+
+    def _modified(self, obj: dict[str, Any]) -> None:
+        """Stamp a change on an object whose kind keeps a modification time."""
+        if self.fields["modifiedAt"] in obj:
+            obj[self.fields["modifiedAt"]] = now_iso()
 
     # Controls.
 
@@ -337,9 +265,10 @@ class WorkflowSandbox:
         if not isinstance(body, dict):
             raise ApiError(400, "send the fields to change as an object")
         with self.core.lock:
-            _, found = self._object(request)
-            found.update({k: v for k, v in body.items() if k not in _READ_ONLY})
-            found["modifiedAt"] = now_iso()
+            _, found = self._object(request, control=True)
+            read_only = (self.fields["id"], "createdAt")
+            found.update({k: v for k, v in body.items() if k not in read_only})
+            self._modified(found)
             return JSONResponse(copy.deepcopy(found))
 
     async def control_expire_tokens(self, request: Request) -> Response:
@@ -348,15 +277,13 @@ class WorkflowSandbox:
         return Response(status_code=204)
 
 
-def _role(obj: dict[str, Any], user_id: int) -> str:
-    for key, role in (
-        ("ownerId", "owner"),
-        ("assigneeId", "assignee"),
-        ("requesterId", "requester"),
-    ):
-        if obj.get(key) == user_id:
-            return role
-    return "reviewer"
+def _moment(value: Any, param: str) -> datetime:
+    """An ISO 8601 date-time, compared as a moment (`Z` and `+00:00` alike), or a 400."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ApiError(400, f"{param} must be a date-time like 2026-10-01T08:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def create_lytho_workflow_app(
@@ -366,30 +293,44 @@ def create_lytho_workflow_app(
     token_ttl: int = 3600,
     rate_limit_per_minute: float | None = None,
     rate_limit_burst: int = 1,
+    dialect: LythoDialect | None = None,
+    ignores_modified_since: bool = False,
 ) -> Starlette:
     """A Lytho Workflow sandbox: API under `/v1/`, token endpoint at `/oauth/token`.
 
-    Seeded with a campaign, a project with twelve tasks and four proofs, and two work
-    requests. Tokens live `token_ttl` seconds. `app.state.sandbox` is the state.
+    Seeded with three campaigns, a project with twelve tasks and four proofs, and two work
+    requests. Tokens live `token_ttl` seconds. `dialect` (default: the documents' reading)
+    sets its paths, kinds, pages and field names; `ignores_modified_since` makes search
+    ignore the modified-since filter, as some APIs would. Every path answers OPTIONS with
+    its methods. `app.state.sandbox` is the state.
     """
+    dialect = dialect or LythoDialect()
     sandbox = WorkflowSandbox(
-        client_id, client_secret, token_ttl, rate_limit_per_minute, rate_limit_burst
+        client_id,
+        client_secret,
+        token_ttl,
+        rate_limit_per_minute,
+        rate_limit_burst,
+        dialect,
+        ignores_modified_since,
     )
     core = sandbox.core
 
-    def api(path: str, handler: Any, method: str = "GET") -> Route:
-        return Route("/v1/" + path, wrap(core, handler, sandbox.guard), methods=[method])
+    def api(name: str, handler: Any, method: str = "GET") -> tuple[str, str, Any]:
+        path = "/v1/" + dialect.workflow_path(name)
+        return path, method, wrap(core, handler, sandbox.guard)
 
-    routes = [
-        Route("/oauth/token", sandbox.token, methods=["POST"]),
-        api("{kind}/search", sandbox.search),
-        api("{kind}/{id}/users", sandbox.users),
-        api("{kind}/{id}/files/urls", sandbox.file_urls),
-        api("{kind}/{id}", sandbox.get_one),
-        api("{kind}/{id}", sandbox.patch, "PATCH"),
-        api("{kind}", sandbox.get_many),
-        Route("/_sandbox/{kind}/{id}", wrap(core, sandbox.control_edit), methods=["PATCH"]),
-        Route("/_sandbox/expire-tokens", sandbox.control_expire_tokens, methods=["POST"]),
-        *control_routes(core, sandbox.reset),
+    table = [
+        ("/oauth/token", "POST", sandbox.token),
+        api("search", sandbox.search),
+        api("users", sandbox.users),
+        api("files", sandbox.file_urls),
+        api("deliverable_files", sandbox.deliverable_file_urls),
+        api("get", sandbox.get_one),
+        api("get", sandbox.patch, "PATCH"),
+        api("many", sandbox.get_many),
+        ("/_sandbox/{kind}/{id}", "PATCH", wrap(core, sandbox.control_edit)),
+        ("/_sandbox/expire-tokens", "POST", sandbox.control_expire_tokens),
     ]
+    routes = [*path_routes(table), *control_routes(core, sandbox.reset)]
     return sandbox_app(routes, core, sandbox)
