@@ -189,6 +189,8 @@ class Settings:
     )
     slack_bot_token: Secret | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # Verifies POST /hooks/slack (Slack's X-Slack-Signature); without it that endpoint is off.
+    slack_signing_secret: Secret | None = None
     lytics_api_token: Secret | None = None
     lytics_api_url: str = "https://api.lytics.io"
     lytho_api_key: Secret | None = None
@@ -283,6 +285,7 @@ class Settings:
             rate_limits=rate_limits,
             slack_bot_token=_secret(env, "SLACK_BOT_TOKEN"),
             slack_api_url=_url(env, "SLACK_API_URL", "https://slack.com/api/", trailing_slash=True),
+            slack_signing_secret=_secret(env, "SLACK_SIGNING_SECRET"),
             lytics_api_token=_secret(env, "LYTICS_API_TOKEN"),
             lytics_api_url=_url(
                 env, "LYTICS_API_URL", "https://api.lytics.io", trailing_slash=False

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 # The development secret `bridge dev` uses when no BRIDGE_WEBHOOK_SECRET is set, and that
 # `bridge send` signs with by default. It is public, so it is refused outside `bridge dev`.
 DEV_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"lytbridge-dev-secret-not-for-prod").decode()
+# Likewise the Slack signing secret of `bridge dev` (POST /hooks/slack, the /dev/slack page
+# and `bridge send --slack-action` sign with it) when no SLACK_SIGNING_SECRET is set.
+DEV_SLACK_SIGNING_SECRET = "lytbridge-dev-slack-signing-secret-not-for-prod"  # noqa: S105
 
 
 def env_settings() -> Settings:
@@ -56,6 +59,8 @@ def dev_settings(settings: Settings) -> Settings:
         changes["host"] = "127.0.0.1"
     if settings.webhook_secret is None and not settings.allow_unsigned:
         changes["webhook_secret"] = Secret(DEV_WEBHOOK_SECRET)
+    if settings.slack_signing_secret is None:
+        changes["slack_signing_secret"] = Secret(DEV_SLACK_SIGNING_SECRET)
     if settings.admin_token is None:
         # A token for this run only, printed at start, so the dashboard works at once.
         changes["admin_token"] = Secret(f"dev-{secrets.token_urlsafe(18)}")

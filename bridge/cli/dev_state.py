@@ -63,6 +63,8 @@ def state_env(settings: Settings) -> dict[str, str]:
         env[f"BRIDGE_WEBHOOK_SECRET_{source_env_suffix(suffix)}"] = secret.get()
     for suffix, scheme in settings.webhook_schemes.items():
         env[f"BRIDGE_WEBHOOK_SCHEME_{source_env_suffix(suffix)}"] = scheme
+    if settings.slack_signing_secret is not None:
+        env["SLACK_SIGNING_SECRET"] = settings.slack_signing_secret.get()
     if settings.allow_unsigned:
         env["BRIDGE_ALLOW_UNSIGNED"] = "1"
     if settings.admin_token is not None:

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     send = sub.add_parser("send", help="sign an event file and POST it to a running bridge")
-    send.add_argument("event", help="a JSON file: one event object or an array of them")
+    send.add_argument("event", nargs="?", help="a JSON file: one event object or an array of them")
     send.add_argument(
         "--source",
         help="the events' source, e.g. lytho or lytics (default: the file's, else demo)",
@@ -51,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("--id", help="webhook-id to send (default: a new one)")
     send.add_argument("--github", action="store_true", help="sign with X-Hub-Signature-256")
+    slack = send.add_mutually_exclusive_group()
+    slack.add_argument(
+        "--slack-action",
+        metavar="ACTION_ID",
+        help="instead of a file: press a Slack button with this action_id (POST /hooks/slack)",
+    )
+    slack.add_argument(
+        "--slack-command",
+        metavar='"/NAME TEXT"',
+        help="instead of a file: run a Slack slash command (POST /hooks/slack)",
+    )
+    send.add_argument("--value", help="the pressed button's value (with --slack-action)")
     send.set_defaults(func=cmd_send)
 
     validate = sub.add_parser("validate", help="check rule files and templates")

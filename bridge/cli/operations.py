@@ -30,6 +30,23 @@ def cmd_send(args: argparse.Namespace) -> int:
     from bridge.ingress.signatures import sign_github, sign_standard
     from bridge.ingress.webhooks import SPECIAL_SOURCES
 
+    if args.slack_action or args.slack_command:
+        from bridge.cli.slack_send import send_slack
+
+        if args.event:
+            print(
+                "bridge send: give an event file or --slack-action/--slack-command, not both",
+                file=sys.stderr,
+            )
+            return 2
+        return send_slack(args, DEFAULT_URL)
+    if not args.event:
+        print(
+            "bridge send: give an event file (a JSON event), or --slack-action ACTION_ID, "
+            'or --slack-command "/name text"',
+            file=sys.stderr,
+        )
+        return 2
     settings, state = companion_settings(redis=False)
     path = Path(args.event)
     body, payload = read_json(path)

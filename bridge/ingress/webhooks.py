@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SPECIAL_SOURCES = ("cloudevents", "lytics")
+SPECIAL_SOURCES = ("cloudevents", "lytics", "slack")
 
 
 @dataclass(frozen=True)

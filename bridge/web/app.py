@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from bridge.ingress import slack
 from bridge.ingress.webhooks import Ingress, error, receive
 from bridge.operate import metrics
 from bridge.operate.context import Context, build_context
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None, *, context: Context | None = No
             if context is None:
                 await bridge.close()
 
-    webhook = timed_webhook(receive)
+    webhook = timed_webhook(hooks)
     routes: list[BaseRoute] = [
         # Served by the fast path (WebApp); kept in the router too, so a GET is a 405.
         Route("/hooks/{source}", webhook, methods=["POST"]),
@@ -73,6 +74,13 @@ def hand_out(state: State, bridge: Context) -> None:
     state.ingress = Ingress(bridge.settings, bridge.store, bridge.metrics)
     heartbeat = Keys.health_check(bridge.settings.queue_name)
     state.readiness = Readiness(bridge.redis, heartbeat, bridge.rules)
+
+
+async def hooks(request: Request) -> Response:
+    """POST /hooks/{source}: Slack's requests to their own door, every other to webhooks'."""
+    if request.path_params.get("source") == slack.SOURCE:
+        return await slack.receive(request)
+    return await receive(request)
 
 
 def timed_webhook(endpoint: Endpoint) -> Endpoint:
