@@ -102,12 +102,14 @@ class LythoDialect:
             except ValueError as exc:
                 prefix = f"{where}: " if where else ""
                 raise ValueError(f"{prefix}{key} ({spec.meaning}): {exc}") from None
-        problem = check_routes(values)
-        if problem is not None:
-            keys, message = problem
-            wheres = [found[k][1] for k in keys if k in found and found[k][1]]
-            prefix = f"{wheres[-1]}: " if wheres else ""
-            raise ValueError(f"{prefix}{message}")
+        clash = check_routes(values)
+        if clash is not None:
+            key, other, what = clash
+            if key not in found:  # name the entry the override set
+                key, other = other, key
+            where = found.get(key, (None, ""))[1]
+            prefix = f"{where}: " if where else ""
+            raise ValueError(f"{prefix}{key}: {what} is also {other}")
         return cls(MappingProxyType(values), tuple(sorted(found)))
 
     # What the sandboxes read.

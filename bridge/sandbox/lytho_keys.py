@@ -233,8 +233,9 @@ def _shape(path: str) -> str:
     return _PLACEHOLDER.sub("{}", path)
 
 
-def check_routes(values: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | None:
-    """Two routes of one API on the same method and path, or two kinds on one segment."""
+def check_routes(values: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """Two routes of one API on the same method and path, or two kinds on one segment:
+    (one key, the other key, what they share)."""
     dam: dict[tuple[str, str], str] = {}
     for key, value in values.items():
         if key.startswith("dam.paths."):
@@ -247,17 +248,17 @@ def check_routes(values: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | Non
         for method, shape, owner in routes:
             other = dam.setdefault((method, shape), owner)
             if other != owner:
-                return (other, owner), f"{owner}: {method} {shape} is also {other}"
+                return owner, other, f"{method} {shape}"
     flow: dict[str, str] = {}
     for key, value in values.items():
         if key.startswith("workflow.paths."):
             other = flow.setdefault(_shape(value), key)
             if other != key:
-                return (other, key), f"{key}: GET {value} is also {other}"
+                return key, other, f"GET {value}"
     segments: dict[str, str] = {}
     for key, value in values.items():
         if key.startswith("workflow.kinds."):
             other = segments.setdefault(value, key)
             if other != key:
-                return (other, key), f"{key}: the segment {value!r} is also {other}"
+                return key, other, f"the segment {value!r}"
     return None
