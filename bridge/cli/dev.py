@@ -56,6 +56,30 @@ DEV_LYTICS_TOKEN = "sandbox-lytics-token"  # noqa: S105
 DEV_CLIENT_ID, DEV_CLIENT_SECRET = "sandbox-client", "sandbox-secret"
 
 
+def sandbox_env(settings: Settings) -> dict[str, str]:
+    """The URLs and demo credentials of the API sandboxes this `bridge dev` started, so that
+    `bridge doctor` beside it checks them (real credentials are never written here)."""
+    env: dict[str, str] = {}
+    s = settings
+    if s.lytho_api_key is not None and s.lytho_api_key.get() == DEV_LYTHO_KEY:
+        env.update(LYTHO_API_URL=s.lytho_api_url, LYTHO_API_KEY=DEV_LYTHO_KEY)
+    secret = s.lytho_client_secret
+    if (
+        s.lytho_client_id == DEV_CLIENT_ID
+        and secret is not None
+        and secret.get() == DEV_CLIENT_SECRET
+    ):
+        env.update(
+            LYTHO_WORKFLOW_API_URL=s.lytho_workflow_api_url,
+            LYTHO_TOKEN_URL=s.lytho_token_url or "",
+            LYTHO_CLIENT_ID=DEV_CLIENT_ID,
+            LYTHO_CLIENT_SECRET=DEV_CLIENT_SECRET,
+        )
+    if s.lytics_api_token is not None and s.lytics_api_token.get() == DEV_LYTICS_TOKEN:
+        env.update(LYTICS_API_URL=s.lytics_api_url, LYTICS_API_TOKEN=DEV_LYTICS_TOKEN)
+    return env
+
+
 def dev_slack_sandbox() -> SlackSandbox:
     """The Slack sandbox of `bridge dev`: every channel exists; what it gets is printed."""
     sandbox = SlackSandbox(strict=False, archived=())
@@ -222,15 +246,15 @@ class DevServer(uvicorn.Server):
             DevState(
                 pid=os.getpid(),
                 url=url,
-                env=state_env(settings),
+                env={**state_env(settings), **sandbox_env(settings)},
                 redis_dir=str(self.redis_dir.resolve()) if self.redis_dir else None,
                 started_at=time.time(),
             )
         )
         print(f"[dev] listening on {url}  (Ctrl-C stops)")
         print(
-            f"[dev] bridge send, trace, dlq, replay and fire in this folder find this bridge "
-            f"through {STATE_FILE}"
+            f"[dev] bridge send, trace, dlq, replay, fire and doctor in this folder find this "
+            f"bridge through {STATE_FILE}"
         )
         secret = settings.webhook_secret
         if secret is not None and secret.get() == DEV_WEBHOOK_SECRET and self.example:

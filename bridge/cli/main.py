@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bridge.cli.backfill import add_backfill_command
 from bridge.cli.config import env_settings, redacted
+from bridge.cli.doctor import add_doctor_command
 from bridge.cli.operations import cmd_dlq, cmd_replay, cmd_send, cmd_trace
 from bridge.cli.processes import cmd_dev, cmd_web, cmd_worker
 from bridge.cli.rules import cmd_fire, cmd_test, cmd_validate
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.set_defaults(func=cmd_dlq)
 
     add_backfill_command(sub)
+    add_doctor_command(sub)
     return parser
 
 
