@@ -1,31 +1,36 @@
-"""Client of the Lytho Workflow Open API: work requests, tasks, proofs, projects (clients)."""
+"""Client of the Lytho Workflow Open API: work requests, tasks, proofs, projects, campaigns."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, get_args
-from urllib.parse import quote
 
 import httpx
 
 from bridge.clients.base import ApiClient, RetryPolicy, Sleep
+from bridge.clients.lytho_profile import LythoProfile, PageStyle, default_profile
+from bridge.clients.pages import Page, read_page
 from bridge.clients.ratelimit import Limiter
 from bridge.errors import ClientError
 from bridge.settings import Secret
 
+logger = logging.getLogger(__name__)
+
 Id = str | int
 Kind = Literal["workrequest", "task", "proof", "project", "campaign"]
 KINDS: Final[tuple[str, ...]] = get_args(Kind)
-PAGE_SIZES: Final = (10, 20, 30)
 JSON_PATCH: Final = "application/json-patch+json"
 
-# Lists (`GET /{kind}?ids=…` and `GET /{kind}/search?…`) are pages counted from 1 with
-# `pageSize` 10, 20 or 30. Their shape is not documented publicly; ours, shared with the
-# sandbox, is {"items": [...], "page", "pageSize", "totalCount", "totalPages"}.
+# Paths, page parameters, page sizes and the page shape come from the Lytho profile
+# (workflow.* keys, bridge/clients/lytho_profile.yaml; BRIDGE_LYTHO_PROFILE overrides):
+# no public document gives them. Pages are read tolerantly (bridge/clients/pages.py):
+# items under the profile's key or a common one, or a bare list; `page_shape` says which
+# was met, and a shape other than the profile's is logged once with the fix.
 
 
 class LythoWorkflowClient(ApiClient):
@@ -52,9 +57,17 @@ class LythoWorkflowClient(ApiClient):
         timeout: httpx.Timeout | None = None,
         sleep: Sleep | None = None,
         clock: Callable[[], float] = time.monotonic,
+        profile: LythoProfile | None = None,
     ) -> None:
         super().__init__(http, base_url, limiter=limiter, retry=retry, timeout=timeout, sleep=sleep)
         self.token_url = token_url
+        self.profile = profile if profile is not None else default_profile()
+        self.pages: PageStyle = self.profile.workflow_pages
+        self.auth_style = str(self.profile.value("workflow.auth.token_auth"))
+        # The key a page's items were last found under ("list": a bare list); None before
+        # the first page.
+        self.page_shape: str | None = None
+        self._shape_warned: set[str] = set()
         self._client_id = client_id
         self._client_secret = client_secret
         self._clock = clock
@@ -80,14 +93,21 @@ class LythoWorkflowClient(ApiClient):
         async with self._token_lock:
             if self._token is not None and self._clock() < self._expires_at:
                 return self._token
-            basic = base64.b64encode(
-                f"{self._client_id}:{self._client_secret.get()}".encode()
-            ).decode("ascii")
+            form = {"grant_type": "client_credentials"}
+            headers = {"Accept": "application/json"}
+            if self.auth_style == "body":
+                # workflow.auth.token_auth: body — the credentials as form fields.
+                form.update(client_id=self._client_id, client_secret=self._client_secret.get())
+            else:
+                basic = base64.b64encode(
+                    f"{self._client_id}:{self._client_secret.get()}".encode()
+                ).decode("ascii")
+                headers["Authorization"] = f"Basic {basic}"
             body = await self.request_json(
                 "POST",
                 self.token_url,
-                data={"grant_type": "client_credentials"},
-                headers={"Authorization": f"Basic {basic}", "Accept": "application/json"},
+                data=form,
+                headers=headers,
                 authenticate=False,
                 limited=False,
             )
@@ -107,56 +127,76 @@ class LythoWorkflowClient(ApiClient):
 
     # Reading.
 
+    def path(self, name: str, kind: str, item_id: Id | None = None) -> str:
+        """The profile's path `workflow.paths.<name>` for one kind (and object id)."""
+        if item_id is None:
+            return self.profile.workflow_path(name, kind=_kind(kind))
+        return self.profile.workflow_path(name, kind=_kind(kind), id=str(item_id))
+
     async def get(self, kind: Kind, item_id: Id) -> dict[str, Any]:
         """One work request, task, proof, project or campaign by id."""
-        return await self._object("GET", f"{_kind(kind)}/{_seg(item_id)}")
+        return await self._object("GET", self.path("get", kind, item_id))
 
     async def get_many(
-        self, kind: Kind, ids: Iterable[Id], *, page_size: int = 30
+        self, kind: Kind, ids: Iterable[Id], *, page_size: int | None = None
     ) -> list[dict[str, Any]]:
         """The objects with these ids (missing ones left out), `page_size` ids per call."""
-        _check_page_size(page_size)
+        size = self._check_page_size(page_size)
         wanted = [str(i) for i in ids]
+        path = self.path("many", kind)
         found: list[dict[str, Any]] = []
-        for start in range(0, len(wanted), page_size):
-            chunk = wanted[start : start + page_size]
-            params = [("ids", i) for i in chunk] + [("page", "1"), ("pageSize", str(page_size))]
-            body = await self._object("GET", _kind(kind), params=params)
-            found.extend(_items(body))
+        for start in range(0, len(wanted), size):
+            chunk = wanted[start : start + size]
+            params = [("ids", i) for i in chunk] + [
+                (self.pages.page_param, str(self.pages.first_page)),
+                (self.pages.size_param, str(size)),
+            ]
+            found.extend((await self._page(path, params)).items)
         return found
+
+    async def search_page(
+        self,
+        kind: Kind | str,
+        page: int,
+        criteria: Mapping[str, Any] | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> Page:
+        """One page of `GET {kind}/search` (page numbers as the API counts them)."""
+        size = self._check_page_size(page_size)
+        params = {
+            **(criteria or {}),
+            self.pages.page_param: page,
+            self.pages.size_param: size,
+        }
+        return await self._page(self.path("search", kind), params)
 
     async def search(
         self,
         kind: Kind,
         criteria: Mapping[str, Any] | None = None,
         *,
-        page_size: int = 30,
+        page_size: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Every object matching `criteria` (query parameters), page by page."""
-        _check_page_size(page_size)
-        page = 1
+        size = self._check_page_size(page_size)
+        page = self.pages.first_page
         while True:
-            params = {**(criteria or {}), "page": page, "pageSize": page_size}
-            body = await self._object("GET", f"{_kind(kind)}/search", params=params)
-            items = _items(body)
-            for item in items:
+            found = await self.search_page(kind, page, criteria, page_size=size)
+            for item in found.items:
                 yield item
-            total_pages = body.get("totalPages")
-            if (
-                not items
-                or len(items) < page_size
-                or (isinstance(total_pages, int) and page >= total_pages)
-            ):
+            if found.is_last(page, size, self.pages):
                 return
             page += 1
 
     async def users(self, kind: Kind, item_id: Id) -> list[dict[str, Any]]:
         """The users involved in one object (assignees, reviewers, requesters)."""
-        return await self._list("GET", f"{_kind(kind)}/{_seg(item_id)}/users")
+        return await self._list(self.path("users", kind, item_id))
 
     async def file_urls(self, kind: Kind, item_id: Id) -> list[dict[str, Any]]:
-        """Download URLs of one object's files."""
-        return await self._list("GET", f"{_kind(kind)}/{_seg(item_id)}/files/urls")
+        """Download URLs of one object's files (a work request's deliverable files)."""
+        name = "deliverable_files" if kind == "workrequest" else "files"
+        return await self._list(self.path(name, kind, item_id))
 
     # Writing.
 
@@ -166,7 +206,7 @@ class LythoWorkflowClient(ApiClient):
         """Apply a JSON Patch (RFC 6902); a failed `test` op raises PermanentError(409)."""
         return await self._object(
             "PATCH",
-            f"{_kind(kind)}/{_seg(item_id)}",
+            self.path("get", kind, item_id),
             content=json.dumps(list(operations)).encode(),
             headers={"Content-Type": JSON_PATCH},
         )
@@ -190,19 +230,46 @@ class LythoWorkflowClient(ApiClient):
 
     # Helpers.
 
+    def _check_page_size(self, size: int | None) -> int:
+        if size is None:
+            return self.pages.size
+        if size not in self.pages.sizes:
+            allowed = ", ".join(str(s) for s in self.pages.sizes)
+            raise ValueError(f"{self.pages.size_param} must be one of {allowed}, not {size}")
+        return size
+
+    async def _page(self, path: str, params: Any) -> Page:
+        body = await self.request_json("GET", path, params=params)
+        found = read_page(body, self.pages, path)
+        self._met(found.shape)
+        return found
+
+    def _met(self, shape: str) -> None:
+        """Remember the page shape met; say once how to fix a profile that expects another."""
+        self.page_shape = shape
+        if shape != self.pages.items and shape not in self._shape_warned:
+            self._shape_warned.add(shape)
+            expected = "a bare list" if self.pages.items == "list" else repr(self.pages.items)
+            met = "a bare list" if shape == "list" else f"{shape!r}"
+            logger.warning(
+                "Lytho Workflow pages hold their items under %s, not %s as the profile says; "
+                "read anyway. Set workflow.pages.items: %s in BRIDGE_LYTHO_PROFILE.",
+                met,
+                expected,
+                shape,
+            )
+
     async def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         body = await self.request_json(method, path, **kwargs)
         if not isinstance(body, dict):
             raise ClientError(f"{method} {path}: expected a JSON object, got {body!r:.100}")
         return body
 
-    async def _list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
-        body = await self.request_json(method, path, **kwargs)
-        if isinstance(body, dict):
-            body = _items(body)
-        if not isinstance(body, list):
-            raise ClientError(f"{method} {path}: expected a JSON list, got {body!r:.100}")
-        return body
+    async def _list(self, path: str) -> list[dict[str, Any]]:
+        body = await self.request_json("GET", path)
+        if isinstance(body, list):
+            return [i for i in body if isinstance(i, dict)]
+        return read_page(body, self.pages, path).items
 
 
 def _kind(kind: str) -> str:
@@ -213,21 +280,5 @@ def _kind(kind: str) -> str:
     return kind
 
 
-def _seg(value: Id) -> str:
-    return quote(str(value), safe="")
-
-
 def _pointer(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
-
-
-def _check_page_size(size: int) -> None:
-    if size not in PAGE_SIZES:
-        raise ValueError(f"pageSize must be one of 10, 20, 30, not {size}")
-
-
-def _items(body: Mapping[str, Any]) -> list[dict[str, Any]]:
-    items = body.get("items")
-    if not isinstance(items, list):
-        raise ClientError(f"expected a page with 'items', got {dict(body)!r:.100}")
-    return items

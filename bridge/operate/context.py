@@ -220,6 +220,7 @@ async def build_context(
             s.lytho_client_id,
             s.lytho_client_secret,
             limiter,
+            profile=load_profile(s.lytho_profile),
             **options,
         ),
         lytics=None

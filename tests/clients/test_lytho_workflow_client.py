@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import pytest
 from clients_support import WF_ID, WF_SECRET, Control, FakeSleep
 
 from bridge.clients import LythoWorkflowClient
+from bridge.clients.lytho_profile import load_profile
 from bridge.errors import PermanentError
 from bridge.sandbox._common import ApiError, apply_patch
+from bridge.sandbox.lytho_dialect import LythoDialect
+from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
+from bridge.sandbox.server import serve_in_thread
 from bridge.settings import Secret
 
 
@@ -248,3 +256,110 @@ def test_json_patch_operations():
         with pytest.raises(ApiError) as caught:
             apply_patch(doc, ops)
         assert caught.value.status == status
+
+
+# --- another dialect: the client follows its profile, and reads other page shapes --------
+
+# A Workflow API unlike the documents' reading, and the override file that describes it.
+OTHER = """\
+workflow:
+  auth: {token_auth: body}
+  pages: {page_param: pageNumber, size_param: limit, first_page: 0, sizes: [5],
+          items: results, total: count, total_pages: ""}
+  paths: {get: "{kind}/byId/{id}", search: "{kind}/find", users: "{kind}/{id}/people"}
+  kinds: {workrequest: work-requests}
+  search: {modified_since: updatedAfter}
+  fields: {modified: updatedAt}
+"""
+
+
+@pytest.fixture(scope="module")
+def other_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Control, Path]]:
+    path = tmp_path_factory.mktemp("dialect") / "other.yaml"
+    path.write_text(OTHER, encoding="utf-8")
+    app = create_lytho_workflow_app(WF_ID, WF_SECRET, dialect=LythoDialect.from_file(path))
+    with serve_in_thread(app) as server:
+        yield Control(server, app), path
+
+
+@pytest.fixture
+def other(
+    other_running: tuple[Control, Path], http: httpx.AsyncClient, fake_sleep: FakeSleep
+) -> tuple[LythoWorkflowClient, Control, Path]:
+    control, path = other_running
+    control.post("reset")
+    client = LythoWorkflowClient(
+        http,
+        f"{control.url}/v1/",
+        f"{control.url}/oauth/token",
+        WF_ID,
+        Secret(WF_SECRET),
+        sleep=fake_sleep,
+        profile=load_profile(path),
+    )
+    return client, control, path
+
+
+async def test_an_override_profile_drives_every_path_page_and_the_token(
+    other: tuple[LythoWorkflowClient, Control, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, control, _ = other
+    tasks = [t async for t in client.search("task", {"projectId": 10})]
+    proof = await client.get("proof", 7)
+    requests = await client.get_many("workrequest", [300, 301, 999])
+    users = await client.users("proof", 7)
+
+    assert [t["id"] for t in tasks] == [100 + n for n in range(12)]
+    assert proof["name"] == "Hero visual v3" and "updatedAt" in proof
+    assert [r["id"] for r in requests] == [300, 301]
+    assert {u["firstName"] for u in users} == {"Sam", "Lee"}
+    assert client.page_shape == "results" and client.tokens_fetched == 1
+    assert not [r for r in caplog.records if "BRIDGE_LYTHO_PROFILE" in r.getMessage()]
+    seen = [(r["path"], r["query"]) for r in control.requests() if r["path"] != "/oauth/token"]
+    assert seen == [
+        ("/v1/task/find", "projectId=10&pageNumber=0&limit=5"),
+        ("/v1/task/find", "projectId=10&pageNumber=1&limit=5"),
+        ("/v1/task/find", "projectId=10&pageNumber=2&limit=5"),
+        ("/v1/proof/byId/7", ""),
+        ("/v1/work-requests", "ids=300&ids=301&ids=999&pageNumber=0&limit=5"),
+        ("/v1/proof/7/people", ""),
+    ]
+
+
+async def test_the_default_profile_against_that_api_fails_clearly(
+    other: tuple[LythoWorkflowClient, Control, Path], http: httpx.AsyncClient
+) -> None:
+    _, control, _ = other
+    client = LythoWorkflowClient(
+        http, f"{control.url}/v1/", f"{control.url}/oauth/token", WF_ID, Secret(WF_SECRET)
+    )
+    # The credentials go as HTTP Basic, which this token endpoint does not take.
+    with pytest.raises(PermanentError, match=r"^POST /oauth/token → 401 Unauthorized"):
+        await client.get("proof", 7)
+
+
+@pytest.fixture(scope="module")
+def data_running() -> Iterator[Control]:
+    dialect = LythoDialect.from_mapping({"workflow.pages.items": "data"})
+    app = create_lytho_workflow_app(WF_ID, WF_SECRET, dialect=dialect)
+    with serve_in_thread(app) as server:
+        yield Control(server, app)
+
+
+async def test_another_page_shape_is_read_and_named_once_with_the_fix(
+    data_running: Control, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_running.post("reset")
+    client = LythoWorkflowClient(
+        http, f"{data_running.url}/v1/", f"{data_running.url}/oauth/token", WF_ID, Secret(WF_SECRET)
+    )
+    tasks = [t async for t in client.search("task", page_size=10)]
+    many = await client.get_many("task", [100, 101])
+
+    assert len(tasks) == 12 and [t["id"] for t in many] == [100, 101]
+    assert client.page_shape == "data"
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said == [
+        "Lytho Workflow pages hold their items under 'data', not 'items' as the profile says; "
+        "read anyway. Set workflow.pages.items: data in BRIDGE_LYTHO_PROFILE."
+    ]
