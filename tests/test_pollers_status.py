@@ -126,7 +126,7 @@ async def test_a_run_records_its_outcome_events_requests_and_a_full_pass(
 async def test_a_pass_over_several_runs_is_as_old_as_its_first_run(
     sandboxes: Sandboxes, redis_url: str, key_prefix: str
 ) -> None:
-    # A pollers' budget of one request a minute: the workflow poller needs four for a pass.
+    # A pollers' budget of one request a minute: the workflow poller needs five for a pass.
     tight = {"lytho_workflow": (Limit(2, 63),)}
     context = await poll_context(redis_url, key_prefix, sandboxes, limits=tight)
     try:

@@ -120,7 +120,7 @@ def add_backfill_command(
         "backfill",
         help="emit every object of a source once, as …created events",
         description=(
-            "Read every asset (lytho), work request, task, proof and project "
+            "Read every asset (lytho), work request, task, proof, project and campaign "
             "(lytho_workflow), or job and segment (lytics), and emit each once as a "
             "…created event, so rules run for what already exists. Objects unchanged since "
             "an earlier backfill are not emitted again."

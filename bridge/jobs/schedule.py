@@ -273,6 +273,11 @@ async def poller_status(context: Context) -> list[dict[str, Any]]:
         at += 1 + len(limits)
         out.append(_status(poller.name, poll_interval(context, poller.name), raw, now))
         out[-1]["budget"] = _budget_use(limits, tats, now)
+        # What a poller adds of its own (the Workflow poller: kinds read in full passes).
+        extra = getattr(poller, "status_extra", None)
+        out[-1]["notes"] = []
+        if extra is not None:
+            out[-1].update(await extra())
     return out
 
 

@@ -125,6 +125,12 @@ FAMILIES: tuple[Family, ...] = (
         "Requests the poller made to its API (booked against the pollers' budget), by poller.",
     ),
     Family(
+        "lytbridge_poller_full_passes",
+        "gauge",
+        "1 when the poller reads a kind whole every cycle because its API has or honours no "
+        "modified-since filter, by poller and kind.",
+    ),
+    Family(
         "lytbridge_poller_budget_used",
         "gauge",
         "Requests of the pollers' budget in use now (GCRA state), by API and limit.",
@@ -178,6 +184,9 @@ async def poller_gauges(bridge: Context) -> dict[str, float]:
             out[series("lytbridge_poller_lag_seconds", label)] = status["lag_seconds"]
         for name in ("runs", "events", "errors", "requests"):
             out[series(f"lytbridge_poller_{name}_total", label)] = float(status[f"{name}_total"])
+        for kind, full in status.get("full_passes", {}).items():
+            labels = {"poller": status["name"], "kind": kind}
+            out[series("lytbridge_poller_full_passes", labels)] = 1.0 if full else 0.0
         for limit in status["budget"]:
             labels = {"api": status["name"], "limit": limit["limit"]}
             out[series("lytbridge_poller_budget_used", labels)] = float(limit["used"])

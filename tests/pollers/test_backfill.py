@@ -30,10 +30,11 @@ async def test_backfill_emits_every_asset_once(context: Context, sandboxes: Sand
 
 
 async def test_backfill_of_workflow_and_lytics(context: Context) -> None:
-    assert await backfill(context, "lytho_workflow", ProgressBar("wf", io.StringIO())) == 19
+    assert await backfill(context, "lytho_workflow", ProgressBar("wf", io.StringIO())) == 22
     assert await backfill(context, "lytics", ProgressBar("lytics", io.StringIO())) == 6
     types = sorted({e.type for e in await stored_events(context)})
     assert types == [
+        "lytho.campaign.created",
         "lytho.project.created",
         "lytho.proof.created",
         "lytho.task.created",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from bridge.ingress.pollers import poller_event_types
 from bridge.operate.context import Context
 from tests.pollers.support import Sandboxes, poll, poller, stored_events
@@ -34,16 +36,25 @@ async def test_workflow_quiet_cycles_ask_only_for_what_changed(
     await poll(workflow)
     sandboxes.clear_requests("workflow")
     sandboxes.edit_workflow("task", 104, name="Copy review (legal)")
-    sandboxes.edit_workflow("workrequest", 300, status="accepted")
+    sandboxes.edit_workflow("workrequest", 300, archived=True)
     await poll(workflow)
-    searches = [r for r in sandboxes.requests("workflow") if r["path"].endswith("/search")]
-    assert len(searches) == 4
-    assert all("modifiedSince=" in r["query"] for r in searches)
+    searches = {
+        r["path"]: r["query"]
+        for r in sandboxes.requests("workflow")
+        if r["path"].endswith("/search")
+    }
+    assert len(searches) == 5  # one request per kind
+    for kind in ("proof", "task", "project", "campaign"):
+        assert "modifiedSince=" in searches[f"/v1/{kind}/search"]
+    # A work request carries no modification time (Lytho's reference): read whole.
+    assert "modifiedSince" not in searches["/v1/workrequest/search"]
     events = {e.type: e for e in await stored_events(context)}
-    assert set(events) == {"lytho.task.updated", "lytho.workrequest.status_changed"}
+    # A work request has no status in Lytho's reference: what changes is `archived`.
+    assert set(events) == {"lytho.task.updated", "lytho.workrequest.updated"}
     assert dict(events["lytho.task.updated"].changes) == {
         "name": {"from": "Copy review", "to": "Copy review (legal)"}
     }
+    assert events["lytho.workrequest.updated"].changes["archived"]["to"] is True
 
 
 async def test_a_failed_lytics_job_is_exactly_one_failed_event(
@@ -139,3 +150,38 @@ async def test_a_job_first_seen_failed_is_created_and_failed(
     events = await stored_events(context)
     assert sorted(e.type for e in events) == ["lytics.job.created", "lytics.job.failed"]
     assert {e.subject for e in events} == {created["id"]}
+
+
+async def test_campaigns_are_polled_a_status_change_and_a_new_one(
+    context: Context, sandboxes: Sandboxes
+) -> None:
+    workflow = poller(context, "lytho_workflow")
+    assert (await poll(workflow)).done
+    assert await stored_events(context) == []
+    sandboxes.edit_workflow("campaign", 1, status="completed")
+    # The sandbox has no control to create a campaign: add one to its state directly.
+    state = sandboxes.state("workflow")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with state.core.lock:
+        state.objects["campaign"]["4"] = {
+            "id": 4,
+            "name": "Autumn 2026",
+            "status": "planned",
+            "startDate": "2026-09-01",
+            "endDate": "2026-11-30",
+            "createdAt": now,
+            "modifiedAt": now,
+        }
+    assert (await poll(workflow)).done
+    assert (await poll(workflow)).done
+    events = {e.subject: e for e in await stored_events(context)}
+    assert {s: e.type for s, e in events.items()} == {
+        "1": "lytho.campaign.status_changed",
+        "4": "lytho.campaign.created",
+    }
+    assert dict(events["1"].changes) == {"status": {"from": "active", "to": "completed"}}
+    assert events["1"].data["name"] == "Spring 2026 launch"
+    assert events["4"].data["name"] == "Autumn 2026" and not events["4"].changes
+    searches = [r for r in sandboxes.requests("workflow") if r["path"] == "/v1/campaign/search"]
+    assert "modifiedSince=" not in searches[0]["query"]  # the first cycle reads it all
+    assert all("modifiedSince=" in r["query"] for r in searches[1:])
