@@ -16,7 +16,7 @@ from bridge.clients.base import ApiClient, RetryPolicy, Sleep
 from bridge.clients.lytho_profile import LythoProfile, PageStyle, default_profile
 from bridge.clients.pages import Page, read_page
 from bridge.clients.ratelimit import Limiter
-from bridge.errors import ClientError
+from bridge.errors import ClientError, PermanentError
 from bridge.settings import Secret
 
 logger = logging.getLogger(__name__)
@@ -103,14 +103,23 @@ class LythoWorkflowClient(ApiClient):
                     f"{self._client_id}:{self._client_secret.get()}".encode()
                 ).decode("ascii")
                 headers["Authorization"] = f"Basic {basic}"
-            body = await self.request_json(
-                "POST",
-                self.token_url,
-                data=form,
-                headers=headers,
-                authenticate=False,
-                limited=False,
-            )
+            try:
+                body = await self.request_json(
+                    "POST",
+                    self.token_url,
+                    data=form,
+                    headers=headers,
+                    authenticate=False,
+                    limited=False,
+                )
+            except PermanentError as exc:
+                if exc.status != 401:
+                    raise
+                # Right credentials sent the wrong way are refused alike: name that too.
+                raise PermanentError(
+                    f"{exc}, and how they are sent (workflow.auth.token_auth: {self.auth_style})",
+                    status=exc.status,
+                ) from None
             token = body.get("access_token") if isinstance(body, dict) else None
             if not isinstance(token, str) or not token:
                 raise ClientError(
