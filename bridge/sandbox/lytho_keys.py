@@ -40,10 +40,6 @@ def _key_or_none(value: Any) -> str:
     return _name(value)
 
 
-def _items(value: Any) -> str:
-    return _name(value)
-
-
 def _first_page(value: Any) -> int:
     if value not in (0, 1) or isinstance(value, bool):
         raise ValueError(f"expected 0 or 1, got {value!r}")
@@ -70,10 +66,6 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
         return str(text)
 
     return check
-
-
-def _scheme(value: Any) -> str:
-    return _key_or_none(value)
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -112,12 +104,12 @@ def _path(*placeholders: str) -> Callable[[Any], str]:
 
 KEYS: dict[str, Spec] = {
     "dam.auth.header": Spec("x-api-key", "header carrying the API key", _name),
-    "dam.auth.scheme": Spec("", "text before the key in that header", _scheme),
+    "dam.auth.scheme": Spec("", "text before the key in that header", _key_or_none),
     "dam.pages.page_param": Spec("page", "query parameter of the page number", _name),
     "dam.pages.size_param": Spec("size", "query parameter of the page size", _name),
     "dam.pages.first_page": Spec(0, "number of the first page", _first_page),
     "dam.pages.max_size": Spec(50, "largest page size the API accepts", _positive),
-    "dam.pages.items": Spec("content", "key of a page's items; list = a bare list", _items),
+    "dam.pages.items": Spec("content", "key of a page's items; list = a bare list", _name),
     "dam.pages.total": Spec("totalElements", "key of the total count", _key_or_none),
     "dam.pages.total_pages": Spec("totalPages", "key of the number of pages", _key_or_none),
     "dam.pages.last": Spec("last", "key of the is-last-page flag", _key_or_none),
@@ -146,7 +138,7 @@ KEYS: dict[str, Spec] = {
     "workflow.pages.size_param": Spec("pageSize", "query parameter of the page size", _name),
     "workflow.pages.first_page": Spec(1, "number of the first page", _first_page),
     "workflow.pages.sizes": Spec((10, 20, 30), "page sizes the API accepts", _sizes),
-    "workflow.pages.items": Spec("items", "key of a page's items; list = a bare list", _items),
+    "workflow.pages.items": Spec("items", "key of a page's items; list = a bare list", _name),
     "workflow.pages.total": Spec("totalCount", "key of the total count", _key_or_none),
     "workflow.pages.total_pages": Spec("totalPages", "key of the number of pages", _key_or_none),
     "workflow.pages.last": Spec("", "key of the is-last-page flag", _key_or_none),
