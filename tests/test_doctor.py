@@ -535,3 +535,123 @@ def test_the_in_process_limiter_spaces_requests_like_the_shared_one() -> None:
     assert asyncio.run(three()) == pytest.approx([0.0, 3.15, 6.3])
     assert slept == pytest.approx([3.15, 6.3])
     assert asyncio.run(limiter.acquire("lytics")) == 0.0
+
+
+def test_the_workflow_pollers_finding_is_shown_beside_the_filter_check(
+    env: dict[str, str],
+    stack: ExitStack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+    key_prefix: str,
+) -> None:
+    from tests.pollers.support import make_context, poll, poller
+
+    boxes = start(stack, ignores_modified_since=True)
+    configure(monkeypatch, boxes)
+
+    async def two_polls() -> None:
+        workflow_env = {
+            "LYTHO_WORKFLOW_API_URL": f"{boxes.workflow}/v1/",
+            "LYTHO_TOKEN_URL": f"{boxes.workflow}/oauth/token",
+            "LYTHO_CLIENT_ID": CLIENT,
+            "LYTHO_CLIENT_SECRET": SECRET,
+        }
+        context = await make_context(redis_url, key_prefix, workflow_env)
+        try:
+            workflow = poller(context, "lytho_workflow")
+            for _ in range(2):
+                assert (await poll(workflow)).done
+        finally:
+            await context.close()
+
+    asyncio.run(two_polls())
+    code, out, err = doctor(capsys)
+
+    assert (code, err) == (1, "")
+    lines = check_lines(out)
+    [since] = [i for i, line in enumerate(lines) if ": modified-since filter:" in line]
+    assert lines[since].startswith("✗ ")
+    # Right after the check: what the poller of this bridge found and does.
+    finding = lines[since + 1]
+    assert finding.startswith("? Lytho Workflow: poller: what the Workflow poller of this ")
+    assert "campaign: ignored (full passes)" in finding
+    assert "workrequest: timeless (full passes)" in finding
+
+
+def test_a_429_stops_the_checks_of_that_api_and_says_why(
+    env: dict[str, str],
+    stack: ExitStack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A DAM that allows one request a minute, while this bridge's limits are set far higher.
+    server = ThreadedServer(create_lytho_app(KEY, rate_limit_per_minute=1))
+    server.start()
+    stack.callback(server.stop)
+    boxes = start(stack)
+    configure(monkeypatch, boxes)
+    monkeypatch.setenv("LYTHO_API_URL", f"{server.url}/v1/")
+
+    code, out, err = doctor(capsys)
+
+    assert (code, err) == (0, ""), out
+    dam = [line for line in check_lines(out) if line.startswith(("✓ Lytho DAM", "? Lytho DAM"))]
+    assert dam[-2].startswith(
+        "? Lytho DAM: rate limit: GET /v1/assets?page=1&size=1 → 429 (Retry-After: 60) "
+        "although the shared limiter spaced the requests"
+    )
+    assert dam[-1].startswith("? Lytho DAM: rate-limit headers: Retry-After: 60 (in 2 answers)")
+    assert len(httpx.get(f"{server.url}/_sandbox/requests").json()["requests"]) == 2
+
+
+def test_a_write_path_that_does_not_exist_or_does_not_say_what_it_allows(
+    env: dict[str, str],
+    stack: ExitStack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    boxes = start(stack)
+    configure(monkeypatch, boxes)
+    override = tmp_path / "profile.yaml"
+    override.write_text(
+        'dam.operations.add_to_collection: {path: "collections/{collection_id}/members"}\n'
+    )
+    monkeypatch.setenv("BRIDGE_LYTHO_PROFILE", str(override))
+
+    code, out, err = doctor(capsys)
+
+    assert (code, err) == (1, "")
+    [failed] = [line for line in check_lines(out) if line.startswith("✗ ")]
+    assert failed.startswith(
+        "✗ Lytho DAM: operation add_to_collection: OPTIONS /v1/collections/501/members → 404: "
+        "no such path; expected POST collections/{collection_id}/members to exist"
+    )
+
+    # A DAM whose OPTIONS answers say nothing of the methods: no write path can be told.
+    dam = create_lytho_app(KEY, rate_limit_per_minute=None)
+
+    async def silent_options(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await dam(scope, receive, send)
+
+    server = ThreadedServer(silent_options)
+    server.start()
+    stack.callback(server.stop)
+    monkeypatch.delenv("BRIDGE_LYTHO_PROFILE")
+    monkeypatch.setenv("LYTHO_API_URL", f"{server.url}/v1/")
+
+    code, out, err = doctor(capsys)
+
+    assert (code, err) == (0, ""), out
+    writes = [
+        line for line in check_lines(out) if ": operation " in line and "get_metadata" not in line
+    ]
+    assert len(writes) == 11
+    for line in writes:
+        assert line.startswith("? Lytho DAM: operation ")
+        assert "→ 200 without an Allow header: cannot tell without writing" in line
