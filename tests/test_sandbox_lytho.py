@@ -387,3 +387,13 @@ def test_another_workflow_dialect(tmp_path: Path) -> None:
     assert len(ignored.json()) == 2  # an unknown parameter filters nothing
     assert (size.status_code, size.json()["message"]) == (400, "limit must be one of 2, 4")
     assert defaults == [404, 404, 404]
+
+
+def test_a_wrong_method_is_a_405_that_says_which_methods_the_path_has():
+    with serve_in_thread(create_lytho_app("k")) as server:
+        response = httpx.patch(
+            f"{server.url}/v1/assets/1/tags", headers={"x-api-key": "k"}, json={}
+        )
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) >= {"POST", "DELETE"}
+    assert response.json()["status"] == 405

@@ -220,9 +220,10 @@ def http_exception_handler(
     """Router errors (unknown path 404, wrong method 405) in the API's error shape."""
 
     async def handle(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        message = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        return core.error(status, message)
+        if not isinstance(exc, HTTPException):
+            return core.error(500, "internal error")
+        # A 405 keeps its Allow header, as Spring's does: it says which methods the path has.
+        return core.error(exc.status_code, exc.detail, dict(exc.headers or {}) or None)
 
     return handle
 
