@@ -447,3 +447,20 @@ def test_bridge_send_slack_action_presses_a_button_on_a_running_bridge(
     assert wrong.stdout.startswith("401 ")
     assert "not-the-bridges" not in wrong.stdout + wrong.stderr
     assert bridge.stored_events() == 1
+
+
+# --- docs/events.md shows what the door makes ------------------------------------------------
+
+
+def test_the_slack_examples_in_docs_events_md_are_what_the_door_makes() -> None:
+    import re
+
+    from bridge.ingress.slack import action_events, command_event, parse_form
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text()
+    section = doc.split("## Slack buttons and slash commands", 1)[1].split("\n## ", 1)[0]
+    examples = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", section, re.DOTALL)]
+    assert [e["type"] for e in examples] == ["slack.action.push_to_lytics", "slack.command.deploy"]
+    assert examples[0] == action_events(press())[0].to_dict()
+    made = command_event(parse_form(command("/deploy", "spring-site"))).to_dict()
+    assert examples[1] == {**made, "time": examples[1]["time"]}

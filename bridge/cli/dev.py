@@ -20,6 +20,7 @@ import redis
 import uvicorn
 
 from bridge.cli.config import DEV_WEBHOOK_SECRET, dev_settings
+from bridge.cli.dev_slack import DevSlackPage
 from bridge.cli.dev_state import (
     REDIS_DIR,
     STATE_FILE,
@@ -188,7 +189,7 @@ def _sandbox(stack: contextlib.ExitStack, app: Any) -> str:
 async def _serve(settings: Settings, redis_dir: Path | None) -> None:
     context = await build_context(settings)
     config = uvicorn.Config(
-        create_app(settings, context=context),
+        DevSlackPage(create_app(settings, context=context)),
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -259,6 +260,10 @@ class DevServer(uvicorn.Server):
         secret = settings.webhook_secret
         if secret is not None and secret.get() == DEV_WEBHOOK_SECRET and self.example:
             print(f"[dev] try: bridge send {self.example}")
+        print(
+            f"[dev] Slack buttons: {url}/dev/slack (press them, or: bridge send --slack-action "
+            "ACTION_ID); they arrive signed at POST /hooks/slack"
+        )
         token = settings.admin_token
         if token is not None and token.get().startswith("dev-"):
             print(f"[dev] dashboard: {url}/login  token for this run: {token.get()}")
