@@ -274,3 +274,41 @@ def test_a_process_with_a_broken_override_file_does_not_start(
         "ConfigError: the Lytho profile override has problems:\n"
         f"{path}:3:17: dam.pages.first_page must be a whole number of at least 0\n"
     )
+
+
+def test_bridge_devs_lytho_sandboxes_speak_the_profile_of_the_override_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import httpx
+
+    from bridge.cli import dev
+
+    monkeypatch.chdir(tmp_path)
+    path = _write(
+        tmp_path,
+        "dam.pages.items: data\n"
+        "dam.pages.first_page: 1\n"
+        'dam.paths.assets: "dam/assets"\n'
+        "workflow.pages.items: results\n",
+    )
+    env = {"REDIS_URL": "redis://127.0.0.1:6379/13", "BRIDGE_LYTHO_PROFILE": str(path)}
+    with dev.dev_services(Settings.from_env(env)) as settings:
+        assert settings.lytho_api_key is not None
+        key = {"x-api-key": settings.lytho_api_key.get()}
+        page = httpx.get(f"{settings.lytho_api_url}dam/assets", params={"page": 1}, headers=key)
+        assert page.status_code == 200 and page.json()["data"]
+        old = httpx.get(f"{settings.lytho_api_url}assets", headers=key)
+        assert old.status_code == 404
+        assert settings.lytho_token_url is not None and settings.lytho_client_id is not None
+        assert settings.lytho_client_secret is not None
+        token = httpx.post(
+            settings.lytho_token_url,
+            data={"grant_type": "client_credentials"},
+            auth=(settings.lytho_client_id, settings.lytho_client_secret.get()),
+        ).json()["access_token"]
+        proofs = httpx.get(
+            f"{settings.lytho_workflow_api_url}proof/search",
+            params={"page": 1, "pageSize": 30},
+            headers={"authorization": f"Bearer {token}"},
+        )
+        assert proofs.status_code == 200 and proofs.json()["results"]

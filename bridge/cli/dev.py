@@ -41,6 +41,7 @@ from bridge.logs import configure_logging
 from bridge.operate.context import build_context
 from bridge.operate.worker import run_worker
 from bridge.sandbox.lytho import create_lytho_app
+from bridge.sandbox.lytho_dialect import LythoDialect
 from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
 from bridge.sandbox.lytics import create_lytics_app
 from bridge.sandbox.server import ThreadedServer
@@ -141,14 +142,20 @@ def dev_services(settings: Settings, data_dir: Path = REDIS_DIR) -> Iterator[Set
                 f"[dev] no SLACK_BOT_TOKEN: Slack sandbox at {server.url}; every channel "
                 "exists, and what it gets prints here"
             )
+        # With BRIDGE_LYTHO_PROFILE set, the sandboxes speak that dialect, so a profile
+        # written for a tenant can be tried locally first (docs/lytho-api.md).
+        dialect = _dialect(settings)
         if settings.lytho_api_key is None:
-            url = _sandbox(stack, create_lytho_app(DEV_LYTHO_KEY))
+            url = _sandbox(stack, create_lytho_app(DEV_LYTHO_KEY, dialect=dialect))
             settings = replace(
                 settings, lytho_api_url=f"{url}/v1/", lytho_api_key=Secret(DEV_LYTHO_KEY)
             )
             print(f"[dev] no LYTHO_API_KEY: Lytho DAM sandbox at {url}/v1/")
         if settings.lytho_workflow_client_missing:
-            url = _sandbox(stack, create_lytho_workflow_app(DEV_CLIENT_ID, DEV_CLIENT_SECRET))
+            url = _sandbox(
+                stack,
+                create_lytho_workflow_app(DEV_CLIENT_ID, DEV_CLIENT_SECRET, dialect=dialect),
+            )
             settings = replace(
                 settings,
                 lytho_workflow_api_url=f"{url}/v1/",
@@ -176,6 +183,17 @@ def _kept(url: str) -> str:
     finally:
         client.close()
     return f", {keys} key{'s' if keys > 1 else ''} from earlier runs" if keys else ""
+
+
+def _dialect(settings: Settings) -> LythoDialect | None:
+    if settings.lytho_profile is None:
+        return None
+    try:
+        return LythoDialect.from_file(settings.lytho_profile)
+    except ValueError as exc:  # load_profile checked it already; the sandbox's own reading
+        raise ConfigError(
+            f"the Lytho sandboxes cannot speak {settings.lytho_profile}: {exc}"
+        ) from None
 
 
 def _sandbox(stack: contextlib.ExitStack, app: Any) -> str:
