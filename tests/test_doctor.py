@@ -655,3 +655,26 @@ def test_a_write_path_that_does_not_exist_or_does_not_say_what_it_allows(
     for line in writes:
         assert line.startswith("? Lytho DAM: operation ")
         assert "→ 200 without an Allow header: cannot tell without writing" in line
+
+
+def test_without_the_rules_folder_the_streams_cannot_be_checked_and_it_says_so(
+    env: dict[str, str],
+    stack: ExitStack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    boxes = start(stack)
+    monkeypatch.setenv("LYTICS_API_TOKEN", TOKEN)
+    monkeypatch.setenv("LYTICS_API_URL", boxes.lytics)
+    monkeypatch.setenv("BRIDGE_RULES_DIR", str(tmp_path / "elsewhere"))
+
+    code, out, err = doctor(capsys)
+
+    assert (code, err) == (0, ""), out
+    assert (
+        f"? Lytics: streams: no rules folder {tmp_path / 'elsewhere'} (BRIDGE_RULES_DIR) here: "
+        "the streams your rules collect to cannot be checked; run bridge doctor where the "
+        "rules are"
+    ) in check_lines(out)
+    assert out.splitlines()[0].startswith("bridge doctor: at most 1 request (Lytics 1)")

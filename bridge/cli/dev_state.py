@@ -1,9 +1,10 @@
 """How the commands run beside `bridge dev` find it: `.bridge/dev.json` in its folder.
 
-`bridge dev` writes the file (mode 0600: it holds the webhook secret and admin token) once
-it listens, and removes it when it stops. `send`, `trace`, `dlq`, `replay` and `fire` read
-it; the variables it holds apply where the environment sets none. A file whose process is
-gone (a `bridge dev` that was killed) is ignored, with a note.
+`bridge dev` writes the file (mode 0600: it holds the webhook secret, admin token and its
+sandboxes' demo credentials) once it listens, and removes it when it stops. `send`, `trace`,
+`dlq`, `replay`, `fire` and `doctor` read it; the variables it holds apply where the
+environment sets none. A file whose process is gone (a `bridge dev` that was killed) is
+ignored, with a note.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class Report:
         )
         return [
             f"{len(self.confirmed)} of {len(profile.entries)} profile entries confirmed; {where}",
-            f"{self.tally.total} requests" + (f" ({sent})" if sent else ""),
+            _requests(self.tally.total) + (f" ({sent})" if sent else ""),
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -93,6 +93,10 @@ class Report:
                 "file": None if profile.path is None else str(profile.path),
             },
         }
+
+
+def _requests(count: int) -> str:
+    return f"{count} request{'' if count == 1 else 's'}"
 
 
 class Doctor:
@@ -152,7 +156,7 @@ class Doctor:
             gap = max((limit.interval for limit in found if limit.burst == 1), default=0.0)
             seconds = max(seconds, (count - 1) * gap)
         took = f"; about {math.ceil(seconds)} s at the rate limits" if seconds >= 2 else ""
-        return f"at most {self.tally.total_planned} requests ({each}), all reads{took}"
+        return f"at most {_requests(self.tally.total_planned)} ({each}), all reads{took}"
 
     def _probe(self, http: httpx.AsyncClient, api: str, base_url: str, **headers: str) -> Probe:
         return Probe(

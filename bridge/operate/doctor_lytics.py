@@ -45,6 +45,13 @@ def rule_streams(settings: Settings) -> Streams:
     from bridge.rules.loader import check_rules
     from bridge.templates.environment import Templates
 
+    found = Streams()
+    if not settings.rules_dir.is_dir():
+        found.problem = (
+            f"no rules folder {settings.rules_dir} (BRIDGE_RULES_DIR) here: the streams your "
+            "rules collect to cannot be checked; run bridge doctor where the rules are"
+        )
+        return found
     folder = settings.templates_dir
     checked = check_rules(
         settings.rules_dir,
@@ -52,7 +59,6 @@ def rule_streams(settings: Settings) -> Streams:
         actions=action_schemas(),
         event_types=event_catalogue(),
     )
-    found = Streams()
     if checked.ruleset is None:
         count = len(checked.errors)
         found.problem = (
