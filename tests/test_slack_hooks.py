@@ -380,9 +380,13 @@ def test_json_and_oversized_bodies_are_refused_before_the_signature(bridge: Brid
 
 
 def test_slacks_certificate_check_is_answered_and_stores_nothing(bridge: Bridge) -> None:
-    body = b"ssl_check=1&token=legacy-verification-token"
-    response = post(bridge, body, {"content-type": "application/x-www-form-urlencoded"})
-    assert (response.status_code, response.content) == (200, b"")
+    for body in (b"ssl_check=1&token=legacy-token", b"token=legacy-token&ssl_check=1"):
+        response = post(bridge, body, {"content-type": "application/x-www-form-urlencoded"})
+        assert (response.status_code, response.content) == (200, b"")
+    # A command that says ssl_check is still a command: unsigned, it is refused.
+    sneaky = command() + b"&ssl_check=1"
+    response = post(bridge, sneaky, {"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 401
     assert_nothing_stored(bridge)
 
 
