@@ -21,7 +21,7 @@ from bridge.cli.slack_send import action_body, block_actions_payload, signed_hea
 from bridge.events import Event
 from bridge.ingress.normalize import generic_events
 from bridge.ingress.signatures import SignatureError, sign_slack, verify_slack
-from bridge.ingress.slack import type_word
+from bridge.ingress.slack import action_events, type_word
 from tests.helpers import Bridge, running_bridge, wait_for
 
 SIGNING_SECRET = "8d1b3e0c5f2a4d6e9b7c1a3f5e7d9b2c"
@@ -191,6 +191,29 @@ def test_malformed_signature_headers_are_refused_never_an_exception(
     with pytest.raises(SignatureError, match="does not match"):
         not_utf8 = {"x-slack-request-timestamp": DOC_STAMP, "x-slack-signature": DOC_SIGNATURE}
         verify_slack(DOC_SECRET, not_utf8, b"\xff" + DOC_BODY, now=int(DOC_STAMP))
+
+
+@pytest.mark.parametrize(
+    ("action", "value"),
+    [
+        ({"type": "button", "value": "v1"}, "v1"),
+        ({"type": "button"}, None),
+        ({"type": "static_select", "selected_option": {"value": "high"}}, "high"),
+        (
+            {"type": "multi_static_select", "selected_options": [{"value": "a"}, {"value": "b"}]},
+            ["a", "b"],
+        ),
+        ({"type": "datepicker", "selected_date": "2026-12-24"}, "2026-12-24"),
+        ({"type": "users_select", "selected_user": "U0BEN2"}, "U0BEN2"),
+    ],
+)
+def test_a_menus_choice_is_the_events_value(action: dict[str, Any], value: Any) -> None:
+    payload = press()
+    payload["actions"] = [{"action_id": "pick", "block_id": "b", **action}]
+    [event] = action_events(payload)
+    assert event.type == "slack.action.pick"
+    assert event.data["value"] == value
+    assert event.data["action_type"] == action["type"]
 
 
 def test_action_ids_become_types_rules_can_name() -> None:
@@ -459,7 +482,7 @@ def test_bridge_send_slack_action_presses_a_button_on_a_running_bridge(
 def test_the_slack_examples_in_docs_events_md_are_what_the_door_makes() -> None:
     import re
 
-    from bridge.ingress.slack import action_events, command_event, parse_form
+    from bridge.ingress.slack import command_event, parse_form
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text()
     section = doc.split("## Slack buttons and slash commands", 1)[1].split("\n## ", 1)[0]

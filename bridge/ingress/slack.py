@@ -92,6 +92,35 @@ def _time(stamp: Any) -> str:
         return utc_now()
 
 
+# What a menu or picker sends as its choice, for `data.value` when there is no `value`.
+_CHOICES = (
+    "selected_date",
+    "selected_time",
+    "selected_date_time",
+    "selected_user",
+    "selected_channel",
+    "selected_conversation",
+    "selected_users",
+    "selected_channels",
+    "selected_conversations",
+)
+
+
+def chosen(action: Mapping[str, Any]) -> Any:
+    """A button's `value`; for a menu or picker, what was chosen (an option's value, the
+    values of several options, a date, a user id, …)."""
+    if action.get("value") is not None:
+        return action["value"]
+    if isinstance(action.get("selected_option"), Mapping):
+        return action["selected_option"].get("value")
+    if isinstance(action.get("selected_options"), list):
+        return [_obj(option).get("value") for option in action["selected_options"]]
+    for name in _CHOICES:
+        if action.get(name) is not None:
+            return action[name]
+    return None
+
+
 def action_events(payload: Mapping[str, Any]) -> list[Event]:
     """The events of a `block_actions` payload: one per entry of `actions`. EventError
     for a payload that is not one."""
@@ -118,13 +147,10 @@ def action_events(payload: Mapping[str, Any]) -> list[Event]:
         action_id = action.get("action_id")
         if not isinstance(action_id, str) or not action_id:
             raise EventError(f"actions[{index}] has no 'action_id'")
-        value = action.get("value")
-        if value is None:
-            value = _obj(action.get("selected_option")).get("value")
         data = {
             "action_id": action_id,
             "block_id": action.get("block_id"),
-            "value": value,
+            "value": chosen(action),
             "text": _obj(action.get("text")).get("text"),
             "action_type": action.get("type"),
             "user": {"id": user.get("id"), "name": user.get("username") or user.get("name")},
