@@ -262,18 +262,26 @@ def unreachable(api: str, answer: Answer, setting: str) -> Halt:
 
 
 def rate_header_check(api: str, tally: Tally) -> Check:
-    """The rate-limit headers an API sent, if any: informational, always `?`."""
+    """The rate-limit headers an API sent, if any.
+
+    lytbridge assumes an API does not announce its limits and paces by its own (the
+    profile's `*.rate_limits`, `BRIDGE_RATE_LIMIT_*`): no header is what it expects (✓);
+    headers it could read differently are listed for a person to compare (`?`).
+    """
     seen = tally.rate_headers.get(api) or {}
     answers = tally.answers.get(api, 0)
     if seen:
         listed = ", ".join(f"{name}: {value}" for name, value in sorted(seen.items()))
-        saw = f"{listed} (in {answers} answers); lytbridge paces by its own limits"
-    else:
         saw = (
-            f"none were sent in {answers} answers (looked for X-RateLimit-*, RateLimit-*, "
-            "Retry-After); lytbridge paces by its own limits"
+            f"{listed} (in {answers} answers); lytbridge paces by its own limits: compare "
+            "them with the profile's rate_limits or BRIDGE_RATE_LIMIT_*"
         )
-    return Check(api, "rate_limit_headers", "rate-limit headers", UNKNOWN, saw)
+        return Check(api, "rate_limit_headers", "rate-limit headers", UNKNOWN, saw)
+    saw = (
+        f"none were sent in {answers} answers (looked for X-RateLimit-*, RateLimit-*, "
+        "Retry-After), as assumed: lytbridge paces by its own limits"
+    )
+    return Check(api, "rate_limit_headers", "rate-limit headers", OK, saw)
 
 
 def not_configured(api: str, missing: Sequence[str]) -> Check:
