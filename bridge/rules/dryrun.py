@@ -13,6 +13,7 @@ from typing import Any
 
 from bridge.errors import TemplateError
 from bridge.events import Event
+from bridge.rules.digests import digest_context, digest_event, is_digest_run, rollup_context
 from bridge.rules.model import Rule, event_context
 from bridge.templates.environment import SlackText, Templates
 
@@ -72,17 +73,40 @@ class _Steps(dict[str, Any]):
         return _StepResult(f"steps.{key}")
 
 
-def dry_run_context(event: Event, rule: Rule) -> dict[str, Any]:
-    """The template context of a run that has not happened: steps answer with placeholders."""
-    context = event_context(event, rule)
+def dry_run_context(
+    event: Event, rule: Rule, throttle: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The template context of a run that has not happened: steps answer with placeholders.
+
+    A digest rule's event alone is shown as a digest of that one event (a dry run cannot
+    wait for its window); a throttle roll-up shows `throttle` as given, or nothing held back.
+    """
+    if is_digest_run(event, rule.id):
+        context = digest_context(event, rule)
+    elif rule.digest is not None:
+        one = digest_event(rule.id, "dg_dry_run", "", [event.to_dict()])
+        context = digest_context(one, rule)
+    else:
+        context = event_context(event, rule)
+    if rule.throttle is not None and rule.throttle.rollup:
+        context["throttle"] = dict(throttle or rollup_context(0, []))
     context["steps"] = _Steps()
     return context
 
 
-def render_actions(event: Event, rule: Rule, templates: Templates) -> list[RenderedAction]:
+def render_actions(
+    event: Event, rule: Rule, templates: Templates, throttle: Mapping[str, Any] | None = None
+) -> list[RenderedAction]:
     """The steps of a matched rule, each rendered as the worker renders it (`Step.render`)."""
     rendered = []
-    context = dry_run_context(event, rule)
+    if rule.digest is not None and not is_digest_run(event, rule.id):
+        # A dry run cannot wait for the window: the event alone, as a digest of one.
+        try:
+            key = str(templates.render_value(rule.digest.key, event_context(event, rule)))
+        except TemplateError:
+            key = rule.id  # as the worker does with a key that cannot render
+        event = digest_event(rule.id, "dg_dry_run", key, [event.to_dict()])
+    context = dry_run_context(event, rule, throttle)
     for step in rule.actions:
         try:
             # Errors surface here, not in Slack: a template file is rendered too.

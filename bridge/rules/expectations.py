@@ -37,6 +37,19 @@ def check_expectations(result: CaseResult, expect: Mapping[str, Node], ruleset: 
         _check_not_matched(result, expect["not_matched"].plain(), ruleset)
     if "suppressed" in expect:
         _check_suppressed(result, expect["suppressed"].plain())
+    if "digests" in expect:
+        for rule_id, counts in expect["digests"].plain().items():
+            wanted = counts if isinstance(counts, list) else [counts]
+            actual = result.digests.get(rule_id, [])
+            if actual != wanted:
+                result.failures.append(
+                    Failure(
+                        f"digests of {rule_id!r}",
+                        wanted,
+                        actual,
+                        "one number per digest run of the case: how many events it held",
+                    )
+                )
 
 
 def _check_matched(result: CaseResult, expected: list[str], ruleset: RuleSet) -> None:

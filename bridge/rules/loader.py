@@ -11,7 +11,7 @@ from bridge.errors import Problem, RuleError
 from bridge.rules.checker import DURATION_HINT, EventTypes, parse_duration, suggest
 from bridge.rules.engine import RuleSet, is_glob
 from bridge.rules.files import display_name, rule_files, scan_rule_files
-from bridge.rules.model import Dedupe, Rule, Throttle
+from bridge.rules.model import Dedupe, Digest, Rule, Throttle
 from bridge.rules.source import Node, parse
 from bridge.rules.steps import StepChecker
 from bridge.rules.when import WhenChecker
@@ -42,10 +42,15 @@ RULE_KEYS = (
     "when",
     "dedupe",
     "throttle",
+    "digest",
     "actions",
 )
 DEDUPE_KEYS = ("key", "ttl")
-THROTTLE_KEYS = ("key", "limit", "per")
+THROTTLE_KEYS = ("key", "limit", "per", "rollup")
+DIGEST_KEYS = ("key", "window", "max")
+# A window is a deferred job in the queue, where a job lives a day: a digest waits at most that.
+DIGEST_WINDOW_MAX = 24 * 3600
+DIGEST_MAX = 1000
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -178,6 +183,13 @@ class FileChecker(WhenChecker, StepChecker):
         when = self.when(m.get("when"), node)
         dedupe = self.dedupe(m.get("dedupe"))
         throttle = self.throttle(m.get("throttle"), rule_id or "")
+        digest = self.digest(m.get("digest"), rule_id or "")
+        if digest is not None and throttle is not None and throttle.rollup:
+            self.error(
+                m["digest"],
+                f"digest and throttle.rollup{self.in_rule} both collect matches into one "
+                "message; use one of them",
+            )
         steps = self.steps(m.get("actions"))
         if len(self.problems) > before or rule_id is None:
             return None
@@ -191,6 +203,7 @@ class FileChecker(WhenChecker, StepChecker):
             when=when,
             dedupe=dedupe,
             throttle=throttle,
+            digest=digest,
             actions=steps,
             file=self.file,
             line=node.line,
@@ -317,8 +330,48 @@ class FileChecker(WhenChecker, StepChecker):
         else:
             limit = limit_node.value
         per = self.duration(m.get("per"), "throttle.per", node)
+        rollup = self.scalar(m.get("rollup"), bool, "throttle.rollup", False)
         if key is None or limit is None or per is None:
             return None
-        return Throttle(key=key, limit=limit, per_seconds=max(1, round(per)))
+        return Throttle(key=key, limit=limit, per_seconds=max(1, round(per)), rollup=rollup)
+
+    def digest(self, node: Node | None, rule_id: str) -> Digest | None:
+        if node is None:
+            return None
+        if not node.is_mapping:
+            self.error(
+                node, f"'digest'{self.in_rule} must be a mapping {{key: …, window: …, max: …}}"
+            )
+            return None
+        self.unknown_keys(node, DIGEST_KEYS, "digest")
+        m = node.value
+        key = self.template_string(m["key"], "digest.key", node) if "key" in m else rule_id
+        window = self.duration(m.get("window"), "digest.window", node)
+        if window is not None and window > DIGEST_WINDOW_MAX:
+            self.error(
+                m["window"],
+                f"digest.window{self.in_rule} is {m['window'].value!r}; "
+                "expected at most 24h (a digest waits at most a day)",
+            )
+            window = None
+        most = DIGEST_MAX
+        max_node = m.get("max")
+        if max_node is not None:
+            value = max_node.value
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 1 <= value <= DIGEST_MAX
+            ):
+                self.error(
+                    max_node,
+                    f"digest.max{self.in_rule} must be an integer from 1 to {DIGEST_MAX}, "
+                    f"not {value!r}",
+                )
+                return None
+            most = value
+        if key is None or window is None:
+            return None
+        return Digest(key=key, window_seconds=window, max=most)
 
     # -- steps --

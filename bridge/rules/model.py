@@ -1,4 +1,4 @@
-"""What a loaded rule is: Rule, Step, Dedupe, Throttle, and the condition trace (rules → decide)."""
+"""What a loaded rule is: Rule, Step, Dedupe, Throttle, Digest, the condition trace (decide)."""
 
 from __future__ import annotations
 
@@ -175,11 +175,26 @@ class Dedupe:
 
 @dataclass(frozen=True)
 class Throttle:
-    """At most `limit` runs per rendered `key` in any window of `per_seconds`."""
+    """At most `limit` runs per rendered `key` in any window of `per_seconds`.
+
+    With `rollup`, a suppressed match is counted (and kept, bounded) and the next run that
+    passes sees them as `throttle.suppressed` and `throttle.events`.
+    """
 
     key: str
     limit: int
     per_seconds: int
+    rollup: bool = False
+
+
+@dataclass(frozen=True)
+class Digest:
+    """Matches collected per rendered `key` into one run: the first opens a window that
+    closes after `window_seconds`, or at once when `max` matches are in."""
+
+    key: str
+    window_seconds: float
+    max: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -265,6 +280,7 @@ class Rule:
     stop: bool = False
     dedupe: Dedupe | None = None
     throttle: Throttle | None = None
+    digest: Digest | None = None
     file: str = ""
     line: int = 0
     # The compiled test of `when` bound once, so matching calls one function per rule.

@@ -44,6 +44,8 @@ class CaseResult:
     actions: list[RenderedAction] = field(default_factory=list)
     # Matched rules that dedupe or throttle held back for the last event: rule id -> why.
     suppressed: dict[str, str] = field(default_factory=dict)
+    # The digest runs of the case: rule id -> how many events each held, in closing order.
+    digests: dict[str, list[int]] = field(default_factory=dict)
     event_type: str | None = None  # of the last event
 
     @property

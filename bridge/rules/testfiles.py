@@ -12,7 +12,14 @@ from bridge.rules.checker import suggest
 from bridge.rules.source import Node
 
 CASE_KEYS = ("name", "event", "event_file", "events", "expect")
-EXPECT_KEYS = ("matched", "actions", "not_matched_because", "not_matched", "suppressed")
+EXPECT_KEYS = (
+    "matched",
+    "actions",
+    "not_matched_because",
+    "not_matched",
+    "suppressed",
+    "digests",
+)
 EXPECTED_ACTION_KEYS = ("uses", "with", "step", "rule", "skipped", "rendered")
 EVENT_KEYS = ("id", "type", "source", "subject", "time", "data", "changes")
 
@@ -194,6 +201,18 @@ class CaseReader:
                     "suppressed maps a rule id to dedupe, throttle, or text found in the reason",
                 )
 
+        if "digests" in m:
+            digests = m["digests"].plain()
+            if not isinstance(digests, Mapping) or not all(
+                _count(v) or (isinstance(v, list) and v and all(_count(i) for i in v))
+                for v in digests.values()
+            ):
+                self.error(
+                    m["digests"],
+                    "digests maps a rule id to the number of events its digest run holds, "
+                    "or a list of them, one per run (such as {failed-jobs-digest: [3]})",
+                )
+
     def expected_action(self, item: Node) -> None:
         if not item.is_mapping or "uses" not in item.value:
             self.error(item, "an expected action is a mapping {uses: …, with: {…}}")
@@ -209,3 +228,7 @@ class CaseReader:
                 "rendered is text found in the rendered template file, or a subset of its "
                 "JSON (such as {blocks: [...]})",
             )
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

@@ -24,16 +24,24 @@ events' `time` is the clock); the expectations are about the last event:
             - {uses: slack.post, skipped: true}               # its `if:` is false
             - {uses: slack.post, rendered: "Proof 7"}         # the template file's output
           not_matched: {asset-rule: not for this event type}  # text found in why not
+
+A digest rule's matches collect in memory, each event's `time` the clock: a window closes
+when a later event comes after it, when `max` matches are in, or at the end of the case.
+The steps of every digest run of the case follow the last event's own actions, in the
+order the digests closed; `digests: {rule id: [counts]}` checks how many events each held.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from bridge.errors import Problem, TemplateError
 from bridge.events import Event
+from bridge.rules.digests import ROLLUP_KEPT, digest_event, rollup_context
 from bridge.rules.dryrun import RenderedAction, dry_run_context, render_actions
 from bridge.rules.engine import RuleSet
 from bridge.rules.expectations import check_expectations
@@ -104,6 +112,10 @@ class MemoryLimits:
     def __init__(self) -> None:
         self._dedupe: dict[tuple[str, str], float] = {}  # (rule, key) -> expires at
         self._throttle: dict[tuple[str, str], list[float]] = {}  # (rule, key) -> run times
+        # A throttle roll-up: (rule, key) -> (count, the newest suppressed events).
+        self._rolled: dict[tuple[str, str], tuple[int, list[dict[str, Any]]]] = {}
+        # What the last admitted run of each roll-up rule was given as `throttle`.
+        self.rollup: dict[str, dict[str, Any]] = {}
 
     def admit(self, rule: Rule, event: Event, templates: Templates) -> str | None:
         """None when the rule may run (the run is booked), else why not (`dedupe: …`)."""
@@ -125,6 +137,10 @@ class MemoryLimits:
             runs = [t for t in self._throttle.get((rule.id, throttle_key), []) if t > now - window]
             self._throttle[(rule.id, throttle_key)] = runs
             if len(runs) >= rule.throttle.limit:
+                if rule.throttle.rollup:
+                    count, kept = self._rolled.get((rule.id, throttle_key), (0, []))
+                    kept = [*kept, event.to_dict()][-ROLLUP_KEPT:]
+                    self._rolled[(rule.id, throttle_key)] = (count + 1, kept)
                 return (
                     f"throttle: {throttle_key!r} is full ({rule.throttle.limit} runs per "
                     f"{window} s); room again in {min(runs) + window - now:.1f} s"
@@ -133,7 +149,49 @@ class MemoryLimits:
             self._dedupe[(rule.id, dedupe_key)] = now + rule.dedupe.ttl_seconds
         if rule.throttle is not None:
             self._throttle[(rule.id, throttle_key)].append(now)
+            if rule.throttle.rollup:
+                count, kept = self._rolled.pop((rule.id, throttle_key), (0, []))
+                self.rollup[rule.id] = rollup_context(count, kept)
         return None
+
+
+@dataclass
+class _Window:
+    rule: Rule
+    key: str
+    opened: float
+    members: list[dict[str, Any]] = field(default_factory=list)
+
+
+class MemoryDigests:
+    """Digest windows for rule tests, as the worker keeps them in Redis, in memory."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], _Window] = {}
+        self.closed: list[_Window] = []
+
+    def join(self, rule: Rule, event: Event, templates: Templates) -> None:
+        """Add the event to its rule's open window for its key (opening one if none)."""
+        assert rule.digest is not None
+        key = str(templates.render_value(rule.digest.key, event_context(event, rule)))
+        window = self._open.setdefault((rule.id, key), _Window(rule, key, _clock(event.time)))
+        window.members.append(event.to_dict())
+        if len(window.members) >= rule.digest.max:
+            self.closed.append(self._open.pop((rule.id, key)))
+
+    def close_due(self, now: float | None = None) -> None:
+        """Close the windows whose time is up at `now` (every open one when None)."""
+        for name, window in list(self._open.items()):
+            assert window.rule.digest is not None
+            if now is None or now >= window.opened + window.rule.digest.window_seconds:
+                self.closed.append(self._open.pop(name))
+
+    def render(self, templates: Templates, result: CaseResult) -> None:
+        """Each closed digest's run, rendered into the case's actions, in closing order."""
+        for number, window in enumerate(self.closed, 1):
+            event = digest_event(window.rule.id, f"dg_test_{number}", window.key, window.members)
+            result.actions.extend(render_actions(event, window.rule, templates))
+            result.digests.setdefault(window.rule.id, []).append(len(window.members))
 
 
 def _clock(time: str) -> float:
@@ -156,16 +214,23 @@ def run_case(
     result = CaseResult(file, name, line)
     events = events if isinstance(events, list) else [events]
     limits = MemoryLimits()
+    digests = MemoryDigests()
     for index, event in enumerate(events):
         last = index == len(events) - 1
+        digests.close_due(_clock(event.time))
         evaluations = ruleset.evaluate(event, templates)
         for rule in (e.rule for e in evaluations if e.matched):
             try:
                 held = limits.admit(rule, event, templates)
+                if held is None and rule.digest is not None:
+                    digests.join(rule, event, templates)
+                    continue
             except TemplateError as exc:
                 result.failures.append(
                     Failure(
-                        f"the dedupe/throttle key of rule {rule.id!r} renders", "no error", str(exc)
+                        f"the dedupe/throttle/digest key of rule {rule.id!r} renders",
+                        "no error",
+                        str(exc),
                     )
                 )
                 held = None
@@ -174,9 +239,13 @@ def run_case(
             if held is not None:
                 result.suppressed[rule.id] = held
                 continue
-            result.actions.extend(render_actions(event, rule, templates))
+            result.actions.extend(
+                render_actions(event, rule, templates, limits.rollup.get(rule.id))
+            )
         if last:
             result.evaluations = evaluations
             result.event_type = event.type
+    digests.close_due()
+    digests.render(templates, result)
     check_expectations(result, expect, ruleset)
     return result
