@@ -74,10 +74,13 @@ def _one_entry(entry: dict[str, Any]) -> list[str]:
             f"{when}  evaluated{run}: {len(matched)} of {len(rules)} candidate rules matched{note}"
         )
         suppressed = entry.get("suppressed") or {}
+        digests = entry.get("digests") or {}
         for evaluation in rules:
             mark = OK if evaluation.get("matched") else FAIL
             held = suppressed.get(evaluation.get("rule"))
             note = f"  (not run: {held.get('reason')})" if held else ""
+            if evaluation.get("rule") in digests:
+                note = f"  (joined digest {digests[evaluation.get('rule')]})"
             lines.append(f"    {mark} rule {evaluation.get('rule')}{note}")
             conditions = evaluation.get("conditions")
             if conditions:
@@ -114,6 +117,12 @@ def _one_entry(entry: dict[str, Any]) -> list[str]:
             status = "succeeded with errors"
             extra = f"  (failed under continue_on_error: {names})" if names else extra
         lines.append(f"{when}  run {entry.get('rule')}{run}  {status}{extra}")
+    elif kind == "digest":
+        members = ", ".join(map(str, entry.get("members") or []))
+        lines.append(
+            f"{when}  digest of rule {entry.get('rule')} closed with {entry.get('count')} "
+            f"events (key {entry.get('key')!r}): {members}"
+        )
     elif kind == "unreadable":
         lines.append(f"{when}  {entry.get('error')}")
     else:

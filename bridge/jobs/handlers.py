@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.actions import StepCall, registry
 from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
 from bridge.events import Event
+from bridge.jobs.digest import admit, join_digests, run_context
 from bridge.operate import metrics
 from bridge.queue import Retry
 from bridge.queue.store import Job, loads
@@ -82,12 +83,16 @@ async def handle_event(
     # A replay is an operator's explicit request: dedupe and throttle do not hold it back.
     suppressed = {} if run else await _suppressed(bridge, event, matched)
     runs = [rule for rule in matched if rule.id not in suppressed]
+    joined: dict[str, str] = {}  # a digest rule's match joins its digest (jobs/digest.py)
+    if any(rule.digest is not None for rule in runs):
+        runs, joined = await join_digests(bridge, event, runs, run)
     await bridge.tracer.record(
         event.id,
         "evaluated",
         rules=[e.to_dict() for e in evaluations],
         matched=[r.id for r in matched],
         **({"suppressed": suppressed} if suppressed else {}),
+        **({"digests": joined} if joined else {}),
         **({"run": run} if run else {}),
     )
     jobs = [
@@ -115,9 +120,7 @@ async def _suppressed(
         if rule.dedupe is None and rule.throttle is None:
             continue  # Most rules have neither: no context to build, no Redis call.
         try:
-            held = await bridge.run_limits.admit(
-                rule, event.id, event_context(event, rule), bridge.rules.templates
-            )
+            held = await admit(bridge, rule, event)
         except TemplateError as exc:
             # A key that cannot render cannot dedupe: run rather than lose the action.
             logger.warning(
@@ -147,7 +150,8 @@ async def run_rule(
         )
         logger.warning("event %s: rule %s no longer exists; run skipped", event.id, rule_id)
         return {"status": "skipped"}
-    return await RuleRun(bridge, event, rule, run, int(ctx.get("job_try") or 1)).run()
+    extra = await run_context(bridge, event, rule, run)  # a digest's, a roll-up's
+    return await RuleRun(bridge, event, rule, run, int(ctx.get("job_try") or 1), extra).run()
 
 
 def continued_failure(result: Any) -> bool:
@@ -162,8 +166,11 @@ def continued_failure(result: Any) -> bool:
 class RuleRun:
     """One run of one rule for one event, resumable from the steps stored in Redis."""
 
-    def __init__(self, bridge: Context, event: Event, rule: Rule, run: str, pickup: int) -> None:
+    def __init__(
+        self, bridge: Context, event: Event, rule: Rule, run: str, pickup: int, extra: Any = None
+    ) -> None:
         self.bridge = bridge
+        self.extra: dict[str, Any] = extra or {}  # what a digest or roll-up adds to templates
         self.event = event
         self.rule = rule
         self.run_name = run
@@ -217,7 +224,7 @@ class RuleRun:
         self, step: Step, results: dict[str, Any], actions: dict[str, Any]
     ) -> dict[str, Any] | None:
         """Run one step; its stored result, or None when the run went to the dead letters."""
-        context = event_context(self.event, self.rule, results)
+        context = event_context(self.event, self.rule, results) | self.extra
         templates = self.bridge.rules.templates
         store, ttl = self.bridge.store, self.bridge.settings.trace_ttl_seconds
         attempt = await store.count(self.attempts_key, step.key, 1, ttl)

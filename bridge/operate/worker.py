@@ -10,6 +10,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from bridge.jobs.digest import close_digest
 from bridge.jobs.handlers import MAX_PICKUPS, handle_event, job_timeout, run_rule
 from bridge.jobs.schedule import cron_jobs
 from bridge.operate.context import Context, build_context
@@ -43,6 +44,8 @@ def make_worker(context: Context, *, burst: bool = False) -> BridgeWorker:
             func(handle_event, name="handle_event", timeout=timeout, max_tries=MAX_PICKUPS),
             # run_rule counts its own tries per step; arq's count only bounds crash loops.
             func(run_rule, name="run_rule", timeout=timeout, max_tries=MAX_PICKUPS + 1),
+            # Closes a digest's window and queues its run (both steps safe to repeat).
+            func(close_digest, name="close_digest", timeout=timeout, max_tries=MAX_PICKUPS),
         ],
         queue_name=context.settings.queue_name,
         redis_pool=context.redis,

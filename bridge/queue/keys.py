@@ -108,6 +108,34 @@ class Keys:
     def throttle(self, rule_id: str, digest: str) -> str:
         return f"{self.prefix}throttle:{rule_id}:{digest}"
 
+    # --- digests and throttle roll-ups (bridge/jobs/digest.py) --------------------------
+
+    def digest_window(self, rule_id: str, digest: str) -> str:
+        """The id of the open digest of one rule and rendered key (absent: none is open)."""
+        return f"{self.prefix}digest:window:{rule_id}:{digest}"
+
+    def digest_members(self, digest_id: str) -> str:
+        """A digest's members in order (JSON events), until its run is queued."""
+        return f"{self.prefix}digest:members:{digest_id}"
+
+    def digest_joined(self, event_id: str, rule_id: str, run: str = "") -> str:
+        """The digest an event joined for a rule: matching it again never joins twice."""
+        return f"{self.prefix}digest:joined:{event_id}:{run_name(rule_id, run)}"
+
+    def digest_close_job_id(self, digest_id: str) -> str:
+        return f"{self.prefix}digest:close:{digest_id}"
+
+    def rollup(self, rule_id: str, digest: str) -> str:
+        """The matches a roll-up throttle held back (a list; `:count` counts them all)."""
+        return f"{self.prefix}rollup:{rule_id}:{digest}"
+
+    def rollup_seen(self, rule_id: str, event_id: str) -> str:
+        return f"{self.prefix}rollup:seen:{rule_id}:{event_id}"
+
+    def rollup_run(self, event_id: str, rule_id: str) -> str:
+        """What a run of a roll-up throttle took over: [count, events…], kept with the run."""
+        return f"{self.prefix}rollup:run:{event_id}:{rule_id}"
+
     # --- rate limits and pollers ----------------------------------------------------------
 
     @property
@@ -132,6 +160,20 @@ class Keys:
 
     def poll_status(self, name: str) -> str:
         return self.poller(name) + "status"
+
+    # --- Slack threads and living messages (bridge/actions/slack_keys.py) -----------------
+
+    def slack_key(self, kind: str, channel: str, key: str) -> str:
+        """The message a `thread_key` or `message_key` (kind) names in one channel."""
+        return f"{self.prefix}slack:{kind}:{channel}:{key}"
+
+    def slack_claim(self, kind: str, channel: str, key: str) -> str:
+        """Held while the first message of a key is being posted."""
+        return f"{self.prefix}slack:claim:{kind}:{channel}:{key}"
+
+    def slack_step(self, step_id: str) -> str:
+        """What one step (event, rule run, step) posted for a key."""
+        return f"{self.prefix}slack:step:{step_id}"
 
     # --- metrics and admin login ----------------------------------------------------------
 
