@@ -1,9 +1,12 @@
-"""A local Slack Web API (chat.postMessage, auth.test) that answers as Slack does.
+"""A local Slack Web API (chat.postMessage with threads, chat.update, chat.getPermalink,
+auth.test) that answers as Slack does.
 
 Shapes follow Slack's documentation: errors are HTTP 200 with `{"ok": false, "error"}`;
 rate limits are HTTP 429 with `Retry-After`. Scenarios (rate limits, server errors, a
 given Slack error) are queued through `/_sandbox/scenario`; `/_sandbox/messages` lists what
-was posted.
+was posted (edited messages with their `edited` mark and earlier versions in `history`),
+`DELETE /_sandbox/messages/{channel}/{ts}` deletes one as a person would, and
+`POST /_sandbox/messages` adds one written by a person (bridge/sandbox/slack_chat.py).
 
 A strict sandbox (the default, for tests) knows a fixed set of channels and answers
 `channel_not_found` for any other, as Slack does for a channel the bot is not in; an open one
@@ -12,7 +15,6 @@ A strict sandbox (the default, for tests) knows a fixed set of channels and answ
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import re
@@ -22,7 +24,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,12 +31,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.sandbox.slack_blocks import block_lines
+from bridge.sandbox.slack_chat import (
+    PERSON,
+    ChatMethods,
+    arguments,
+    auth_error,
+    fail,
+    new_record,
+)
 
 DEFAULT_TOKEN = "xoxb-sandbox-token"  # noqa: S105 - the sandbox's own demo token
 DEFAULT_CHANNELS = ("general", "random", "creative", "marketing", "sales", "alerts", "ops")
 ARCHIVED_CHANNELS = ("old-campaigns",)
-MAX_TEXT = 40_000
-MAX_BLOCKS = 50
 SCENARIOS = ("rate_limit", "status", "error", "hang", "delay")
 # What an open sandbox takes for a channel name (Slack's own rules are stricter).
 _CHANNEL_NAME = re.compile(r"^[^\s#,]{1,80}$")
@@ -54,6 +61,8 @@ class Scenario:
     error: str = "internal_error"
     channel: str | None = None
     seconds: float = 30.0
+    # The Web API method it is for; None: chat.postMessage.
+    method: str | None = None
 
 
 @dataclass
@@ -73,6 +82,8 @@ class SlackSandbox:
     # Called with (name, id) when an open sandbox creates a channel.
     on_channel: Callable[[str, str], None] | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
+    # Messages deleted through the sandbox control, as they were when deleted.
+    deleted: list[dict[str, Any]] = field(default_factory=list)
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10_000))
     scenarios: list[Scenario] = field(default_factory=list)
     # Requests held open by a "hang" scenario right now.
@@ -94,6 +105,46 @@ class SlackSandbox:
             if bare in self._ids:
                 return self._ids[bare]
             return bare if bare in self._ids.values() else None
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    def is_channel_id(self, value: str) -> bool:
+        with self._lock:
+            return value in self._ids.values()
+
+    def find_locked(self, channel_id: str, ts: str) -> dict[str, Any] | None:
+        """The live message `ts` of a channel (the caller holds `lock`)."""
+        found = [m for m in self.messages if m["ts"] == ts and m["channel"] == channel_id]
+        return found[-1] if found else None
+
+    def find(self, channel_id: str, ts: str) -> dict[str, Any] | None:
+        """A copy of the live message `ts` of a channel (an id), or None."""
+        with self._lock:
+            found = self.find_locked(channel_id, ts)
+            return None if found is None else {**found}
+
+    def delete(self, channel: str, ts: str) -> bool:
+        """Delete a message (channel as `#name` or id), as a person would in Slack."""
+        cid = self.channel_id(channel)
+        with self._lock:
+            found = None if cid is None else self.find_locked(cid, ts)
+            if found is None:
+                return False
+            self.messages.remove(found)
+            self.deleted.append(found)
+        return True
+
+    def add_message(self, channel: str, text: str, user: Any = None) -> dict[str, Any] | None:
+        """A message a person (not the bot) posted; None for an unknown channel."""
+        cid = self.channel_id(channel)
+        if cid is None:
+            return None
+        record = new_record(cid, channel, self.next_ts(), text, str(user or PERSON))
+        with self._lock:
+            self.messages.append(record)
+        return dict(record)
 
     def channel_name(self, channel_id: str) -> str:
         """`#name` of a channel id (the id itself if unknown)."""
@@ -125,7 +176,13 @@ class SlackSandbox:
 
     def describe(self, message: dict[str, Any]) -> list[str]:
         """A posted message as a person reads it: channel and text, then its blocks' text."""
-        thread = f" (thread {message['thread_ts']})" if message.get("thread_ts") else ""
+        thread = ""
+        if message.get("thread_ts") not in (None, message["ts"]):
+            broadcast = message.get("subtype") == "thread_broadcast"
+            also = ", also sent to the channel" if broadcast else ""
+            thread = f" (thread {message['thread_ts']}{also})"
+        if message.get("edited"):
+            thread += " (edited)"
         first, *rest = str(message.get("text") or "").splitlines() or [""]
         head = f"{self.channel_name(message['channel'])}{thread}: {first}"
         lines = [head.rstrip(), *("  " + line for line in rest)]
@@ -142,14 +199,21 @@ class SlackSandbox:
             shown = [*shown[: MAX_LINES - 1], f"  │ … {len(shown) - MAX_LINES + 1} more lines"]
         return shown
 
-    def next_ts(self) -> str:
-        with self._lock:
-            seq = next(iter(self._ts))
+    def next_ts_locked(self) -> str:
+        seq = next(iter(self._ts))
         return f"{int(time.time())}.{seq % 1_000_000:06d}"
 
-    def take_scenario(self, channel: str | None) -> Scenario | None:
+    def next_ts(self) -> str:
+        with self._lock:
+            return self.next_ts_locked()
+
+    def take_scenario(
+        self, channel: str | None, method: str = "chat.postMessage"
+    ) -> Scenario | None:
         with self._lock:
             for scenario in self.scenarios:
+                if (scenario.method or "chat.postMessage") != method:
+                    continue
                 if scenario.channel in (None, channel):
                     scenario.count -= 1
                     if scenario.count <= 0:
@@ -174,7 +238,7 @@ class SlackSandbox:
     def received(self, channel: str | None = None) -> list[dict[str, Any]]:
         """A copy of the posted messages, optionally of one channel (`#name` or id)."""
         with self._lock:
-            found = list(self.messages)
+            found = [dict(m) for m in self.messages]
         if channel is None:
             return found
         cid = self.channel_id(channel)
@@ -183,152 +247,39 @@ class SlackSandbox:
     def reset(self) -> None:
         with self._lock:
             self.messages.clear()
+            self.deleted.clear()
             self.requests.clear()
             self.scenarios.clear()
             self._buckets.clear()
-
-
-def _fail(error: str, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"ok": False, "error": error}, status_code=status, headers=headers)
-
-
-async def _arguments(request: Request) -> dict[str, Any]:
-    media = request.headers.get("content-type", "").split(";")[0].strip()
-    body = await request.body()
-    if media == "application/json":
-        try:
-            value = json.loads(body or b"{}")
-        except ValueError:
-            return {"__invalid__": True}
-        return value if isinstance(value, dict) else {"__invalid__": True}
-    form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-    form.update({k: v for k, v in request.query_params.items() if k not in form})
-    return form
-
-
-def _token(request: Request, args: dict[str, Any]) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    token = args.get("token")
-    return str(token) if token else None
-
-
-def _valid_blocks(blocks: Any) -> bool:
-    if isinstance(blocks, str):
-        try:
-            blocks = json.loads(blocks)
-        except ValueError:
-            return False
-    return (
-        isinstance(blocks, list)
-        and 0 < len(blocks) <= MAX_BLOCKS
-        and all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in blocks)
-    )
 
 
 def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
     """The sandbox as a Starlette app; its state is `app.state.sandbox`."""
     state = sandbox or SlackSandbox()
 
-    def log(request: Request, status: int, error: str | None) -> None:
+    def log(request: Request, response: Response) -> None:
+        """One request log entry; an answered message's channel and ts with it."""
+        body = bytes(response.body)
+        answer = json.loads(body) if body.startswith(b"{") else {}
         entry = {
             "at": time.time(),
             "method": request.method,
             "path": request.url.path,
-            "status": status,
-            "error": error,
+            "status": response.status_code,
+            "error": answer.get("error"),
         }
+        if answer.get("ok") and answer.get("ts"):
+            entry.update(channel=answer.get("channel"), ts=answer["ts"])
         with state._lock:
             state.requests.append(entry)
 
-    async def post_message(request: Request) -> Response:
-        args = await _arguments(request)
-        channel = args.get("channel")
-        cid = state.channel_id(str(channel)) if channel else None
-        scenario = state.take_scenario(cid)
-        if scenario is not None and scenario.kind == "delay":
-            # A slow Slack: the message is posted, after `seconds`.
-            await asyncio.sleep(min(scenario.seconds, 120))
-            response: Response = _post_message(request, args, None)
-        elif scenario is not None and scenario.kind == "hang":
-            # A request that never completes in time: the client gives up or dies first.
-            with state._lock:
-                state.hanging += 1
-            try:
-                await asyncio.sleep(min(scenario.seconds, 120))
-            finally:
-                with state._lock:
-                    state.hanging -= 1
-            response = Response("gateway timeout", status_code=504)
-        else:
-            response = _post_message(request, args, scenario)
-        body = response.body
-        error = None
-        if b'"ok":false' in body:
-            error = json.loads(bytes(body)).get("error")
-        log(request, response.status_code, error)
-        return response
-
-    def _post_message(
-        request: Request, args: dict[str, Any], scenario: Scenario | None
-    ) -> Response:
-        if args.get("__invalid__"):
-            return _fail("invalid_json")
-        token = _token(request, args)
-        if not token:
-            return _fail("not_authed")
-        if token not in state.tokens:
-            return _fail("invalid_auth")
-        channel = args.get("channel")
-        cid = state.open_channel(str(channel)) if channel else None
-        if scenario is not None:
-            if scenario.kind == "rate_limit":
-                return _fail("ratelimited", 429, {"Retry-After": str(scenario.retry_after)})
-            if scenario.kind == "status":
-                return Response("upstream failure", status_code=scenario.status)
-            return _fail(scenario.error)
-        if cid is None:
-            return _fail("channel_not_found")
-        if state.is_archived(cid):
-            return _fail("is_archived")
-        text = args.get("text")
-        blocks = args.get("blocks")
-        if not text and not blocks:
-            return _fail("no_text")
-        if blocks is not None and not _valid_blocks(blocks):
-            return _fail("invalid_blocks")
-        if text is not None and len(str(text)) > MAX_TEXT:
-            return _fail("msg_too_long")
-        wait = state.admit(cid)
-        if wait > 0:
-            return _fail("ratelimited", 429, {"Retry-After": str(max(1, round(wait)))})
-        ts = state.next_ts()
-        message: dict[str, Any] = {
-            "type": "message",
-            "user": "U0LYTBRIDGE",
-            "bot_id": "B0LYTBRIDGE",
-            "text": text or "",
-            "ts": ts,
-        }
-        if blocks is not None:
-            message["blocks"] = blocks
-        if args.get("thread_ts"):
-            message["thread_ts"] = str(args["thread_ts"])
-        record = {"channel": cid, "channel_name": str(channel), **message}
-        with state._lock:
-            state.messages.append(record)
-        if state.on_message is not None:
-            state.on_message(record)
-        return JSONResponse({"ok": True, "channel": cid, "ts": ts, "message": message})
+    chat = ChatMethods(state, log)
 
     async def auth_test(request: Request) -> Response:
-        args = await _arguments(request)
-        token = _token(request, args)
-        if not token:
-            return _fail("not_authed")
-        if token not in state.tokens:
-            return _fail("invalid_auth")
+        args = await arguments(request)
+        error = auth_error(state, request, args)
+        if error:
+            return fail(error)
         return JSONResponse(
             {
                 "ok": True,
@@ -365,6 +316,7 @@ def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
             error=str(raw.get("error", "internal_error")),
             channel=state.channel_id(channel) if channel else None,
             seconds=float(raw.get("seconds", 30)),
+            method=str(raw["method"]) if raw.get("method") else None,
         )
         with state._lock:
             state.scenarios.append(item)
@@ -372,9 +324,13 @@ def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/api/chat.postMessage", post_message, methods=["POST"]),
+            Route("/api/chat.postMessage", chat.post_message, methods=["POST"]),
+            Route("/api/chat.update", chat.update, methods=["POST"]),
+            Route("/api/chat.getPermalink", chat.get_permalink, methods=["GET", "POST"]),
             Route("/api/auth.test", auth_test, methods=["POST", "GET"]),
             Route("/_sandbox/messages", messages, methods=["GET", "DELETE"]),
+            Route("/_sandbox/messages", chat.person_control, methods=["POST"]),
+            Route("/_sandbox/messages/{channel}/{ts}", chat.delete_control, methods=["DELETE"]),
             Route("/_sandbox/requests", requests_log, methods=["GET"]),
             Route("/_sandbox/scenario", scenario, methods=["POST"]),
         ]
