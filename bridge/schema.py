@@ -30,6 +30,8 @@ class ActionSchema:
     params: Mapping[str, Param] = field(default_factory=dict)
     # Groups of which at least one parameter must be given, e.g. (("text", "template", "blocks"),)
     one_of: tuple[tuple[str, ...], ...] = ()
+    # Groups of parameters that do not go together, e.g. (("thread_key", "thread_ts"),)
+    exclusive: tuple[tuple[str, ...], ...] = ()
     # How values inserted into the parameters are escaped: "slack" for mrkdwn, or None.
     escape: str | None = None
 
@@ -48,6 +50,10 @@ class ActionSchema:
         for group in self.one_of:
             if not any(name in given for name in group):
                 found.append(f"{self.name} needs one of " + ", ".join(repr(g) for g in group))
+        for group in self.exclusive:
+            both = [name for name in group if name in given]
+            if len(both) > 1:
+                found.append(f"{self.name} takes {' or '.join(map(repr, both))}, not both")
         return found
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from slack_sdk.web.async_client import AsyncWebClient
 
+    from bridge.actions.slack_keys import SlackKeys
     from bridge.clients.base import RetryPolicy
     from bridge.clients.lytho import LythoClient
     from bridge.clients.lytics import LyticsClient
@@ -31,6 +32,8 @@ class StepCall:
     rule_id: str
     step_key: str
     output: Any = None
+    # The run's name: "" for the first run of (event, rule), `replay-…` for a replay.
+    run: str = ""
 
 
 class StepMemo:
@@ -66,6 +69,8 @@ class ActionDeps:
     slack: AsyncWebClient | None = None
     lytho: LythoClient | None = None
     lytics: LyticsClient | None = None
+    # Threads and living messages of slack.post (thread_key, message_key), kept in Redis.
+    slack_keys: SlackKeys | None = None
     # Progress of a step across its tries; None where nothing is kept (tests, dry runs).
     memo: StepMemo | None = None
     # Lytho tag ids by case-folded name, with when each stops being trusted (monotonic).

@@ -29,7 +29,11 @@ HINTS = {
     "is_archived": "the channel is archived",
     "invalid_blocks": "check the Block Kit JSON of the template",
     "msg_too_long": "shorten the message",
+    "cant_update_message": "the message was not posted by this bot, so it may not edit it",
+    "edit_window_closed": "the workspace no longer allows editing this message",
 }
+# What Slack answers for a thread reply or an edit whose message is gone (deleted).
+GONE_ERRORS = frozenset({"thread_not_found", "message_not_found"})
 DEFAULT_RETRY_AFTER = 1.0
 # The rate limiter's name of Slack messages; each channel is a scope of its own.
 SLACK_API = "slack"
@@ -81,40 +85,100 @@ async def pace(limiter: RateLimiter, channel: str, ticket: str | None = None) ->
         ) from None
 
 
+class MessageGone(PermanentError):
+    """The message a reply or an edit names no longer exists (Slack's `thread_not_found`,
+    `message_not_found`): the caller may post a new one instead."""
+
+
+def api_error(method: str, exc: SlackApiError) -> ClientError:
+    """A Slack error answer as the bridge's error (429s are handled by the caller)."""
+    status = exc.response.status_code
+    data = exc.response.data if isinstance(exc.response.data, dict) else {}
+    error = str(data.get("error") or f"HTTP {status}")
+    hint = HINTS.get(error)
+    message = f"{method} → {error}" + (f"; {hint}" if hint else "")
+    if error in GONE_ERRORS:
+        return MessageGone(message, status=status)
+    if status >= 500 or error in TRANSIENT_ERRORS:
+        return ClientError(message, status=status)
+    return PermanentError(message, status=status)
+
+
+def is_rate_limited(exc: SlackApiError) -> bool:
+    data = exc.response.data if isinstance(exc.response.data, dict) else {}
+    return exc.response.status_code == 429 or data.get("error") == "ratelimited"
+
+
+async def update_message(
+    client: AsyncWebClient, *, channel: str, ts: str, **params: Any
+) -> dict[str, Any]:
+    """chat.update of the message (channel id, ts); returns {channel, ts}.
+
+    Raises MessageGone for a deleted message, RateLimited, PermanentError, ClientError.
+    Edits are not paced like new messages (Slack's chat.update is Tier 3, about 50 a
+    minute); a 429 waits its Retry-After in the queue.
+    """
+    method = "Slack chat.update"
+    try:
+        response = await client.chat_update(channel=channel, ts=ts, **params)
+    except SlackApiError as exc:
+        if is_rate_limited(exc):
+            wait = retry_after_seconds(exc.response.headers)
+            raise RateLimited(
+                f"{method} → 429 ratelimited; retry after {wait:.0f} s", retry_after=wait
+            ) from None
+        raise api_error(method, exc) from None
+    except (TimeoutError, aiohttp.ClientError, SlackClientError) as exc:
+        raise ClientError(f"{method} failed: {type(exc).__name__}") from None
+    return {"channel": response.get("channel"), "ts": response.get("ts")}
+
+
+async def get_permalink(client: AsyncWebClient, *, channel: str, ts: str) -> str:
+    """chat.getPermalink: the link to a message. Raises like update_message."""
+    method = "Slack chat.getPermalink"
+    try:
+        response = await client.chat_getPermalink(channel=channel, message_ts=ts)
+    except SlackApiError as exc:
+        if is_rate_limited(exc):
+            wait = retry_after_seconds(exc.response.headers)
+            raise RateLimited(
+                f"{method} → 429 ratelimited; retry after {wait:.0f} s", retry_after=wait
+            ) from None
+        raise api_error(method, exc) from None
+    except (TimeoutError, aiohttp.ClientError, SlackClientError) as exc:
+        raise ClientError(f"{method} failed: {type(exc).__name__}") from None
+    return str(response.get("permalink") or "")
+
+
 async def post_message(
     client: AsyncWebClient,
     *,
     limiter: RateLimiter | None = None,
     ticket: str | None = None,
+    paced: bool = False,
     **params: Any,
 ) -> dict[str, Any]:
-    """chat.postMessage; returns {channel, ts}. Raises RateLimited, PermanentError, ClientError.
+    """chat.postMessage; returns {channel, ts}. Raises RateLimited, PermanentError, ClientError
+    (MessageGone for a reply whose thread's parent is gone).
 
-    With a `limiter`, messages are paced per channel (`pace`), and a 429's Retry-After
-    holds the channel back in every process.
+    With a `limiter`, messages are paced per channel (`pace`; `paced`: the caller has
+    already taken its slot), and a 429's Retry-After holds the channel back in every process.
     """
     method = "Slack chat.postMessage"
     channel = str(params.get("channel") or "")
-    if limiter is not None:
+    if limiter is not None and not paced:
         await pace(limiter, channel, ticket)
     try:
         response = await client.chat_postMessage(**params)
     except SlackApiError as exc:
-        status = exc.response.status_code
-        data = exc.response.data if isinstance(exc.response.data, dict) else {}
-        error = str(data.get("error") or f"HTTP {status}")
-        if status == 429 or error == "ratelimited":
+        if is_rate_limited(exc):
             wait = retry_after_seconds(exc.response.headers)
             if limiter is not None:
                 await limiter.hold(SLACK_API, wait, scope=channel_scope(channel))
             raise RateLimited(
                 f"{method} → 429 ratelimited; retry after {wait:.0f} s", retry_after=wait
             ) from None
-        hint = HINTS.get(error)
-        message = f"{method} → {error}" + (f"; {hint}" if hint else "")
-        if status >= 500 or error in TRANSIENT_ERRORS:
-            raise ClientError(message, status=status) from None
-        raise PermanentError(message, status=status) from None
+        raise api_error(method, exc) from None
     except (TimeoutError, aiohttp.ClientError, SlackClientError) as exc:
         raise ClientError(f"{method} failed: {type(exc).__name__}") from None
     return {"channel": response.get("channel"), "ts": response.get("ts")}

@@ -247,7 +247,13 @@ class RuleRun:
                 # never renders a rule's templates again.
                 trace["params"] = self._shown_params(params)
                 call = StepCall(
-                    params, context, self.event.id, self.rule.id, step.key, rendered.output
+                    params,
+                    context,
+                    self.event.id,
+                    self.rule.id,
+                    step.key,
+                    rendered.output,
+                    run=self.run_name,
                 )
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     result = await actions[step.uses].run(self.bridge.actions, call)

@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.actions import ActionDeps, action_schemas
 from bridge.actions.action import StepMemo
+from bridge.actions.slack_keys import SlackKeys
 from bridge.clients.base import RetryPolicy
 from bridge.clients.lytho import LythoClient
 from bridge.clients.lytho_profile import load_profile
@@ -126,6 +127,7 @@ class Context:
             lytho=self.lytho,
             lytics=self.lytics,
             memo=StepMemo(self.redis, f"{self.keys.prefix}memo:", self.settings.trace_ttl_seconds),
+            slack_keys=SlackKeys(self.redis, self.keys),
         )
 
     def _slack(self) -> AsyncWebClient | None:
