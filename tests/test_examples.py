@@ -49,7 +49,7 @@ def test_every_rule_in_the_readme_loads_with_its_description_whole(tmp_path: Pat
         (["test"], "ok    rules/tests/proof-approved.test.yaml:3: "),
         (
             ["validate", "examples/rules"],
-            "ok: 5 rule(s) in examples/rules, templates in examples/templates",
+            "ok: 6 rule(s) in examples/rules, templates in examples/templates",
         ),
         (["test", "examples/rules"], "ok    examples/rules/tests/asset-campaign-tag.test.yaml:3:"),
     ],
