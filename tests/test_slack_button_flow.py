@@ -122,7 +122,7 @@ def test_pressing_push_to_lytics_collects_and_edits_the_message(bridge: Bridge) 
     assert (answer.status_code, answer.content) == (200, b"")
     event_id = answer.headers["x-bridge-events"]
     run = wait_for(lambda: bridge.trace_has(event_id, "run"), timeout=30, what="the run")
-    assert run["status"] == "succeeded", json.dumps(bridge.trace(event_id))
+    assert run is not None and run["status"] == "succeeded", json.dumps(bridge.trace(event_id))
 
     assert collected(bridge)["lytho_assets"] == [{"asset_id": "1001", "pushed_by": "ana"}]
     [message] = bridge.slack.received("#creative")  # the same message, edited
