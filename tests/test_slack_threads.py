@@ -5,6 +5,7 @@ and a crash after Slack answered that does not post twice."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
+from bridge.actions.slack_keys import SlackKeys
 from bridge.cli.main import main
+from bridge.queue.keys import Keys
 from tests.helpers import Bridge, running_bridge, wait_for
 
 THREAD_RULE = """
@@ -332,3 +336,63 @@ def test_rule_tests_assert_the_rendered_keys(
     assert "FAIL  rules/tests/k.test.yaml:15: a wrong expectation" in out
     assert '"thread_key": "proof-8"' in out
     assert out.splitlines()[-1] == "2 passed, 1 failed"
+
+
+def test_a_message_the_bot_may_not_edit_goes_to_the_dead_letters(bridge: Bridge) -> None:
+    bridge.write_rule("proof.yaml", LIVING_RULE)
+    theirs = httpx.post(
+        f"{bridge.slack_url}/_sandbox/messages", json={"channel": "#creative", "text": "mine!"}
+    ).json()
+    # The key names a message a person wrote (say, a key copied by hand).
+    key = f"{bridge.settings.key_prefix}slack:message:creative:proof-status-7"
+    bridge.redis.hset(key, mapping={"channel": theirs["channel"], "ts": theirs["ts"]})
+    bridge.start_worker()
+    assert bridge.post(proof("x-1", "approved")).status_code == 202
+    [letter] = wait_for(bridge.dead_letters, what="a dead letter")
+    assert (letter["event_id"], letter["step"]) == ("x-1", "status")
+    assert letter["error"] == (
+        "Slack chat.update → cant_update_message; the message was not posted by this bot, "
+        "so it may not edit it"
+    )
+    assert [m["text"] for m in bridge.slack.received("#creative")] == ["mine!"]
+    assert len(calls(bridge, "chat.update")) == 1  # permanent: not retried
+    assert calls(bridge, "chat.postMessage") == []
+
+
+def test_a_key_is_claimed_once_and_forgotten_only_for_the_message_found_gone(
+    redis_url: str, key_prefix: str
+) -> None:
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        store = SlackKeys(client, Keys(key_prefix))
+        try:
+            assert await store.claim("thread", "creative", "proof-7", "run-a")
+            assert not await store.claim("thread", "creative", "proof-7", "run-b")
+            # The same step coming back (a retry) still holds it; another's release is no-op.
+            assert await store.claim("thread", "creative", "proof-7", "run-a")
+            await store.release("thread", "creative", "proof-7", "run-b")
+            assert not await store.claim("thread", "creative", "proof-7", "run-b")
+            where = {"channel": "C1", "ts": "1.000001"}
+            await store.record(
+                "step-a",
+                {"ts": "1.000001"},
+                kind="thread",
+                scope="creative",
+                key="proof-7",
+                message=where,
+                owner="run-a",
+            )
+            assert await store.claim("thread", "creative", "proof-7", "run-b")
+            assert await store.find("thread", "creative", "proof-7") == where
+            assert await store.step("step-a") == {"ts": "1.000001"}
+            ttl = await client.ttl(f"{key_prefix}slack:thread:creative:proof-7")
+            assert 30 * 24 * 3600 - 5 < ttl <= 30 * 24 * 3600
+            # A worker that found an older message gone does not drop the newer one.
+            await store.forget("thread", "creative", "proof-7", "0.000009")
+            assert await store.find("thread", "creative", "proof-7") == where
+            await store.forget("thread", "creative", "proof-7", "1.000001")
+            assert await store.find("thread", "creative", "proof-7") is None
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
