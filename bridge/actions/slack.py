@@ -269,7 +269,8 @@ class Keyed:
 
     async def wait_for(self, kind: str, key: str) -> bool:
         """Whether another run's first message for the key was recorded within a moment."""
-        deadline = time.monotonic() + FIRST_POST_WAIT
+        # Within the step's budget, as the pacing wait is (a third of BRIDGE_STEP_TIMEOUT).
+        deadline = time.monotonic() + min(FIRST_POST_WAIT, self.deps.limiter.max_wait)
         while time.monotonic() < deadline:
             await asyncio.sleep(FIRST_POST_POLL)
             if await self.store.find(kind, self.scope, key) is not None:
