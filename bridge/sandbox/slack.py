@@ -7,6 +7,8 @@ given Slack error) are queued through `/_sandbox/scenario`; `/_sandbox/messages`
 was posted (edited messages with their `edited` mark and earlier versions in `history`),
 `DELETE /_sandbox/messages/{channel}/{ts}` deletes one as a person would, and
 `POST /_sandbox/messages` adds one written by a person (bridge/sandbox/slack_chat.py).
+`POST /_sandbox/press` presses a button of a posted message: the sandbox sends the app's
+Request URL the signed callback Slack would (bridge/sandbox/slack_press.py).
 
 A strict sandbox (the default, for tests) knows a fixed set of channels and answers
 `channel_not_found` for any other, as Slack does for a channel the bot is not in; an open one
@@ -39,6 +41,7 @@ from bridge.sandbox.slack_chat import (
     fail,
     new_record,
 )
+from bridge.sandbox.slack_press import Interactivity
 
 DEFAULT_TOKEN = "xoxb-sandbox-token"  # noqa: S105 - the sandbox's own demo token
 DEFAULT_CHANNELS = ("general", "random", "creative", "marketing", "sales", "alerts", "ops")
@@ -81,6 +84,17 @@ class SlackSandbox:
     on_message: Callable[[dict[str, Any]], None] | None = None
     # Called with (name, id) when an open sandbox creates a channel.
     on_channel: Callable[[str, str], None] | None = None
+    # Interactivity (bridge/sandbox/slack_press.py): where a button press is sent (the app's
+    # Request URL), the signing secret it is signed with, and how long Slack waits (3 s).
+    interactivity_url: str | None = None
+    signing_secret: str | None = field(default=None, repr=False)
+    interactivity_timeout: float = 3.0
+    # Called with the request log entry of each callback sent and its answer.
+    on_callback: Callable[[dict[str, Any]], None] | None = None
+    # What the app posted to the response_url of a press, in order.
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    response_urls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_callback: dict[str, Any] | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     # Messages deleted through the sandbox control, as they were when deleted.
     deleted: list[dict[str, Any]] = field(default_factory=list)
@@ -251,6 +265,9 @@ class SlackSandbox:
             self.requests.clear()
             self.scenarios.clear()
             self._buckets.clear()
+            self.responses.clear()
+            self.response_urls.clear()
+            self.last_callback = None
 
 
 def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
@@ -274,6 +291,7 @@ def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
             state.requests.append(entry)
 
     chat = ChatMethods(state, log)
+    interactivity = Interactivity(state)
 
     async def auth_test(request: Request) -> Response:
         args = await arguments(request)
@@ -301,6 +319,10 @@ def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
     async def requests_log(request: Request) -> Response:
         with state._lock:
             return JSONResponse({"requests": list(state.requests)})
+
+    async def responses(request: Request) -> Response:
+        with state._lock:
+            return JSONResponse({"responses": list(state.responses)})
 
     async def scenario(request: Request) -> Response:
         raw = await request.json()
@@ -333,6 +355,11 @@ def create_slack_app(sandbox: SlackSandbox | None = None) -> Starlette:
             Route("/_sandbox/messages/{channel}/{ts}", chat.delete_control, methods=["DELETE"]),
             Route("/_sandbox/requests", requests_log, methods=["GET"]),
             Route("/_sandbox/scenario", scenario, methods=["POST"]),
+            Route("/_sandbox/interactivity", interactivity.configure, methods=["GET", "POST"]),
+            Route("/_sandbox/press", interactivity.press, methods=["POST"]),
+            Route("/_sandbox/press/retry", interactivity.retry, methods=["POST"]),
+            Route("/_sandbox/respond/{token}", interactivity.respond, methods=["POST"]),
+            Route("/_sandbox/responses", responses, methods=["GET"]),
         ]
     )
     app.state.sandbox = state
