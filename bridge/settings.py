@@ -12,6 +12,13 @@ from pathlib import Path
 from bridge.errors import ConfigError
 
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+RULE_VAR_PREFIX = "BRIDGE_VAR_"
+
+
+def rule_var_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The `BRIDGE_VAR_*` variables: the only ones rule `vars:` may read (never secrets)."""
+    env = os.environ if environ is None else environ
+    return {name: value for name, value in env.items() if name.startswith(RULE_VAR_PREFIX)}
 
 
 class Secret:

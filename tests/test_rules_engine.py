@@ -308,6 +308,7 @@ def test_event_context_holds_no_environment(
         "rule",
         "steps",
         "now",
+        "vars",
         *("id", "type", "source", "subject", "time"),
     }
     assert context["event"] == {

@@ -11,9 +11,14 @@ from pathlib import Path
 
 from bridge.errors import Problem
 
+# The project's variables (bridge/rules/vars.py), at the top of the rules directory: not a
+# rule file. `vars.yml` there is left out too, and reported as misnamed.
+PROJECT_VARS = "vars.yaml"
+
 
 def rule_files(rules_dir: Path) -> list[Path]:
-    """Rule files under the directory: `*.yaml`/`*.yml`, not tests, not hidden, sorted.
+    """Rule files under the directory: `*.yaml`/`*.yml`, not tests, not hidden, not the
+    project's `vars.yaml`, sorted.
 
     Links that lead outside the directory are left out (`scan_rule_files` reports them).
     """
@@ -46,6 +51,8 @@ def scan_rule_files(rules_dir: Path) -> tuple[list[Path], list[Problem]]:
             if path.suffix not in (".yaml", ".yml") or name.startswith("."):
                 continue
             if name.endswith((".test.yaml", ".test.yml")):
+                continue
+            if here == rules_dir and name in (PROJECT_VARS, "vars.yml"):
                 continue
             if path.is_symlink():
                 if not _inside(path, root):

@@ -14,6 +14,7 @@ from bridge.rules.files import display_name, rule_files, scan_rule_files
 from bridge.rules.model import Dedupe, Digest, Rule, Throttle
 from bridge.rules.source import Node, parse
 from bridge.rules.steps import StepChecker
+from bridge.rules.vars import project_vars, read_file_vars
 from bridge.rules.when import WhenChecker
 from bridge.schema import ActionSchema, type_name
 from bridge.templates.environment import Templates
@@ -93,6 +94,8 @@ def check_rules(
         name = display_name(rules_dir)
         return RuleCheck(None, [Problem(name, 1, 1, f"rules directory {name!r} does not exist")])
     paths, problems = scan_rule_files(rules_dir)
+    project = project_vars(rules_dir)  # rules/vars.yaml
+    problems.extend(project.problems)
     warnings: list[Problem] = []
     rules: list[Rule] = []
     first_seen: dict[str, str] = {}  # rule id -> "file:line:column" of its first definition
@@ -100,6 +103,7 @@ def check_rules(
         checker = FileChecker(
             display_name(path), templates=templates, actions=actions, event_types=event_types
         )
+        checker.vars = project.values
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -142,6 +146,7 @@ class FileChecker(WhenChecker, StepChecker):
                 root, f"a rule file holds a mapping, not {type_name(root.plain())}; {expected}"
             )
             return []
+        root = read_file_vars(self, root)  # `vars:` beside `rules:` (bridge/rules/vars.py)
         if "rules" in root.value:
             extra = [k for k in root.value if k != "rules"]
             for key in extra:
@@ -207,6 +212,7 @@ class FileChecker(WhenChecker, StepChecker):
             actions=steps,
             file=self.file,
             line=node.line,
+            vars=self.vars,
         )
 
     def rule_identity(self, node: Node) -> str | None:

@@ -124,6 +124,8 @@ def event_context(
 ) -> dict[str, Any]:
     """The names templates and expressions see; never environment variables or secrets.
 
+    `vars` are the rule's variables (its file's `vars:` over rules/vars.yaml).
+
     The CloudEvents attributes are there as `event.type` and, as in a condition's `path:`,
     as `type` (likewise `id`, `source`, `subject`, `time`): both spellings work everywhere.
     """
@@ -142,6 +144,7 @@ def event_context(
         "rule": {"id": rule.id, "description": rule.description} if rule else {},
         "steps": dict(steps or {}),
         "now": _now,
+        "vars": rule.vars if rule else {},
     }
 
 
@@ -283,6 +286,8 @@ class Rule:
     digest: Digest | None = None
     file: str = ""
     line: int = 0
+    # `vars:` of its file over rules/vars.yaml, resolved at load; never secrets.
+    vars: Mapping[str, Any] = field(default_factory=dict)
     # The compiled test of `when` bound once, so matching calls one function per rule.
     matches: Callable[[Scope], bool] = field(default=_always, repr=False)
 

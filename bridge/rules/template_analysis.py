@@ -43,6 +43,30 @@ def step_references(source: str) -> set[str]:
     return found
 
 
+def var_references(source: str) -> dict[str, int]:
+    """The variables a template reads as `vars.<name>` or `vars['<name>']`, each with its
+    first line in the template (1-based)."""
+    if "vars" not in source:
+        return {}
+    try:
+        tree = _PARSER.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return {}  # reported by the template check
+    reads: list[tuple[str, int]] = []
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "vars":
+            reads.append((attr.attr, attr.lineno))
+    for item in tree.find_all(nodes.Getitem):
+        key = item.arg  # vars[an_expression] is known only when it renders
+        named = isinstance(key, nodes.Const) and isinstance(key.value, str)
+        if named and isinstance(item.node, nodes.Name) and item.node.name == "vars":
+            reads.append((key.value, item.lineno))  # type: ignore[attr-defined]
+    found: dict[str, int] = {}
+    for name, line in sorted(reads, key=lambda read: read[1]):
+        found.setdefault(name, line)
+    return found
+
+
 def _data_path(expr: nodes.Node) -> str | None:
     """`data.a.b` (or `data['a'].b`) as a dotted path, or None for anything else."""
     names: list[str] = []
