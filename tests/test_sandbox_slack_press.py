@@ -7,6 +7,9 @@ presses of buttons that do not exist."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from bridge.sandbox.slack import DEFAULT_TOKEN, SlackSandbox, create_slack_app
 from bridge.sandbox.slack_press import sign
 from tests.helpers import Bridge, running_bridge, wait_for
 
+ROOT = Path(__file__).resolve().parents[1]
 SIGNING_SECRET = "press-through-the-sandbox-signing-secret"
 AUTH = {"authorization": f"Bearer {DEFAULT_TOKEN}"}
 DOC_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -302,3 +306,83 @@ def test_the_callback_is_signed_as_slack_signs_and_its_response_url_edits_the_me
     assert response["body"] == {"replace_original": True, "text": "Pushed by person"}
     expired = httpx.post(f"{sandbox_url}/_sandbox/respond/nope", json={"text": "x"})
     assert (expired.status_code, expired.json()) == (404, {"ok": False, "error": "expired_url"})
+
+
+@pytest.mark.slow
+def test_bridge_dev_aims_its_slack_sandbox_at_itself(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """In `bridge dev`, a button of a message the bridge posted is pressed through the
+    sandbox's control, and the press reaches dev's own POST /hooks/slack, signed."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "rules" / "assets.yaml").write_text(RULES)
+    (tmp_path / "templates" / "asset_ready.json.j2").write_text(TEMPLATE)
+    event = {"id": "tag-1001", "type": "lytho.asset.tagged", "data": {"id": 1001, "name": "Hero"}}
+    (tmp_path / "tagged.json").write_text(json.dumps(event))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BRIDGE_", "SLACK_", "LYTHO_", "LYTICS_", "REDIS_"))
+    }
+    env |= {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "REDIS_URL": redis_url}
+    env |= {"BRIDGE_KEY_PREFIX": key_prefix}
+    output = tmp_path / "dev.out"
+    with output.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "dev", "--port", "0"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        hint = wait_for(
+            lambda: [x for x in output.read_text().splitlines() if "/_sandbox/press" in x],
+            timeout=60,
+            what="bridge dev to start",
+        )
+        assert hint[0].startswith("[dev] or press one in the sandbox: POST http://127.0.0.1:")
+        sandbox = hint[0].split("POST ", 1)[1].split("/_sandbox/press", 1)[0]
+        sent = subprocess.run(
+            [sys.executable, "-m", "bridge.cli", "send", "tagged.json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+
+        def messages() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = httpx.get(f"{sandbox}/_sandbox/messages").json()[
+                "messages"
+            ]
+            return found
+
+        # dev prints, under a message with buttons, what the control takes to press one.
+        [line] = wait_for(
+            lambda: [x for x in output.read_text().splitlines() if x.startswith("  press: ")],
+            timeout=30,
+            what="the asset message",
+        )
+        fields, also = line.removeprefix("  press: ").split(" (or action_id ")
+        assert also == "dismiss)"
+        [posted] = messages()
+        assert json.loads(fields) == {
+            "channel": posted["channel"],
+            "ts": posted["ts"],
+            "action_id": "push_to_lytics",
+        }
+        press = {**json.loads(fields), "user": "ana"}
+        answer = httpx.post(f"{sandbox}/_sandbox/press", json=press, timeout=10)
+        assert answer.json()["status"] == 200, answer.text
+        user_id = answer.json()["payload"]["user"]["id"]
+        edited = f"Asset 1001 pushed by ana (<@{user_id}>)"
+        wait_for(lambda: messages()[0]["text"] == edited, timeout=30, what="the edit")
+        printed = output.read_text().splitlines()
+        assert "[slack sandbox] button 'push_to_lytics' pressed: answered 200" in printed
+        assert f"[slack sandbox] #creative (edited): {edited}" in printed
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 import uvicorn
 
@@ -46,6 +48,7 @@ from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
 from bridge.sandbox.lytics import create_lytics_app
 from bridge.sandbox.server import ThreadedServer
 from bridge.sandbox.slack import DEFAULT_TOKEN, SlackSandbox, create_slack_app
+from bridge.sandbox.slack_press import buttons
 from bridge.settings import Secret, Settings
 from bridge.web.app import create_app
 from bridge.web.server import uvicorn_options
@@ -89,6 +92,11 @@ def dev_slack_sandbox() -> SlackSandbox:
     def show(message: dict[str, Any]) -> None:
         lines = sandbox.describe(message)
         print("\n".join([f"[slack sandbox] {lines[0]}", *lines[1:]]), flush=True)
+        ids = [str(b["action_id"]) for _, b in buttons(message) if b.get("action_id")]
+        if ids:  # what POST /_sandbox/press takes to press the first (see the start-up hint)
+            press = {"channel": message["channel"], "ts": message["ts"], "action_id": ids[0]}
+            also = f" (or action_id {', '.join(ids[1:])})" if ids[1:] else ""
+            print(f"  press: {json.dumps(press)}{also}", flush=True)
 
     def created(name: str, channel_id: str) -> None:
         print(
@@ -97,8 +105,13 @@ def dev_slack_sandbox() -> SlackSandbox:
             flush=True,
         )
 
+    def pressed(entry: dict[str, Any]) -> None:
+        answer = f"answered {entry['status']}" if entry["status"] else entry["error"]
+        print(f"[slack sandbox] button {entry['action_id']!r} pressed: {answer}", flush=True)
+
     sandbox.on_message = show
     sandbox.on_channel = created
+    sandbox.on_callback = pressed
     return sandbox
 
 
@@ -282,10 +295,30 @@ class DevServer(uvicorn.Server):
             f"[dev] Slack buttons: {url}/dev/slack (press them, or: bridge send --slack-action "
             "ACTION_ID); they arrive signed at POST /hooks/slack"
         )
+        await self._aim_slack_sandbox(url)
         token = settings.admin_token
         if token is not None and token.get().startswith("dev-"):
             print(f"[dev] dashboard: {url}/login  token for this run: {token.get()}")
         sys.stdout.flush()
+
+    async def _aim_slack_sandbox(self, url: str) -> None:
+        """Point dev's own Slack sandbox's presses at this bridge's POST /hooks/slack."""
+        settings = self.settings
+        secret = settings.slack_signing_secret
+        token = settings.slack_bot_token
+        if token is None or token.get() != DEFAULT_TOKEN or secret is None:
+            return  # a real Slack: its app's Request URL is set at api.slack.com
+        sandbox = settings.slack_api_url.rstrip("/").removesuffix("/api")
+        aim = {"url": f"{url}/hooks/slack", "signing_secret": secret.get()}
+        try:
+            async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+                answer = await client.post(f"{sandbox}/_sandbox/interactivity", json=aim)
+        except httpx.HTTPError:
+            return
+        if answer.is_success:
+            print(
+                f"[dev] or press one in the sandbox: POST {sandbox}/_sandbox/press (docs/slack.md)"
+            )
 
 
 def run_dev(port: int | None = None, reset: bool = False) -> int:
