@@ -27,7 +27,7 @@ from bridge.events import Event
 from bridge.queue.keys import Keys
 from bridge.queue.redis_io import FastScript
 from bridge.queue.scripts import WAKE_LUA
-from bridge.queue.store import JOB_EXPIRY_MS, dumps, job_payload, loads
+from bridge.queue.store import JOB_EXPIRY_MS, Job, dumps, job_payload, loads
 from bridge.rules import Rule, event_context
 from bridge.rules.digests import (
     DIGEST_SOURCE,
@@ -251,6 +251,16 @@ async def close_digest(
     if queued:
         logger.info("digest %s of rule %s closed with %d events", digest_id, rule_id, len(members))
     return {"status": "queued" if queued else "queued before", "count": len(members)}
+
+
+def replay_job(keys: Keys, event: Event, run: str) -> Job | None:
+    """The job of a replay of a digest run (`dg_…`): its rule runs again with the same
+    members, as a new run (its event matches no rule: matched again, it would run nothing).
+    None for an event that is no digest run."""
+    rule_id = event.data.get("rule") if isinstance(event.data, Mapping) else None
+    if not isinstance(rule_id, str) or not is_digest_run(event, rule_id):
+        return None
+    return Job("run_rule", (event.to_dict(), rule_id, run), keys.run_job_id(event.id, rule_id, run))
 
 
 async def admit(bridge: Context, rule: Rule, event: Event) -> Suppressed | None:

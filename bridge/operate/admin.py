@@ -13,6 +13,7 @@ from typing import Any
 from bridge.errors import EventError
 from bridge.events import Event
 from bridge.jobs.deadletters import DeadLetter
+from bridge.jobs.digest import replay_job
 from bridge.operate.context import Context
 from bridge.queue.store import Job, loads
 from bridge.redaction import redact
@@ -76,7 +77,9 @@ async def replay(bridge: Context, event_id: str) -> str | None:
         if event is None:
             return None
         run = f"replay-{time.time_ns() // 1_000_000}"
-        job = Job("handle_event", (event.to_dict(), run), bridge.keys.handle_job_id(event.id, run))
+        job = replay_job(bridge.keys, event, run) or Job(  # a digest's: its rule, same members
+            "handle_event", (event.to_dict(), run), bridge.keys.handle_job_id(event.id, run)
+        )
         await bridge.store.enqueue([job])
     except UNREADABLE as exc:
         raise EventError(
