@@ -10,16 +10,26 @@ from __future__ import annotations
 from functools import cache
 
 from bridge.actions.action import Action, ActionDeps, ActionRun, StepCall
+from bridge.actions.reads import RunReads, with_reads
 from bridge.schema import ActionSchema
 
 
 @cache
 def registry() -> dict[str, Action]:
     """Every action by its `uses:` name."""
-    from bridge.actions import http, lytho, lytics, slack
+    from bridge.actions import http, http_request, lookups, lytho, lytho_workflow, lytics, slack
 
-    actions = (slack.POST, http.POST, *lytics.ACTIONS, *lytho.ACTIONS)
-    return {action.name: action for action in actions}
+    actions = (
+        slack.POST,
+        http.POST,
+        http_request.REQUEST,
+        *lytics.ACTIONS,
+        *lytho.ACTIONS,
+        *lookups.ACTIONS,
+        lytho_workflow.GET,
+    )
+    # Look-ups answer from their run's reads; writes to their services forget them.
+    return {action.name: with_reads(action) for action in actions}
 
 
 def action_schemas() -> dict[str, ActionSchema]:
@@ -27,4 +37,12 @@ def action_schemas() -> dict[str, ActionSchema]:
     return {name: action.schema for name, action in registry().items()}
 
 
-__all__ = ["Action", "ActionDeps", "ActionRun", "StepCall", "action_schemas", "registry"]
+__all__ = [
+    "Action",
+    "ActionDeps",
+    "ActionRun",
+    "RunReads",
+    "StepCall",
+    "action_schemas",
+    "registry",
+]

@@ -14,9 +14,11 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from slack_sdk.web.async_client import AsyncWebClient
 
+    from bridge.actions.reads import RunReads
     from bridge.actions.slack_keys import SlackKeys
     from bridge.clients.base import RetryPolicy
     from bridge.clients.lytho import LythoClient
+    from bridge.clients.lytho_workflow import LythoWorkflowClient
     from bridge.clients.lytics import LyticsClient
     from bridge.clients.ratelimit import RateLimiter
 
@@ -34,6 +36,10 @@ class StepCall:
     output: Any = None
     # The run's name: "" for the first run of (event, rule), `replay-…` for a replay.
     run: str = ""
+    # The run's look-ups so far (bridge/actions/reads.py), and when the step's time is up
+    # (time.monotonic()); None where there is no run (tests, dry runs).
+    reads: RunReads | None = None
+    deadline: float | None = None
 
 
 class StepMemo:
@@ -68,6 +74,7 @@ class ActionDeps:
     timeout: httpx.Timeout
     slack: AsyncWebClient | None = None
     lytho: LythoClient | None = None
+    lytho_workflow: LythoWorkflowClient | None = None
     lytics: LyticsClient | None = None
     # Threads and living messages of slack.post (thread_key, message_key), kept in Redis.
     slack_keys: SlackKeys | None = None

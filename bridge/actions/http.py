@@ -32,15 +32,15 @@ class Endpoint(ApiClient):
     credential_hint = "check the headers the rule sends"
 
 
-def request_headers(raw: Any) -> dict[str, str]:
+def request_headers(raw: Any, action: str = "http.post") -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise PermanentError("http.post 'headers' must be an object of header names to values")
+        raise PermanentError(f"{action} 'headers' must be an object of header names to values")
     headers = {str(k): str(v) for k, v in raw.items()}
     reserved = sorted(k for k in headers if k.lower() in RESERVED_HEADERS)
     if reserved:
-        raise PermanentError(f"http.post may not set the header(s) {', '.join(reserved)}")
+        raise PermanentError(f"{action} may not set the header(s) {', '.join(reserved)}")
     return headers
 
 

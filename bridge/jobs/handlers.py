@@ -15,7 +15,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from bridge.actions import StepCall, registry
+from bridge.actions import RunReads, StepCall, registry
 from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
 from bridge.events import Event
 from bridge.jobs.digest import admit, join_digests, run_context
@@ -181,6 +181,7 @@ class RuleRun:
         self.mask = bridge.mask
         # What every trace entry of this run says about whose run it is.
         self.who: dict[str, str] = {"rule": rule.id} | ({"run": run} if run else {})
+        self.reads = RunReads()  # the run's look-ups (bridge/actions/reads.py)
 
     async def run(self) -> dict[str, Any]:
         done = {
@@ -254,6 +255,8 @@ class RuleRun:
                     step.key,
                     rendered.output,
                     run=self.run_name,
+                    reads=self.reads,
+                    deadline=deadline,
                 )
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     result = await actions[step.uses].run(self.bridge.actions, call)

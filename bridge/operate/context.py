@@ -125,6 +125,7 @@ class Context:
             timeout=api_timeout(self.settings),
             slack=self._slack(),
             lytho=self.lytho,
+            lytho_workflow=self.lytho_workflow,
             lytics=self.lytics,
             memo=StepMemo(self.redis, f"{self.keys.prefix}memo:", self.settings.trace_ttl_seconds),
             slack_keys=SlackKeys(self.redis, self.keys),
