@@ -242,13 +242,14 @@ class Interactivity:
             last = self.state.last_callback
             if last is not None:
                 last["retries"] += 1
-                body, action_id, num = last["body"], last["action_id"], last["retries"]
+                last = dict(last)
         if last is None:
             return _error("no callback sent yet: press a button first (POST /_sandbox/press)", 409)
         problem = self.not_ready()
         if problem:
             return _error(problem, 409)
-        return JSONResponse(await self.deliver(body, action_id, num, str(reason)))
+        delivery = await self.deliver(last["body"], last["action_id"], last["retries"], reason)
+        return JSONResponse(delivery)
 
     def not_ready(self) -> str | None:
         if not self.state.interactivity_url:
