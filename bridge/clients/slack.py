@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -109,6 +109,29 @@ def is_rate_limited(exc: SlackApiError) -> bool:
     return exc.response.status_code == 429 or data.get("error") == "ratelimited"
 
 
+async def _call(
+    method: str,
+    call: Awaitable[Any],
+    rate_limited: Callable[[float], Awaitable[None]] | None = None,
+) -> Any:
+    """One Web API call, its failures as the bridge's errors: a 429 is RateLimited (after
+    `rate_limited` is told how long to hold back), `ok: false` as `api_error` says, a
+    timeout or a broken connection a ClientError."""
+    try:
+        return await call
+    except SlackApiError as exc:
+        if is_rate_limited(exc):
+            wait = retry_after_seconds(exc.response.headers)
+            if rate_limited is not None:
+                await rate_limited(wait)
+            raise RateLimited(
+                f"{method} → 429 ratelimited; retry after {wait:.0f} s", retry_after=wait
+            ) from None
+        raise api_error(method, exc) from None
+    except (TimeoutError, aiohttp.ClientError, SlackClientError) as exc:
+        raise ClientError(f"{method} failed: {type(exc).__name__}") from None
+
+
 async def update_message(
     client: AsyncWebClient, *, channel: str, ts: str, **params: Any
 ) -> dict[str, Any]:
@@ -118,35 +141,15 @@ async def update_message(
     Edits are not paced like new messages (Slack's chat.update is Tier 3, about 50 a
     minute); a 429 waits its Retry-After in the queue.
     """
-    method = "Slack chat.update"
-    try:
-        response = await client.chat_update(channel=channel, ts=ts, **params)
-    except SlackApiError as exc:
-        if is_rate_limited(exc):
-            wait = retry_after_seconds(exc.response.headers)
-            raise RateLimited(
-                f"{method} → 429 ratelimited; retry after {wait:.0f} s", retry_after=wait
-            ) from None
-        raise api_error(method, exc) from None
-    except (TimeoutError, aiohttp.ClientError, SlackClientError) as exc:
-        raise ClientError(f"{method} failed: {type(exc).__name__}") from None
+    call = client.chat_update(channel=channel, ts=ts, **params)
+    response = await _call("Slack chat.update", call)
     return {"channel": response.get("channel"), "ts": response.get("ts")}
 
 
 async def get_permalink(client: AsyncWebClient, *, channel: str, ts: str) -> str:
     """chat.getPermalink: the link to a message. Raises like update_message."""
-    method = "Slack chat.getPermalink"
-    try:
-        response = await client.chat_getPermalink(channel=channel, message_ts=ts)
-    except SlackApiError as exc:
-        if is_rate_limited(exc):
-            wait = retry_after_seconds(exc.response.headers)
-            raise RateLimited(
-                f"{method} → 429 ratelimited; retry after {wait:.0f} s", retry_after=wait
-            ) from None
-        raise api_error(method, exc) from None
-    except (TimeoutError, aiohttp.ClientError, SlackClientError) as exc:
-        raise ClientError(f"{method} failed: {type(exc).__name__}") from None
+    call = client.chat_getPermalink(channel=channel, message_ts=ts)
+    response = await _call("Slack chat.getPermalink", call)
     return str(response.get("permalink") or "")
 
 
@@ -164,21 +167,13 @@ async def post_message(
     With a `limiter`, messages are paced per channel (`pace`; `paced`: the caller has
     already taken its slot), and a 429's Retry-After holds the channel back in every process.
     """
-    method = "Slack chat.postMessage"
     channel = str(params.get("channel") or "")
     if limiter is not None and not paced:
         await pace(limiter, channel, ticket)
-    try:
-        response = await client.chat_postMessage(**params)
-    except SlackApiError as exc:
-        if is_rate_limited(exc):
-            wait = retry_after_seconds(exc.response.headers)
-            if limiter is not None:
-                await limiter.hold(SLACK_API, wait, scope=channel_scope(channel))
-            raise RateLimited(
-                f"{method} → 429 ratelimited; retry after {wait:.0f} s", retry_after=wait
-            ) from None
-        raise api_error(method, exc) from None
-    except (TimeoutError, aiohttp.ClientError, SlackClientError) as exc:
-        raise ClientError(f"{method} failed: {type(exc).__name__}") from None
+
+    async def hold(wait: float) -> None:
+        if limiter is not None:
+            await limiter.hold(SLACK_API, wait, scope=channel_scope(channel))
+
+    response = await _call("Slack chat.postMessage", client.chat_postMessage(**params), hold)
     return {"channel": response.get("channel"), "ts": response.get("ts")}
