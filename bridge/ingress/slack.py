@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.errors import EventError, StoreUnavailable
@@ -40,11 +40,10 @@ from bridge.ingress.checks import check_attribute, check_value
 from bridge.ingress.normalize import MAX_EVENTS_PER_REQUEST
 from bridge.ingress.signatures import SignatureError, verify_slack
 from bridge.ingress.webhooks import (
-    BodyTooLarge,
     Ingress,
+    body_or_error,
     error,
     parse_json,
-    read_body,
     refusals,
     stored_size,
 )
@@ -297,12 +296,9 @@ async def receive(request: Request) -> Response:
             f"content type {content_type or '(none)'!r} is not what Slack sends; expected {FORM}",
         )
     limit = settings.max_body_bytes
-    try:
-        body = await read_body(request, limit)
-    except BodyTooLarge:
-        return error(413, "body_too_large", f"the body is over the limit of {limit} bytes")
-    except ClientDisconnect:
-        return error(400, "client_disconnected", "the client disconnected before the body ended")
+    body = await body_or_error(request, limit)
+    if not isinstance(body, bytes):
+        return body
     if b"ssl_check=1" in body and _is_ssl_check(body):
         return Response(status_code=200)  # Slack checking the certificate: nothing to store
     try:

@@ -109,6 +109,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def body_or_error(request: Request, limit: int) -> bytes | JSONResponse:
+    """The raw body, or the error answer of one over `limit` bytes or cut short."""
+    try:
+        return await read_body(request, limit)
+    except BodyTooLarge:
+        return error(413, "body_too_large", f"the body is over the limit of {limit} bytes")
+    except ClientDisconnect:
+        return error(400, "client_disconnected", "the client disconnected before the body ended")
+
+
 def parse_json(body: bytes, guard: FloatGuard | None = None) -> Any:
     """Parse JSON from hostile bytes; EventError (400) for anything that is not plain JSON.
 
@@ -230,12 +240,9 @@ async def receive(request: Request) -> JSONResponse:
             f"content type {content_type or '(none)'!r} is not JSON; send application/json",
         )
     limit = settings.max_body_bytes
-    try:
-        body = await read_body(request, limit)
-    except BodyTooLarge:
-        return error(413, "body_too_large", f"the body is over the limit of {limit} bytes")
-    except ClientDisconnect:
-        return error(400, "client_disconnected", "the client disconnected before the body ended")
+    body = await body_or_error(request, limit)
+    if not isinstance(body, bytes):
+        return body
     headers = request.headers
     try:
         check_delivery_id(headers)
