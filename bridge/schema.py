@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# JSON-ish type names a parameter may accept; "template" values are checked after rendering.
+# JSON type names a parameter may accept ("array" reads "list" in messages and docs);
+# templated values are checked after rendering too (bridge/rules/param_types.py).
 TYPE_NAMES = ("string", "number", "integer", "boolean", "object", "array", "any")
 
 
@@ -19,6 +20,14 @@ class Param:
     required: bool = False
     description: str = ""
     choices: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.types if t not in TYPE_NAMES]
+        if not self.types or unknown:
+            raise ValueError(
+                f"parameter {self.name!r} has types {self.types!r}; each must be one of "
+                + ", ".join(TYPE_NAMES)
+            )
 
 
 @dataclass(frozen=True)

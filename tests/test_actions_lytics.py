@@ -295,8 +295,8 @@ def test_validate_accepts_the_rule_and_names_a_wrong_parameter(
     out, err = capsys.readouterr()
     assert (out, err) == (
         "",
-        "rules/vip.yaml:7:61: parameter 'fields' of lytics.lookup in rule 'vip-order' must be "
-        "array, not string\n"
+        "rules/vip.yaml:7:61: fields expects a list, but 'first_name' is a string "
+        "(lytics.lookup in rule 'vip-order'); write it as a list: fields: [first_name]\n"
         "rules/vip.yaml:11:11: lytics.segment_membership needs parameter 'segment' "
         "(rule 'vip-order')\n"
         "2 problem(s) found\n",

@@ -292,10 +292,12 @@ def test_validate_knows_the_key_parameters_and_checks_their_templates(
         "(rule 'keyed')",
         "rules/keyed.yaml:13:56: with.message_key in rule 'keyed' reads steps.late, which is "
         "not an earlier step; earlier steps: both, two_keys",
-        "rules/keyed.yaml:17:51: parameter 'thread_key' of slack.post in rule 'keyed' must be "
-        "string or number, but \"{{ {'id': data.id} }}\" renders an object",
-        "rules/keyed.yaml:17:93: parameter 'reply_broadcast' of slack.post in rule 'keyed' "
-        "must be boolean, not string",
+        "rules/keyed.yaml:17:51: thread_key expects a string or number, but "
+        "\"{{ {'id': data.id} }}\" is an object (slack.post in rule 'keyed'); "
+        "use one of its fields",
+        "rules/keyed.yaml:17:93: reply_broadcast expects a boolean, but 'yes' is a string "
+        "(slack.post in rule 'keyed'); write true or false without quotes "
+        "(reply_broadcast: true)",
         "5 problem(s) found",
     ]
 

@@ -19,7 +19,7 @@ COLLECT = ActionSchema(
         "data": Param("data", ("object", "array"), required=True, description="the event(s)"),
     },
 )
-SCALAR = ("string", "integer", "number")
+SCALAR = ("string", "number")  # an integer is a number
 PROFILE_PARAMS = {
     "field": Param("field", ("string",), required=True, description="e.g. email, _uid"),
     "value": Param("value", SCALAR, required=True, description="the value to match"),

@@ -37,7 +37,7 @@ SCHEMA = ActionSchema(
         "channel": Param("channel", ("string",), required=True, description="#name or C… id"),
         "text": Param(
             "text",
-            ("string",),
+            ("string", "number"),
             description="message text (mrkdwn); the notification fallback when blocks are sent",
         ),
         "template": Param(

@@ -27,7 +27,10 @@ _DOC_TYPE = re.compile(r"`([a-z_]+\.[a-z_]+\.[a-z_]+)`")
 def event_catalogue() -> EventTypes:
     """The event types lytbridge's sources emit, with the documented type of their fields."""
     types = {t for found in poller_event_types().values() for t in found} | set(WEBHOOK_TYPES)
-    return EventTypes(frozenset(types), OPEN_FAMILIES, _documented_fields(EVENTS_DOC))
+    # Only our own sources' fields: a generic source's example (shop.order.paid) is not
+    # what every sender of that type sends.
+    fields = {t: f for t, f in _documented_fields(EVENTS_DOC).items() if t in types}
+    return EventTypes(frozenset(types), OPEN_FAMILIES, fields)
 
 
 def _documented_fields(doc: Path) -> dict[str, dict[str, str]]:
@@ -42,6 +45,8 @@ def _documented_fields(doc: Path) -> dict[str, dict[str, str]]:
         return {}
     seen: dict[str, dict[str, set[str]]] = {}
     for chunk in re.split(r"^### ", text, flags=re.MULTILINE)[1:]:
+        # The types a heading names share the shape of its example (`Proofs: created, …`).
+        heading = set(_DOC_TYPE.findall(chunk.partition("\n")[0]))
         for block in re.findall(r"```json\n(.*?)```", chunk, flags=re.DOTALL):
             try:
                 example = json.loads(block)
@@ -49,8 +54,8 @@ def _documented_fields(doc: Path) -> dict[str, dict[str, str]]:
                 continue
             if not isinstance(example, dict) or not isinstance(example.get("type"), str):
                 continue
-            fields = seen.setdefault(example["type"], {})
-            _walk("data", example.get("data"), fields, 0)
+            for event_type in heading | {example["type"]}:
+                _walk("data", example.get("data"), seen.setdefault(event_type, {}), 0)
     return {
         event_type: {path: kinds.pop() for path, kinds in fields.items() if len(kinds) == 1}
         for event_type, fields in seen.items()

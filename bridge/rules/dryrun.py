@@ -15,6 +15,7 @@ from bridge.errors import TemplateError
 from bridge.events import Event
 from bridge.rules.digests import digest_context, digest_event, is_digest_run, rollup_context
 from bridge.rules.model import Rule, event_context
+from bridge.rules.param_types import ParamTypeError
 from bridge.templates.environment import SlackText, Templates
 
 
@@ -69,6 +70,9 @@ class _StepResult(SlackText):
 class _Steps(dict[str, Any]):
     """`steps` for a dry run: every step id answers with a placeholder."""
 
+    # A value read from a placeholder has no type to check (param_types.check_rendered).
+    placeholders = True
+
     def __missing__(self, key: str) -> _StepResult:
         return _StepResult(f"steps.{key}")
 
@@ -112,7 +116,9 @@ def render_actions(
             # Errors surface here, not in Slack: a template file is rendered too.
             done = step.render(templates, context)
         except TemplateError as exc:
-            rendered.append(RenderedAction(rule.id, step.key, step.uses, {}, error=str(exc)))
+            # A value of the wrong type (ParamTypeError) is shown with what rendered.
+            shown = exc.params if isinstance(exc, ParamTypeError) else {}
+            rendered.append(RenderedAction(rule.id, step.key, step.uses, shown, error=str(exc)))
             continue
         rendered.append(
             RenderedAction(

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from bridge.events import Event
+from bridge.rules.param_types import check_rendered
+from bridge.schema import ActionSchema
 
 if TYPE_CHECKING:
     from bridge.templates.environment import Templates
@@ -215,6 +217,8 @@ class Step:
     line: int = 0
     # How the action wants inserted values escaped (its schema's `escape`, e.g. "slack").
     escape: str | None = None
+    # Its action's parameters: a rendered value of the wrong type is refused (param_types).
+    schema: ActionSchema | None = field(default=None, repr=False)
 
     @property
     def key(self) -> str:
@@ -248,6 +252,7 @@ class Step:
         params = templates.render_value(
             dict(self.with_), context, escape=self.escape, deadline=deadline
         )
+        check_rendered(self.schema, self.with_, params, context)
         output = None
         if "template" in params:
             output = templates.render_file(str(params["template"]), context, deadline=deadline)

@@ -8,9 +8,10 @@ from typing import Any
 
 from bridge.rules.checker import Checker, comment_fix, suggest
 from bridge.rules.model import Step
+from bridge.rules.param_types import fits, type_problem
 from bridge.rules.source import Node
 from bridge.rules.template_analysis import rendered_type, step_references
-from bridge.schema import ActionSchema, Param, accepts, type_name
+from bridge.schema import ActionSchema, accepts, type_name
 
 STEP_KEYS = ("id", "uses", "with", "if", "retry", "continue_on_error")
 RETRY_KEYS = ("attempts", "backoff")
@@ -102,6 +103,7 @@ class StepChecker(Checker):
             continue_on_error=continue_on_error,
             line=node.line,
             escape=self.actions[uses].escape if uses in self.actions else None,
+            schema=self.actions.get(uses),
         )
 
     def uses(self, node: Node | None, step: Node) -> str | None:
@@ -170,14 +172,8 @@ class StepChecker(Checker):
                 continue
             if _has_template(node):
                 kind = self.rendered_type(node)
-                if kind is not None and _clashes(param, kind):
-                    self.error(
-                        node,
-                        f"parameter {key!r} of {schema.name}{self.in_rule} must be "
-                        f"{' or '.join(param.types)}, but {node.value!r} renders "
-                        f"{'an' if kind[0] in 'aio' else 'a'} {kind}"
-                        f"{_type_fix(schema, key, param, kind)}",
-                    )
+                if kind is not None and not fits(param.types, kind, exact=False):
+                    self.error(node, type_problem(schema, key, kind, node.value, self.in_rule))
                 continue
             value = node.plain()
             if not accepts(param, value):
@@ -188,12 +184,7 @@ class StepChecker(Checker):
                         f"{comment_fix(key, node)}",
                     )
                     continue
-                self.error(
-                    node,
-                    f"parameter {key!r} of {schema.name}{self.in_rule} must be "
-                    f"{' or '.join(param.types)}, not {type_name(value)}"
-                    f"{_type_fix(schema, key, param, type_name(value))}",
-                )
+                self.error(node, type_problem(schema, key, type_name(value), value, self.in_rule))
             elif param.choices and value not in param.choices:
                 self.error(
                     node,
@@ -256,26 +247,6 @@ class StepChecker(Checker):
             seconds = self.duration(m["backoff"], "retry.backoff", node)
             backoff = seconds if seconds is not None else backoff
         return attempts, backoff
-
-
-def _clashes(param: Param, kind: str) -> bool:
-    """Whether a value of JSON type `kind` can never fit the parameter (lists vs scalars)."""
-    if "any" in param.types or kind in param.types:
-        return False
-    if kind in ("integer", "number") and ({"integer", "number"} & set(param.types)):
-        return False
-    collections = {"array", "object"}
-    return kind in collections or set(param.types) <= collections
-
-
-def _type_fix(schema: ActionSchema, key: str, param: Param, kind: str) -> str:
-    """How to fix a value of the wrong type, when there is a usual fix."""
-    if kind == "array" and "array" not in param.types:
-        plural = f"{key}s"
-        if plural in schema.params and "array" in schema.params[plural].types:
-            return f"; {key} takes one value: use {plural} for a list"
-        return f"; {key} takes one value: to act on each item, write one step per item"
-    return ""
 
 
 def _has_template(node: Node) -> bool:
