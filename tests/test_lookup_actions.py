@@ -5,6 +5,7 @@ requests than fit in one step; then a rule that names a proof's reviewers, end t
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -668,3 +669,52 @@ def test_a_rule_names_the_reviewers_of_an_approved_proof(bridge: Bridge, workflo
     assert workflow.requests() == ["GET /v1/proof/9", "GET /v1/proof/9/users"]
     again = bridge.trace_has("proof-9-approved", "step", step="again", status="succeeded")
     assert again is not None and again["result"]["user_names"] == ["Sam Okafor", "Lee Chen"]
+
+
+FIND_RULE = """
+id: count-bulk
+on: demo.count
+actions:
+  - id: find
+    uses: lytho.find_assets
+    with: {name: bulk, max_assets: 1000}
+  - uses: slack.post
+    with: {channel: "#creative", text: "{{ steps.find.count }} bulk assets"}
+"""
+
+
+def test_a_find_longer_than_a_step_goes_on_in_the_next_time_slices(
+    redis_url: str, key_prefix: str, tmp_path: Path, dam: Sandbox
+) -> None:
+    made = add_assets(dam, 150)  # 162 assets: four pages
+    dam.forget_requests()
+    env = {
+        "LYTHO_API_URL": f"{dam.url}/v1/",
+        "LYTHO_API_KEY": KEY,
+        # One request every half second, and a step of 1.5 s: one page per time slice.
+        "BRIDGE_RATE_LIMIT_LYTHO": "2/1s:1",
+        "BRIDGE_STEP_TIMEOUT": "1.5",
+    }
+    with running_bridge(redis_url, key_prefix, tmp_path, **env) as bridge:
+        bridge.write_rule("count.yaml", FIND_RULE)
+        bridge.start_slack()
+        bridge.start_web()
+        bridge.start_worker()
+        assert bridge.post({"id": "count-1", "type": "demo.count", "data": {}}).status_code == 202
+
+        run = wait_for(lambda: bridge.trace_has("count-1", "run"), timeout=60, what="the run")
+        assert run is not None and run["status"] == "succeeded", bridge.trace("count-1")
+        [message] = bridge.slack.received("#creative")
+        assert message["text"] == f"{len(made)} bulk assets"
+        stops = [
+            e
+            for e in bridge.trace("count-1")
+            if e["kind"] == "step" and e.get("status") == "rate_limited"
+        ]
+        assert stops and all(e["attempt"] == 1 for e in stops)
+        assert all(
+            re.match(r"lytho\.find_assets: \d+ found so far, page [1-3] next; ", e["error"])
+            for e in stops
+        ), stops
+    # Every page read once, across the time slices.
+    assert dam.requests() == [f"GET /v1/assets?page={n}&size=50" for n in range(4)]
