@@ -228,6 +228,28 @@ async def test_find_assets_stops_at_max_assets(deps: ActionDeps, dam: Sandbox) -
     assert (exact["count"], exact["truncated"]) == (60, False)
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"tag": []},
+            "lytho.find_assets 'tag' must be a tag name or a non-empty list of tag names",
+        ),
+        ({"tag": ["a", 3]}, "lytho.find_assets 'tag' must be a tag name or a non-empty list"),
+        ({"name": 7}, "lytho.find_assets 'name' must be a string"),
+        ({"metadata": ["a"]}, "lytho.find_assets 'metadata' must be an object {field: value}"),
+        ({"collection_id": [501, 502]}, "lytho.find_assets: 'collection_id' must be one id"),
+    ],
+)
+async def test_find_assets_refuses_bad_filters_before_reading_assets(
+    deps: ActionDeps, dam: Sandbox, params: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(PermanentError) as caught:
+        await run(deps, "lytho.find_assets", **params)
+    assert str(caught.value).startswith(message)
+    assert not any(r.startswith("GET /v1/assets") for r in dam.requests())
+
+
 @pytest.mark.parametrize("most", [0, 1001, "ten", True])
 async def test_find_assets_refuses_a_bad_max_assets_before_asking(
     deps: ActionDeps, dam: Sandbox, most: Any

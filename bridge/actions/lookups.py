@@ -203,7 +203,12 @@ class Find:
 
     async def run(self) -> dict[str, Any]:
         await self.load()
-        names = tag_names(self.call.params["tag"]) if "tag" in self.call.params else []
+        try:
+            names = tag_names(self.call.params["tag"]) if "tag" in self.call.params else []
+        except PermanentError:
+            raise PermanentError(
+                f"{self.ACTION} 'tag' must be a tag name or a non-empty list of tag names"
+            ) from None
         ids: list[str] = []
         for name in names:
             found = await self.ask(
