@@ -713,9 +713,10 @@ def test_a_find_longer_than_a_step_goes_on_in_the_next_time_slices(
     env = {
         "LYTHO_API_URL": f"{dam.url}/v1/",
         "LYTHO_API_KEY": KEY,
-        # One request every half second, and a step of 1.5 s: one page per time slice.
+        # One request every half second, and a step of 2.1 s (so the limiter waits in the
+        # step, up to a third of it): a page or two per time slice.
         "BRIDGE_RATE_LIMIT_LYTHO": "2/1s:1",
-        "BRIDGE_STEP_TIMEOUT": "1.5",
+        "BRIDGE_STEP_TIMEOUT": "2.1",
     }
     with running_bridge(redis_url, key_prefix, tmp_path, **env) as bridge:
         bridge.write_rule("count.yaml", FIND_RULE)
