@@ -14,11 +14,14 @@ from typing import Any
 
 from bridge.ingress.pollers import poller_event_types
 from bridge.rules.checker import EventTypes
+from bridge.rules.cron import SCHEDULE_EVENT
 from bridge.schema import type_name
 
 # Types that are not a poller's: Lytics audience webhooks, and the open Slack families.
 WEBHOOK_TYPES = ("lytics.segment.entered", "lytics.segment.exited")
 OPEN_FAMILIES = ("slack.action.", "slack.command.")
+# The bridge's own: a time trigger's tick (bridge/rules/cron.py), for its rule alone.
+BRIDGE_TYPES = (SCHEDULE_EVENT,)
 EVENTS_DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 _DOC_TYPE = re.compile(r"`([a-z_]+\.[a-z_]+\.[a-z_]+)`")
 
@@ -27,6 +30,7 @@ _DOC_TYPE = re.compile(r"`([a-z_]+\.[a-z_]+\.[a-z_]+)`")
 def event_catalogue() -> EventTypes:
     """The event types lytbridge's sources emit, with the documented type of their fields."""
     types = {t for found in poller_event_types().values() for t in found} | set(WEBHOOK_TYPES)
+    types |= set(BRIDGE_TYPES)
     # Only our own sources' fields: a generic source's example (shop.order.paid) is not
     # what every sender of that type sends.
     fields = {t: f for t, f in _documented_fields(EVENTS_DOC).items() if t in types}

@@ -19,6 +19,7 @@ from typing import Any
 
 from bridge.events import Event
 from bridge.jobs.schedule import poller_status
+from bridge.jobs.ticks import next_ticks
 from bridge.jobs.traces import decode_entry
 from bridge.operate import admin, metrics
 from bridge.operate.context import Context
@@ -298,6 +299,7 @@ async def rules_overview(bridge: Context) -> dict[str, Any]:
             totals[name] = totals.get(name, 0) + count
     state = "invalid" if live.current is None else ("stale" if live.problems else "ok")
     rules = []
+    upcoming = next_ticks(bridge)  # each time trigger's next tick (bridge/jobs/ticks.py)
     for rule in live.current.rules if live.current is not None else ():
         rules.append(
             {
@@ -306,6 +308,13 @@ async def rules_overview(bridge: Context) -> dict[str, Any]:
                 "enabled": rule.enabled,
                 "priority": rule.priority,
                 "on": list(rule.on),
+                "schedule": None
+                if rule.schedule is None
+                else {
+                    "cron": rule.schedule.expression,
+                    "timezone": rule.schedule.timezone,
+                    "next_tick": upcoming.get(rule.id),
+                },
                 "file": rule.file,
                 "line": rule.line,
                 "actions": [step.uses for step in rule.actions],

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from bridge.jobs.digest import close_digest
 from bridge.jobs.handlers import MAX_PICKUPS, handle_event, job_timeout, run_rule
 from bridge.jobs.schedule import cron_jobs
+from bridge.jobs.ticks import tick_jobs
 from bridge.operate.context import Context, build_context
 from bridge.queue import func
 from bridge.queue.codec import RESULT_TTL, job_deserializer, job_serializer
@@ -61,7 +62,8 @@ def make_worker(context: Context, *, burst: bool = False) -> BridgeWorker:
         handle_signals=False,
         job_completion_wait=JOB_COMPLETION_WAIT,
         on_startup=on_startup,
-        cron_jobs=cron_jobs(context),
+        # The pollers' (when configured) and the time triggers' (bridge/jobs/ticks.py).
+        cron_jobs=[*cron_jobs(context), *tick_jobs(context)],
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
     )

@@ -96,6 +96,17 @@ class Keys:
         across queues, so the prefix keeps two bridges on one Redis from sharing a tick."""
         return f"cron:{self.prefix}poll"
 
+    @property
+    def schedule_tick_name(self) -> str:
+        """The time triggers' cron job (bridge/jobs/ticks.py), prefixed as the pollers' is."""
+        return f"cron:{self.prefix}schedule"
+
+    @property
+    def schedule_ticks(self) -> str:
+        """The last tick emitted per scheduled rule: a hash, rule id → JSON {tick, schedule,
+        timezone} (bridge/jobs/ticks.py)."""
+        return f"{self.prefix}schedule:ticks"
+
     # --- dedupe and throttle of rule runs (bridge/jobs/limits.py) ----------------------
 
     def slots(self, event_id: str, rule_id: str) -> str:

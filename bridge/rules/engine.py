@@ -9,6 +9,7 @@ from typing import Any
 
 from bridge.errors import Problem
 from bridge.events import Event
+from bridge.rules.cron import SCHEDULE_EVENT
 from bridge.rules.model import ConditionResult, Rule, Scope, Step
 from bridge.templates.environment import Templates
 
@@ -63,8 +64,13 @@ class RuleSet:
         self._by_id = {rule.id: rule for rule in self.rules}
         self._exact: dict[str, list[Rule]] = {}
         self._globs: list[tuple[Callable[[str], Any], Rule]] = []
+        # Rules with a schedule get only their own ticks, never through `on:` patterns.
+        self.scheduled: dict[str, Rule] = {}
         for rule in self.rules:
             if not rule.enabled:
+                continue
+            if rule.schedule is not None:
+                self.scheduled[rule.id] = rule
                 continue
             for pattern in rule.on:
                 if is_glob(pattern):
@@ -100,6 +106,8 @@ class RuleSet:
 
     def evaluate(self, event: Event, templates: Templates) -> list[Evaluation]:
         """One Evaluation per candidate rule, in order; a matched rule with `stop` ends the list."""
+        if event.type == SCHEDULE_EVENT:
+            return self._evaluate_tick(event, templates)
         plan = self._plans.get(event.type)
         if plan is None:
             plan = tuple((r, r.matches, r.stop) for r in self.candidates(event.type))
@@ -115,6 +123,15 @@ class RuleSet:
             if matched and stop:
                 break
         return out
+
+    def _evaluate_tick(self, event: Event, templates: Templates) -> list[Evaluation]:
+        """A tick goes to the one rule it names (its subject), only if that rule has a
+        schedule: rules whose `on:` glob matches `bridge.schedule` never see it."""
+        rule = self.scheduled.get(event.subject or "")
+        if rule is None or rule.schedule is None:
+            return []
+        scope = Scope(rule.schedule.complete(event, rule.id), templates, rule)
+        return [Evaluation(rule, rule.matches(scope), scope)]
 
     def matching(self, event: Event, templates: Templates) -> list[Rule]:
         """The rules that match the event, in the order they run."""

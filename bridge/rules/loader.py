@@ -9,11 +9,13 @@ from pathlib import Path
 
 from bridge.errors import Problem, RuleError
 from bridge.rules.checker import DURATION_HINT, EventTypes, parse_duration, suggest
+from bridge.rules.cron import EXAMPLE, SCHEDULE_EVENT, Schedule
 from bridge.rules.engine import RuleSet, is_glob
 from bridge.rules.files import display_name, rule_files, scan_rule_files
 from bridge.rules.model import Dedupe, Digest, Rule, Throttle
 from bridge.rules.source import Node, parse
 from bridge.rules.steps import StepChecker
+from bridge.rules.triggers import check_schedule, is_schedule
 from bridge.rules.vars import project_vars, read_file_vars
 from bridge.rules.when import WhenChecker
 from bridge.schema import ActionSchema, type_name
@@ -205,6 +207,7 @@ class FileChecker(WhenChecker, StepChecker):
             priority=priority,
             stop=stop,
             on=on,
+            schedule=self.schedule,
             when=when,
             dedupe=dedupe,
             throttle=throttle,
@@ -236,6 +239,10 @@ class FileChecker(WhenChecker, StepChecker):
 
     def event_types(self, rule: Node) -> tuple[str, ...]:
         node = rule.value.get("on")
+        self.schedule: Schedule | None = None
+        if node is not None and is_schedule(node):  # a time trigger (bridge/rules/cron.py)
+            self.schedule = check_schedule(self, node)
+            return (SCHEDULE_EVENT,)
         expected = "expected an event type, a glob such as lytho.proof.*, or a list of them"
         if node is None:
             self.error(
@@ -258,6 +265,12 @@ class FileChecker(WhenChecker, StepChecker):
                 )
             elif not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
                 self.error(item, f"event type {value!r}{self.in_rule} is not valid; {expected}")
+            elif value == SCHEDULE_EVENT:
+                self.error(
+                    item,
+                    f"'on'{self.in_rule} names {value}: those events go only to the rule whose "
+                    f"schedule made them; for a time trigger write {EXAMPLE}",
+                )
             else:
                 types.append(value)
                 self.check_event_type(item, value)

@@ -12,6 +12,7 @@ from bridge.rules.param_types import check_rendered
 from bridge.schema import ActionSchema
 
 if TYPE_CHECKING:
+    from bridge.rules.cron import Schedule
     from bridge.templates.environment import Templates
 
 
@@ -131,6 +132,8 @@ def event_context(
     The CloudEvents attributes are there as `event.type` and, as in a condition's `path:`,
     as `type` (likewise `id`, `source`, `subject`, `time`): both spellings work everywhere.
     """
+    if rule is not None and rule.schedule is not None:
+        event = rule.schedule.complete(event, rule.id)  # a tick written by hand (rules/cron.py)
     attributes = {
         "id": event.id,
         "type": event.type,
@@ -289,6 +292,8 @@ class Rule:
     dedupe: Dedupe | None = None
     throttle: Throttle | None = None
     digest: Digest | None = None
+    # `on: {schedule: …}`: its ticks are `bridge.schedule` events for it alone (rules/cron.py).
+    schedule: Schedule | None = None
     file: str = ""
     line: int = 0
     # `vars:` of its file over rules/vars.yaml, resolved at load; never secrets.

@@ -50,6 +50,7 @@ from bridge.rules.model import Rule, event_context
 from bridge.rules.outcomes import CaseResult, Failure, FileResult, format_results
 from bridge.rules.source import Node, parse
 from bridge.rules.testfiles import CaseReader, find_test_files
+from bridge.rules.triggers import off_schedule
 from bridge.templates.environment import Templates
 
 __all__ = [
@@ -218,6 +219,9 @@ def run_case(
     for index, event in enumerate(events):
         last = index == len(events) - 1
         digests.close_due(_clock(event.time))
+        off = off_schedule(event, ruleset)  # a tick given by hand must be one of its rule's
+        if off is not None:
+            result.failures.append(Failure("tick time", "a tick of its schedule", event.time, off))
         evaluations = ruleset.evaluate(event, templates)
         for rule in (e.rule for e in evaluations if e.matched):
             try:
