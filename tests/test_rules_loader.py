@@ -162,7 +162,7 @@ def test_unknown_key_without_a_near_miss_lists_the_expected_keys(workdir: Path) 
     write(workdir, "a.yaml", "id: a\non: x\nzzz: 1\n")
     assert problems(workdir) == [
         "rules/a.yaml:3:1: unknown key 'zzz' in rule 'a'; expected one of id, description, "
-        "enabled, priority, stop, on, when, dedupe, throttle, digest, actions"
+        "enabled, priority, stop, on, when, dedupe, throttle, digest, for, actions"
     ]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from bridge.events import Event
 from bridge.redaction import displayable, printable
 from bridge.rules.explain import stored_tree_lines
+from bridge.rules.waits import wait_text
 
 OK, FAIL = "✓", "✗"
 
@@ -123,6 +124,8 @@ def _one_entry(entry: dict[str, Any]) -> list[str]:
             f"{when}  digest of rule {entry.get('rule')} closed with {entry.get('count')} "
             f"events (key {entry.get('key')!r}): {members}"
         )
+    elif kind == "wait":
+        lines.append(f"{when}  wait {entry.get('rule')}: {wait_text(entry)}")
     elif kind == "unreadable":
         lines.append(f"{when}  {entry.get('error')}")
     else:

@@ -157,6 +157,12 @@ def cmd_fire(args: argparse.Namespace) -> int:
         )
         for evaluation in evaluations:
             print(format_condition_tree(evaluation, indent=1))
+            wait = evaluation.rule.wait
+            if evaluation.matched and wait is not None:  # `for:` (bridge/rules/waits.py)
+                print(
+                    f"      after for: {wait.text}, if the conditions still hold then "
+                    "(shown with this event as the object's state then):"
+                )
             if evaluation.matched:
                 for action in render_actions(event, evaluation.rule, templates):
                     shown = json.dumps(dict(action.with_), ensure_ascii=False, default=str)

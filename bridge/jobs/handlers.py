@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from bridge.actions import RunReads, StepCall, registry
 from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
 from bridge.events import Event
-from bridge.jobs.digest import admit, join_digests, run_context
+from bridge.jobs.digest import admit, join_digests
+from bridge.jobs.waits import observe_waits, run_context
 from bridge.operate import metrics
 from bridge.queue import Retry
 from bridge.queue.store import Job, loads
@@ -86,6 +87,7 @@ async def handle_event(
     joined: dict[str, str] = {}  # a digest rule's match joins its digest (jobs/digest.py)
     if any(rule.digest is not None for rule in runs):
         runs, joined = await join_digests(bridge, event, runs, run)
+    runs = await observe_waits(bridge, event, rules, runs, run)  # `for:` (jobs/waits.py)
     await bridge.tracer.record(
         event.id,
         "evaluated",

@@ -72,14 +72,19 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 def runs_of(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(rule, run) of every rule run the event's evaluations started, in order.
 
-    A matched rule that dedupe or throttle held back (`suppressed`) started no run.
+    A matched rule that dedupe or throttle held back (`suppressed`) started no run, nor
+    did a `for:` wait that another match's wait kept, was cancelled or no longer held.
     """
     found: dict[tuple[str, str], None] = {}
+    unrun = ("already_waiting", "cancelled", "not_run")
+    waited = {
+        e.get("rule") for e in entries if e.get("kind") == "wait" and e.get("status") in unrun
+    }
     for entry in entries:
         if entry.get("kind") == "evaluated":
             held = _mapping(entry.get("suppressed"))
             for rule_id in _names(entry.get("matched")):
-                if rule_id not in held:
+                if rule_id not in held and (rule_id not in waited or entry.get("run")):
                     found[(rule_id, str(entry.get("run", "")))] = None
     return list(found)
 

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from bridge.jobs.digest import close_digest
 from bridge.jobs.handlers import MAX_PICKUPS, handle_event, job_timeout, run_rule
 from bridge.jobs.schedule import cron_jobs
+from bridge.jobs.waits import check_wait
 from bridge.jobs.ticks import tick_jobs
 from bridge.operate.context import Context, build_context
 from bridge.queue import func
@@ -47,6 +48,8 @@ def make_worker(context: Context, *, burst: bool = False) -> BridgeWorker:
             func(run_rule, name="run_rule", timeout=timeout, max_tries=MAX_PICKUPS + 1),
             # Closes a digest's window and queues its run (both steps safe to repeat).
             func(close_digest, name="close_digest", timeout=timeout, max_tries=MAX_PICKUPS),
+            # A `for:` wait's check: ends the wait and queues the run (safe to repeat).
+            func(check_wait, name="check_wait", timeout=timeout, max_tries=MAX_PICKUPS),
         ],
         queue_name=context.settings.queue_name,
         redis_pool=context.redis,

@@ -147,6 +147,24 @@ class Keys:
         """What a run of a roll-up throttle took over: [count, events…], kept with the run."""
         return f"{self.prefix}rollup:run:{event_id}:{rule_id}"
 
+    # --- `for:` waits (bridge/jobs/waits.py) ---------------------------------------------
+
+    def wait_object(self, obj: str) -> str:
+        """One object's pending waits (a hash: rule id → wait) and its latest state
+        (`_latest`, `_t`), kept while a wait is pending."""
+        return f"{self.prefix}wait:object:{obj}"
+
+    def wait_match(self, event_id: str, rule_id: str) -> str:
+        """What an event's match of a `for:` rule did: matching it again does the same."""
+        return f"{self.prefix}wait:match:{event_id}:{rule_id}"
+
+    def wait_current(self, event_id: str, rule_id: str) -> str:
+        """The state a wait's check found, kept with the run it queued (`current`)."""
+        return f"{self.prefix}wait:current:{event_id}:{rule_id}"
+
+    def wait_check_job_id(self, rule_id: str, obj: str, event_id: str) -> str:
+        return f"{self.prefix}wait:check:{rule_id}:{obj}:{event_id}"
+
     # --- rate limits and pollers ----------------------------------------------------------
 
     @property

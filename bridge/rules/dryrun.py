@@ -15,6 +15,7 @@ from bridge.errors import TemplateError
 from bridge.events import Event
 from bridge.rules.digests import digest_context, digest_event, is_digest_run, rollup_context
 from bridge.rules.model import Rule, event_context
+from bridge.rules.waits import current_of
 from bridge.rules.param_types import ParamTypeError
 from bridge.templates.environment import SlackText, Templates
 
@@ -78,7 +79,10 @@ class _Steps(dict[str, Any]):
 
 
 def dry_run_context(
-    event: Event, rule: Rule, throttle: Mapping[str, Any] | None = None
+    event: Event,
+    rule: Rule,
+    throttle: Mapping[str, Any] | None = None,
+    current: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The template context of a run that has not happened: steps answer with placeholders.
 
@@ -94,12 +98,18 @@ def dry_run_context(
         context = event_context(event, rule)
     if rule.throttle is not None and rule.throttle.rollup:
         context["throttle"] = dict(throttle or rollup_context(0, []))
+    if rule.wait is not None:  # `for:`: the state after the wait (the event itself if none)
+        context["current"] = dict(current or current_of(event.to_dict(), "event"))
     context["steps"] = _Steps()
     return context
 
 
 def render_actions(
-    event: Event, rule: Rule, templates: Templates, throttle: Mapping[str, Any] | None = None
+    event: Event,
+    rule: Rule,
+    templates: Templates,
+    throttle: Mapping[str, Any] | None = None,
+    current: Mapping[str, Any] | None = None,
 ) -> list[RenderedAction]:
     """The steps of a matched rule, each rendered as the worker renders it (`Step.render`)."""
     rendered = []
@@ -110,7 +120,7 @@ def render_actions(
         except TemplateError:
             key = rule.id  # as the worker does with a key that cannot render
         event = digest_event(rule.id, "dg_dry_run", key, [event.to_dict()])
-    context = dry_run_context(event, rule, throttle)
+    context = dry_run_context(event, rule, throttle, current)
     for step in rule.actions:
         try:
             # Errors surface here, not in Slack: a template file is rendered too.

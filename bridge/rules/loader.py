@@ -17,6 +17,7 @@ from bridge.rules.source import Node, parse
 from bridge.rules.steps import StepChecker
 from bridge.rules.triggers import check_schedule, is_schedule
 from bridge.rules.vars import project_vars, read_file_vars
+from bridge.rules.waits import check_for
 from bridge.rules.when import WhenChecker
 from bridge.schema import ActionSchema, type_name
 from bridge.templates.environment import Templates
@@ -46,6 +47,7 @@ RULE_KEYS = (
     "dedupe",
     "throttle",
     "digest",
+    "for",
     "actions",
 )
 DEDUPE_KEYS = ("key", "ttl")
@@ -197,6 +199,7 @@ class FileChecker(WhenChecker, StepChecker):
                 f"digest and throttle.rollup{self.in_rule} both collect matches into one "
                 "message; use one of them",
             )
+        wait = check_for(self, node)  # `for:` (bridge/rules/waits.py)
         steps = self.steps(m.get("actions"))
         if len(self.problems) > before or rule_id is None:
             return None
@@ -212,6 +215,7 @@ class FileChecker(WhenChecker, StepChecker):
             dedupe=dedupe,
             throttle=throttle,
             digest=digest,
+            wait=wait,
             actions=steps,
             file=self.file,
             line=node.line,

@@ -205,6 +205,15 @@ class Digest:
     max: int
 
 
+@dataclass(frozen=True)
+class Wait:
+    """`for:`: a match waits `seconds`, then the conditions are checked again against the
+    object's current state, and the actions run only if they still hold (jobs/waits.py)."""
+
+    seconds: float
+    text: str
+
+
 @dataclass(frozen=True, eq=False)
 class Step:
     """One action of a rule; `with_` holds the parameters as written (templates unrendered)."""
@@ -292,6 +301,7 @@ class Rule:
     dedupe: Dedupe | None = None
     throttle: Throttle | None = None
     digest: Digest | None = None
+    wait: Wait | None = None  # `for:`
     # `on: {schedule: …}`: its ticks are `bridge.schedule` events for it alone (rules/cron.py).
     schedule: Schedule | None = None
     file: str = ""

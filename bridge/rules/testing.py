@@ -50,6 +50,7 @@ from bridge.rules.model import Rule, event_context
 from bridge.rules.outcomes import CaseResult, Failure, FileResult, format_results
 from bridge.rules.source import Node, parse
 from bridge.rules.testfiles import CaseReader, find_test_files
+from bridge.rules.waits import MemoryWaits, current_of
 from bridge.rules.triggers import off_schedule
 from bridge.templates.environment import Templates
 
@@ -216,9 +217,11 @@ def run_case(
     events = events if isinstance(events, list) else [events]
     limits = MemoryLimits()
     digests = MemoryDigests()
+    waits = MemoryWaits(templates)  # `for:` (bridge/rules/waits.py)
     for index, event in enumerate(events):
         last = index == len(events) - 1
         digests.close_due(_clock(event.time))
+        waits.observe(event, _clock(event.time))
         off = off_schedule(event, ruleset)  # a tick given by hand must be one of its rule's
         if off is not None:
             result.failures.append(Failure("tick time", "a tick of its schedule", event.time, off))
@@ -228,6 +231,9 @@ def run_case(
                 held = limits.admit(rule, event, templates)
                 if held is None and rule.digest is not None:
                     digests.join(rule, event, templates)
+                    continue
+                if held is None and rule.wait is not None:
+                    waits.start(rule, event, _clock(event.time))
                     continue
             except TemplateError as exc:
                 result.failures.append(
@@ -251,5 +257,12 @@ def run_case(
             result.event_type = event.type
     digests.close_due()
     digests.render(templates, result)
+    waits.close_due()
+    for wait in waits.ended:  # the runs of the waits that still held, in order
+        if wait.current is not None:
+            current = current_of(wait.current.to_dict(), "event")
+            result.actions.extend(
+                render_actions(wait.origin, wait.rule, templates, current=current)
+            )
     check_expectations(result, expect, ruleset)
     return result

@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse
 
 from bridge.operate.context import Context
 from bridge.operate.queries import displayable, public
+from bridge.rules.waits import wait_text
 from bridge.web.auth import Auth
 
 HERE = Path(__file__).parent
@@ -105,6 +106,7 @@ ENV = jinja2.Environment(
     lstrip_blocks=True,
 )
 ENV.filters.update(show=_show, pretty=_pretty, utc=_utc, clock=_clock, ago=_ago, duration=_duration)
+ENV.filters["wait_text"] = wait_text  # a `for:` wait trace entry (bridge/rules/waits.py)
 
 
 def bar_chart(
