@@ -11,6 +11,7 @@ value rendered for the given event), and the worker (the value rendered at run t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -78,7 +79,7 @@ def subject(source: Any) -> str:
         if path is not None:
             return path.group(1)
         return repr(source if len(source) <= 60 else source[:57] + "...")
-    shown = repr(source)
+    shown = json.dumps(source, ensure_ascii=False, default=str)  # as YAML would read it
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
@@ -115,7 +116,7 @@ def _fix(schema: ActionSchema, key: str, param: Param, kind: str, source: Any) -
         if path:
             return f"; if the value is right, make it text: {{{{ {path.group(1)} | string }}}}"
         if not isinstance(source, str):
-            return f'; if the value is right, quote it: {key}: "{source}"'
+            return f'; if the value is right, quote it: {key}: "{json.dumps(source)}"'
         return "; if the value is right, make it text with | string"
     if param.types == ("boolean",) and kind != "boolean":
         if isinstance(source, str) and not _templated(source):
