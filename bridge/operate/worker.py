@@ -13,8 +13,8 @@ from redis.exceptions import RedisError
 from bridge.jobs.digest import close_digest
 from bridge.jobs.handlers import MAX_PICKUPS, handle_event, job_timeout, run_rule
 from bridge.jobs.schedule import cron_jobs
-from bridge.jobs.waits import check_wait
 from bridge.jobs.ticks import tick_jobs
+from bridge.jobs.waits import check_wait
 from bridge.operate.context import Context, build_context
 from bridge.queue import func
 from bridge.queue.codec import RESULT_TTL, job_deserializer, job_serializer

@@ -15,8 +15,8 @@ from bridge.errors import TemplateError
 from bridge.events import Event
 from bridge.rules.digests import digest_context, digest_event, is_digest_run, rollup_context
 from bridge.rules.model import Rule, event_context
-from bridge.rules.waits import current_of
 from bridge.rules.param_types import ParamTypeError
+from bridge.rules.waits import current_of
 from bridge.templates.environment import SlackText, Templates
 
 

@@ -50,8 +50,8 @@ from bridge.rules.model import Rule, event_context
 from bridge.rules.outcomes import CaseResult, Failure, FileResult, format_results
 from bridge.rules.source import Node, parse
 from bridge.rules.testfiles import CaseReader, find_test_files
-from bridge.rules.waits import MemoryWaits, current_of
 from bridge.rules.triggers import off_schedule
+from bridge.rules.waits import MemoryWaits, current_of
 from bridge.templates.environment import Templates
 
 __all__ = [
