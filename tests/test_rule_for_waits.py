@@ -206,6 +206,27 @@ def test_a_change_that_breaks_the_condition_cancels_the_wait(bridge: Bridge) -> 
 
 
 @pytest.mark.timeout(90)
+def test_an_older_event_changes_nothing_and_a_deletion_cancels(bridge: Bridge) -> None:
+    bridge.start_worker()
+    assert bridge.post([order(5, "pending", note="new")], source="shop").status_code == 202
+    wait_for(lambda: bridge.trace_has("o-5", "wait", status="waiting"), what="the wait")
+    # Sent late, but from before the match (10:01 < 10:05): not the order's state now.
+    late = order(1, "shipped", kind="updated")
+    assert bridge.post([late], source="shop").status_code == 202
+    wait_for(lambda: bridge.trace_has("o-1", "evaluated"), what="the late event")
+    assert bridge.trace_has("o-5", "wait", status="cancelled") is None
+    assert len(check_jobs(bridge)) == 1
+    gone = {**order(6, "pending", kind="deleted"), "data": {"status": "pending"}}
+    assert bridge.post([gone], source="shop").status_code == 202
+    cancelled = traced(bridge, "o-5", "the cancel", status="cancelled")
+    assert cancelled["by"] == "o-6"
+    assert cancelled["why"] == "the object was deleted (shop.order.deleted)"
+    assert check_jobs(bridge) == []
+    wait_for(lambda: bridge.queued() == 0, what="the queue to empty")
+    assert bridge.slack.received("#ops") == []
+
+
+@pytest.mark.timeout(90)
 def test_a_one_second_wait_runs_when_its_time_is_up(bridge: Bridge) -> None:
     bridge.write_rule("order.yaml", ORDER_RULE.replace("for: 1h", "for: 1s"))
     bridge.start_worker()
