@@ -86,6 +86,8 @@ def _one_entry(entry: dict[str, Any]) -> list[str]:
             conditions = evaluation.get("conditions")
             if conditions:
                 lines += ["        " + line for line in stored_tree_lines(_tree(conditions))]
+    elif kind == "step" and entry.get("uses") == "choose":
+        lines += _choice_lines(entry, when, run)
     elif kind == "step":
         duration = f"  {entry['duration_ms']} ms" if "duration_ms" in entry else ""
         detail = ""
@@ -118,6 +120,17 @@ def _one_entry(entry: dict[str, Any]) -> list[str]:
             status = "succeeded with errors"
             extra = f"  (failed under continue_on_error: {names})" if names else extra
         lines.append(f"{when}  run {entry.get('rule')}{run}  {status}{extra}")
+    elif kind == "loop":
+        what = f"{when}  loop {entry.get('rule')}/{entry.get('step')}{run} {entry.get('uses')}"
+        if entry.get("status") == "started":
+            lines.append(f"{what}  over {entry.get('items')} items (for_each)")
+        else:
+            ended = f"{what}  finished: {entry.get('items')} items"
+            if entry.get("skipped"):
+                ended += f", {entry['skipped']} skipped (if: false)"
+            if entry.get("failed"):
+                ended += f", {entry['failed']} failed (continued)"
+            lines.append(ended)
     elif kind == "digest":
         members = ", ".join(map(str, entry.get("members") or []))
         lines.append(
@@ -131,6 +144,26 @@ def _one_entry(entry: dict[str, Any]) -> list[str]:
     else:
         rest = {k: v for k, v in entry.items() if k not in ("at", "kind")}
         lines.append(f"{when}  {kind}  {_short(rest)}")
+    return lines
+
+
+def _choice_lines(entry: dict[str, Any], when: str, run: str) -> list[str]:
+    """A choose step: the branch it took (or default, or none), and each branch it tried."""
+    result = entry.get("result") or {}
+    branch = result.get("branch")
+    if branch == "default":
+        chose = "no branch holds: default runs"
+    elif branch is None:
+        chose = "no branch holds and there is no default: nothing runs"
+    else:
+        chose = f"branch {branch} holds (when: {_short(result.get('when'))}): its steps run"
+    lines = [f"{when}  choose {entry.get('rule')}/{entry.get('step')}{run}  {chose}"]
+    for tried in (entry.get("params") or {}).get("branches") or []:
+        mark = OK if tried.get("holds") else FAIL
+        lines.append(f"        {mark} branch {tried.get('branch')}")
+        conditions = tried.get("conditions")
+        if isinstance(conditions, dict):
+            lines += ["            " + line for line in stored_tree_lines(_tree(conditions))]
     return lines
 
 

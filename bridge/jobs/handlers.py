@@ -19,6 +19,7 @@ from bridge.actions import RunReads, StepCall, registry
 from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
 from bridge.events import Event
 from bridge.jobs.digest import admit, join_digests
+from bridge.jobs.flow import StepWalk
 from bridge.jobs.waits import observe_waits, run_context
 from bridge.operate import metrics
 from bridge.queue import Retry
@@ -156,15 +157,6 @@ async def run_rule(
     return await RuleRun(bridge, event, rule, run, int(ctx.get("job_try") or 1), extra).run()
 
 
-def continued_failure(result: Any) -> bool:
-    """Whether a stored step result is that of a step that failed with continue_on_error."""
-    return (
-        isinstance(result, dict)
-        and result.keys() == {"error", "failed"}
-        and result["failed"] is True
-    )
-
-
 class RuleRun:
     """One run of one rule for one event, resumable from the steps stored in Redis."""
 
@@ -190,24 +182,10 @@ class RuleRun:
             k.decode(): loads(v)
             for k, v in (await self.bridge.redis.hgetall(self.steps_key)).items()  # type: ignore[misc]
         }
-        results: dict[str, Any] = {}
-        actions = registry()
-        for step in self.rule.actions:
-            if step.key in done:
-                results[step.key] = done[step.key]
-                continue
-            if self.pickup > MAX_PICKUPS:
-                await self._dead_letter(step, f"gave up after {MAX_PICKUPS} pickups", 0)
-                return {"status": "dead_lettered", "step": step.key}
-            elapsed = time.monotonic() - self.started
-            step_timeout = self.bridge.settings.step_timeout_seconds
-            if elapsed + step_timeout > job_timeout(step_timeout) - 1:
-                raise Retry(defer=0)  # a fresh time slice; no try is spent
-            outcome = await self._run_step(step, results, actions)
-            if outcome is None:
-                return {"status": "dead_lettered", "step": step.key}
-            results[step.key] = outcome
-        failed = [step.key for step in self.rule.actions if continued_failure(results[step.key])]
+        walk = StepWalk(self, done, registry())  # loops and branches: jobs/flow.py
+        if not await walk.steps(self.rule.actions):
+            return {"status": "dead_lettered", "step": walk.stopped}
+        results, failed = walk.results, walk.failed
         status = "succeeded_with_errors" if failed else "succeeded"
         await self.bridge.tracer.record(
             self.event.id,
@@ -223,11 +201,27 @@ class RuleRun:
             {"failed_steps": failed} if failed else {}
         )
 
+    async def ready(self, step: Step) -> bool:
+        """Whether `step` may start in this job; False when the run gave up (a dead letter)."""
+        if self.pickup > MAX_PICKUPS:
+            await self._dead_letter(step, f"gave up after {MAX_PICKUPS} pickups", 0)
+            return False
+        elapsed = time.monotonic() - self.started
+        step_timeout = self.bridge.settings.step_timeout_seconds
+        if elapsed + step_timeout > job_timeout(step_timeout) - 1:
+            raise Retry(defer=0)  # a fresh time slice; no try is spent
+        return True
+
+    def context(self, results: dict[str, Any]) -> dict[str, Any]:
+        """What the run's templates see, with the results of the steps so far."""
+        return event_context(self.event, self.rule, results) | self.extra
+
     async def _run_step(
-        self, step: Step, results: dict[str, Any], actions: dict[str, Any]
+        self, step: Step, results: dict[str, Any], actions: dict[str, Any], scope: Any = None
     ) -> dict[str, Any] | None:
-        """Run one step; its stored result, or None when the run went to the dead letters."""
-        context = event_context(self.event, self.rule, results) | self.extra
+        """Run one step (a loop item with its `scope`); its stored result, or None when the
+        run went to the dead letters."""
+        context = self.context(results) | (scope or {})
         templates = self.bridge.rules.templates
         store, ttl = self.bridge.store, self.bridge.settings.trace_ttl_seconds
         attempt = await store.count(self.attempts_key, step.key, 1, ttl)

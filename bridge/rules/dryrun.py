@@ -3,21 +3,32 @@
 Rule tests and `bridge fire --dry-run` show them. Each step renders through `Step.render`,
 as in the worker; an earlier step's result is a placeholder (`{{ steps.notify.ts }}`
 renders as `<steps.notify.ts>`), so templates that use earlier results still render.
+A rule test may give step results (`steps:`), which templates then read instead. A loop
+shows one rendered call per item (`tag[0]`, `tag[1]`, …; one `tag[*]` with its item as a
+placeholder when the list is an earlier step's result not given); a `choose` step shows
+its choice (uses `choose`, with `{branch, when}`), then the steps of the chosen branch.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bridge.errors import TemplateError
 from bridge.events import Event
+from bridge.rules.choose import CHOOSE, decide
 from bridge.rules.digests import digest_context, digest_event, is_digest_run, rollup_context
-from bridge.rules.model import Rule, event_context
+from bridge.rules.loops import checked_items, item_context, item_step
+from bridge.rules.model import Rule, Step, event_context
 from bridge.rules.param_types import ParamTypeError
+from bridge.rules.template_analysis import step_references
 from bridge.rules.waits import current_of
 from bridge.templates.environment import SlackText, Templates
+
+_LOOP = ("index", "index0", "first", "last", "length")
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,11 @@ def dry_run_context(
     rule: Rule,
     throttle: Mapping[str, Any] | None = None,
     current: Mapping[str, Any] | None = None,
+    *,
+    steps: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The template context of a run that has not happened: steps answer with placeholders.
+    """The template context of a run that has not happened: steps answer with placeholders
+    (or with the results given as `steps`).
 
     A digest rule's event alone is shown as a digest of that one event (a dry run cannot
     wait for its window); a throttle roll-up shows `throttle` as given, or nothing held back.
@@ -100,7 +114,7 @@ def dry_run_context(
         context["throttle"] = dict(throttle or rollup_context(0, []))
     if rule.wait is not None:  # `for:`: the state after the wait (the event itself if none)
         context["current"] = dict(current or current_of(event.to_dict(), "event"))
-    context["steps"] = _Steps()
+    context["steps"] = _Steps(steps or {})
     return context
 
 
@@ -110,9 +124,11 @@ def render_actions(
     templates: Templates,
     throttle: Mapping[str, Any] | None = None,
     current: Mapping[str, Any] | None = None,
+    *,
+    steps: Mapping[str, Any] | None = None,
 ) -> list[RenderedAction]:
     """The steps of a matched rule, each rendered as the worker renders it (`Step.render`)."""
-    rendered = []
+    rendered: list[RenderedAction] = []
     if rule.digest is not None and not is_digest_run(event, rule.id):
         # A dry run cannot wait for the window: the event alone, as a digest of one.
         try:
@@ -120,24 +136,83 @@ def render_actions(
         except TemplateError:
             key = rule.id  # as the worker does with a key that cannot render
         event = digest_event(rule.id, "dg_dry_run", key, [event.to_dict()])
-    context = dry_run_context(event, rule, throttle, current)
-    for step in rule.actions:
-        try:
-            # Errors surface here, not in Slack: a template file is rendered too.
-            done = step.render(templates, context)
-        except TemplateError as exc:
-            # A value of the wrong type (ParamTypeError) is shown with what rendered.
-            shown = exc.params if isinstance(exc, ParamTypeError) else {}
-            rendered.append(RenderedAction(rule.id, step.key, step.uses, shown, error=str(exc)))
-            continue
-        rendered.append(
-            RenderedAction(
-                rule.id,
-                step.key,
-                step.uses,
-                done.params,
-                skipped=done.skipped,
-                rendered=done.output,
-            )
-        )
+    context = dry_run_context(event, rule, throttle, current, steps=steps)
+    _render_steps(event, rule, rule.actions, templates, context, rendered)
     return rendered
+
+
+def _render_steps(
+    event: Event,
+    rule: Rule,
+    steps: tuple[Step, ...],
+    templates: Templates,
+    context: dict[str, Any],
+    out: list[RenderedAction],
+) -> None:
+    """Each step rendered into `out`: a loop once per item, a choose by its chosen branch."""
+    for step in steps:
+        if step.uses == CHOOSE:
+            choice = decide(step, event, templates, rule, context)
+            out.append(RenderedAction(rule.id, step.key, CHOOSE, choice.result))
+            context["steps"][step.key] = choice.result  # as the branch's steps read it
+            _render_steps(event, rule, choice.steps, templates, context, out)
+        elif step.for_each is not None:
+            out.extend(_render_loop(rule, step, templates, context))
+        else:
+            out.append(_render_step(rule, step, templates, context))
+
+
+def _render_loop(
+    rule: Rule, step: Step, templates: Templates, context: dict[str, Any]
+) -> list[RenderedAction]:
+    source = step.for_each
+    unknown = step_references(source) - set(context["steps"]) if isinstance(source, str) else ()
+    if unknown:
+        # The list is an earlier step's result, known when the rule runs: one call shows
+        # what each item's will be like, its item a placeholder (`<steps.find.assets[*]>`).
+        path = source.strip().removeprefix("{{").removesuffix("}}").strip()
+        path = path if _DOTTED.match(path) else f"steps.{min(unknown)}"
+        loop = {name: _StepResult(f"loop.{name}") for name in _LOOP}
+        scope = {step.as_: _StepResult(f"{path}[*]"), "loop": loop}
+        one = replace(step, id=f"{step.key}[*]", for_each=None)
+        return [_render_step(rule, one, templates, context | scope)]
+    try:
+        items = checked_items(step, templates.render_value(source, context))
+    except TemplateError as exc:
+        return [RenderedAction(rule.id, step.key, step.uses, {}, error=str(exc))]
+    calls = [
+        _render_step(
+            rule, item_step(step, n), templates, context | item_context(step, item, n, len(items))
+        )
+        for n, item in enumerate(items)
+    ]
+    # The loop's result as far as a dry run knows it: how many items, how many skipped.
+    results = [
+        {"skipped": True} if call.skipped else _StepResult(f"steps.{step.key}.results.{n}")
+        for n, call in enumerate(calls)
+    ]
+    skipped = sum(1 for call in calls if call.skipped)
+    context["steps"].setdefault(
+        step.key, {"results": results, "count": len(calls), "failed": 0, "skipped": skipped}
+    )
+    return calls
+
+
+def _render_step(
+    rule: Rule, step: Step, templates: Templates, context: dict[str, Any]
+) -> RenderedAction:
+    try:
+        # Errors surface here, not in Slack: a template file is rendered too.
+        done = step.render(templates, context)
+    except TemplateError as exc:
+        # A value of the wrong type (ParamTypeError) is shown with what rendered.
+        shown = exc.params if isinstance(exc, ParamTypeError) else {}
+        return RenderedAction(rule.id, step.key, step.uses, shown, error=str(exc))
+    return RenderedAction(
+        rule.id,
+        step.key,
+        step.uses,
+        done.params,
+        skipped=done.skipped,
+        rendered=done.output,
+    )

@@ -231,11 +231,21 @@ class Step:
     escape: str | None = None
     # Its action's parameters: a rendered value of the wrong type is refused (param_types).
     schema: ActionSchema | None = field(default=None, repr=False)
+    # `for_each`: the list it runs its action over (a template, or a list as written), each
+    # item named `as_` in its templates, at most `max_items` of them (rules/loops.py).
+    for_each: Any = None
+    as_: str = "item"
+    max_items: int = 100
+    # A `choose` step (uses "choose"): its branches in order, and `default:` (rules/choose.py).
+    branches: tuple[Branch, ...] = ()
+    default: tuple[Step, ...] | None = None
+    # A step inside a branch without an id is keyed `<prefix>step<index>` (`decide.0.step1`).
+    prefix: str = ""
 
     @property
     def key(self) -> str:
         """The name its result is stored under: its `id`, or `step<index>`."""
-        return self.id if self.id is not None else f"step{self.index}"
+        return self.id if self.id is not None else f"{self.prefix}step{self.index}"
 
     def should_run(
         self, templates: Templates, context: Mapping[str, Any], *, deadline: float | None = None
@@ -269,6 +279,16 @@ class Step:
         if "template" in params:
             output = templates.render_file(str(params["template"]), context, deadline=deadline)
         return RenderedStep(self, params, output=output)
+
+
+@dataclass(frozen=True, eq=False)
+class Branch:
+    """One branch of a `choose` step: its `when` (as compiled, and as written) and steps."""
+
+    when: Condition
+    source: Any
+    steps: tuple[Step, ...]
+    line: int = 0
 
 
 @dataclass(frozen=True)

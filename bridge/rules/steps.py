@@ -7,13 +7,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.rules.checker import Checker, comment_fix, suggest
+from bridge.rules.choose import check_choose
+from bridge.rules.loops import LOOP_KEYS, Loop, check_loop
 from bridge.rules.model import Step
 from bridge.rules.param_types import fits, type_problem
 from bridge.rules.source import Node
 from bridge.rules.template_analysis import rendered_type, step_references
 from bridge.schema import ActionSchema, accepts, type_name
 
-STEP_KEYS = ("id", "uses", "with", "if", "retry", "continue_on_error")
+STEP_KEYS = ("id", "uses", "with", "if", "retry", "continue_on_error", *LOOP_KEYS, "choose")
 RETRY_KEYS = ("attempts", "backoff")
 _STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -29,16 +31,22 @@ class StepChecker(Checker):
                 node, f"'actions'{self.in_rule} must be a list of steps (- uses: slack.post …)"
             )
             return ()
-        seen: dict[str, Node] = {}
-        steps = []
         self.earlier = []
-        for index, item in enumerate(node.value):
-            step = self.step(item, index, seen)
+        return self.step_list(node.value, {}, "", 0)
+
+    def step_list(
+        self, items: list[Node], seen: dict[str, Node], prefix: str, depth: int
+    ) -> tuple[Step, ...]:
+        """The steps of a list (the rule's, or a branch's), each key added to `earlier`."""
+        steps = []
+        for index, item in enumerate(items):
+            step = self.step(item, index, seen, prefix, depth)
             if step is not None:
                 steps.append(step)
             named = item.value.get("id") if item.is_mapping else None
-            key = named.value if named is not None else f"step{index}"
-            self.earlier.append(str(key))
+            key = str(named.value if named is not None else f"{prefix}step{index}")
+            if key not in self.earlier:  # a duplicate id is reported where it is
+                self.earlier.append(key)
         return tuple(steps)
 
     def step_results_used(self, node: Node, source: str, where: str) -> None:
@@ -53,7 +61,9 @@ class StepChecker(Checker):
                 f"{hint}{known}",
             )
 
-    def step(self, node: Node, index: int, seen: dict[str, Node]) -> Step | None:
+    def step(
+        self, node: Node, index: int, seen: dict[str, Node], prefix: str = "", depth: int = 0
+    ) -> Step | None:
         if not node.is_mapping:
             self.error(
                 node,
@@ -63,26 +73,11 @@ class StepChecker(Checker):
             return None
         before = len(self.problems)
         m: dict[str, Node] = node.value
+        if "choose" in m or "default" in m:  # a choose step (bridge/rules/choose.py)
+            return check_choose(self, node, index, seen, prefix, depth)
         self.unknown_keys(node, STEP_KEYS, "step")
-        step_id = None
-        if "id" in m:
-            id_node = m["id"]
-            step_id = id_node.value
-            if not isinstance(step_id, str) or not _STEP_ID.match(step_id):
-                self.error(
-                    id_node,
-                    f"step id {step_id!r}{self.in_rule} is not valid; expected letters, digits "
-                    "and '_' starting with a letter (it is used as steps.<id> in templates)",
-                )
-            elif step_id in seen:
-                self.error(
-                    id_node,
-                    f"duplicate step id {step_id!r}{self.in_rule} "
-                    f"(first at line {seen[step_id].line}); "
-                    "expected step ids unique within a rule",
-                )
-            else:
-                seen[step_id] = id_node
+        step_id = self.step_id(m.get("id"), seen)
+        loop = check_loop(self, node) or Loop(None)  # for_each, as, max_items (rules/loops.py)
         uses = self.uses(m.get("uses"), node)
         with_ = self.with_(m.get("with"), uses, node)
         if_ = self.step_if(m.get("if"))
@@ -104,7 +99,34 @@ class StepChecker(Checker):
             line=node.line,
             escape=self.actions[uses].escape if uses in self.actions else None,
             schema=self.actions.get(uses),
+            prefix=prefix,
+            for_each=loop.for_each,
+            as_=loop.as_,
+            max_items=loop.max_items,
         )
+
+    def step_id(self, node: Node | None, seen: dict[str, Node]) -> str | None:
+        """A step's `id`, checked: valid, and unique within the rule (branches included)."""
+        if node is None:
+            return None
+        step_id = node.value
+        if not isinstance(step_id, str) or not _STEP_ID.match(step_id):
+            self.error(
+                node,
+                f"step id {step_id!r}{self.in_rule} is not valid; expected letters, digits "
+                "and '_' starting with a letter (it is used as steps.<id> in templates)",
+            )
+        elif step_id in seen:
+            self.error(
+                node,
+                f"duplicate step id {step_id!r}{self.in_rule} "
+                f"(first at line {seen[step_id].line}); "
+                "expected step ids unique within a rule",
+            )
+        else:
+            seen[step_id] = node
+            return step_id
+        return None
 
     def uses(self, node: Node | None, step: Node) -> str | None:
         names = sorted(self.actions)

@@ -11,7 +11,7 @@ from bridge.events import Event
 from bridge.rules.checker import suggest
 from bridge.rules.source import Node
 
-CASE_KEYS = ("name", "event", "event_file", "events", "expect")
+CASE_KEYS = ("name", "event", "event_file", "events", "expect", "steps")
 EXPECT_KEYS = (
     "matched",
     "actions",

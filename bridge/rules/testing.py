@@ -29,6 +29,19 @@ A digest rule's matches collect in memory, each event's `time` the clock: a wind
 when a later event comes after it, when `max` matches are in, or at the end of the case.
 The steps of every digest run of the case follow the last event's own actions, in the
 order the digests closed; `digests: {rule id: [counts]}` checks how many events each held.
+
+A case may give results of steps, which templates read instead of placeholders: a loop over
+a look-up's result then renders one call per item (`tag[0]`, `tag[1]`, …), and a `choose`
+step shows its choice as an action `{uses: choose, step: decide, with: {branch: 1}}`:
+
+      - name: every asset of the campaign is tagged
+        event: {type: lytho.campaign.updated, data: {id: 7}}
+        steps: {find: {assets: [{id: 1}, {id: 2}]}}
+        expect:
+          actions:
+            - {uses: lytho.find_assets}
+            - {uses: lytho.tag_asset, step: "tag[0]", with: {asset_id: 1}}
+            - {uses: lytho.tag_asset, step: "tag[1]", with: {asset_id: 2}}
 """
 
 from __future__ import annotations
@@ -95,13 +108,32 @@ def run_test_file(path: Path, ruleset: RuleSet, templates: Templates) -> FileRes
     reader = CaseReader(result.file, path.parent)
     for case_node in reader.cases(root):
         case = reader.case(case_node)
-        if case is not None:
+        given = _given_steps(reader, case_node)  # `steps:`, results the case gives
+        if case is not None and given is not None:
             name, events, expect = case
             result.cases.append(
-                run_case(result.file, name, case_node.line, events, expect, ruleset, templates)
+                run_case(
+                    result.file, name, case_node.line, events, expect, ruleset, templates, given
+                )
             )
     result.problems.extend(reader.problems)
     return result
+
+
+def _given_steps(reader: CaseReader, node: Node) -> dict[str, Any] | None:
+    """A case's `steps:` (step id → the result templates read); None when it is wrong."""
+    given = node.value.get("steps") if node.is_mapping else None
+    if given is None:
+        return {}
+    if not given.is_mapping:
+        reader.error(
+            given,
+            "steps of a case maps step ids to the results their templates read, such as "
+            "{find: {assets: [{id: 1}, {id: 2}]}}",
+        )
+        return None
+    found: dict[str, Any] = given.plain()
+    return found
 
 
 class MemoryLimits:
@@ -211,8 +243,13 @@ def run_case(
     expect: Mapping[str, Node],
     ruleset: RuleSet,
     templates: Templates,
+    steps: Mapping[str, Any] | None = None,
 ) -> CaseResult:
-    """Evaluate the events in order and compare the last one's outcome with the expectations."""
+    """Evaluate the events in order and compare the last one's outcome with the expectations.
+
+    `steps` gives results of steps (`{find: {assets: […]}}`) that templates read instead of
+    placeholders: a loop over one renders a call per item.
+    """
     result = CaseResult(file, name, line)
     events = events if isinstance(events, list) else [events]
     limits = MemoryLimits()
@@ -250,7 +287,7 @@ def run_case(
                 result.suppressed[rule.id] = held
                 continue
             result.actions.extend(
-                render_actions(event, rule, templates, limits.rollup.get(rule.id))
+                render_actions(event, rule, templates, limits.rollup.get(rule.id), steps=steps)
             )
         if last:
             result.evaluations = evaluations
