@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bridge.actions import action_schemas
@@ -27,9 +28,13 @@ def sink() -> Iterator[Sink]:
         yield s
 
 
+TOKEN = "choose-admin-token-0123456789abcdef"
+
+
 @pytest.fixture
 def bridge(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Bridge]:
-    with running_bridge(redis_url, key_prefix, tmp_path, BRIDGE_HTTP_ALLOW="127.0.0.1") as b:
+    env = {"BRIDGE_HTTP_ALLOW": "127.0.0.1", "BRIDGE_ADMIN_TOKEN": TOKEN}
+    with running_bridge(redis_url, key_prefix, tmp_path, **env) as b:
         b.start_web()
         yield b
 
@@ -173,6 +178,18 @@ def test_the_first_branch_that_holds_runs_else_default_else_nothing(
         second_shown
     )
     assert "loop route/each http.post  over 3 items (for_each)" in second_shown
+    # What the dashboard's event page lists among the steps (from the admin API).
+    detail = httpx.get(
+        f"{bridge.web_url}/api/events/c-2", headers={"authorization": f"Bearer {TOKEN}"}
+    ).json()
+    choices = {a["step"]: a["result"] for a in detail["actions"] if a["uses"] == "choose"}
+    assert choices == {
+        "decide": {"branch": 1, "when": "data.kind == 'many'"},
+        "decide.1.step1": {"branch": 0, "when": ["steps.each.count > 2"]},
+        "pick": {"branch": None},
+    }
+    items = [a["step"] for a in detail["actions"] if a["step"].startswith("each")]
+    assert items == ["each[0]", "each[1]", "each[2]"]
 
 
 RETRIED = """

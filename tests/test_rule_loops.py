@@ -24,9 +24,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.actions import action_schemas
+from bridge.jobs.handlers import MAX_PICKUPS, run_rule
+from bridge.operate.context import build_context
+from bridge.queue import Retry
 from bridge.rules.loader import check_rules
 from bridge.rules.testing import run_tests
 from bridge.sandbox.server import ThreadedServer
+from bridge.settings import Settings
 from bridge.templates.environment import Templates
 from tests.helpers import Bridge, running_bridge, wait_for
 
@@ -439,3 +443,56 @@ def test_the_cookbook_recipe_validates_and_passes_its_rule_test(tmp_path: Path) 
         ("a campaign that goes live tags each of its assets not tagged yet", []),
         ("a campaign that ends is not this rule's", []),
     ]
+
+
+# -- a long loop is given up only after MAX_PICKUPS pickups without progress ---------------
+
+
+async def test_a_long_loop_that_keeps_finishing_items_is_not_cut_by_the_pickup_limit(
+    redis_url: str, key_prefix: str, tmp_path: Path, sink: Sink
+) -> None:
+    """A loop whose items are each deferred (a rate limit, a time slice) is picked up again
+    and again; the queue's limit of MAX_PICKUPS counts pickups since its last finished item,
+    so it goes on while it makes progress, and still gives up when it stops making any."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "loop.yaml").write_text(LOOP.replace("SINK", sink.url))
+    env = {
+        "REDIS_URL": redis_url,
+        "BRIDGE_KEY_PREFIX": key_prefix,
+        "BRIDGE_RULES_DIR": str(tmp_path / "rules"),
+        "BRIDGE_TEMPLATES_DIR": str(tmp_path / "templates"),
+        "BRIDGE_HTTP_ALLOW": "127.0.0.1",
+    }
+    context = await build_context(Settings.from_env(env))
+    event = order("o-9")["data"]
+    event_dict = {"id": "o-9", "type": "shop.order.paid", "source": "shop", "data": event}
+
+    async def pickup(number: int) -> dict[str, Any] | None:
+        try:
+            return await run_rule({"bridge": context, "job_try": number}, event_dict, "each-item")
+        except Retry:
+            return None  # deferred: the queue picks it up again later
+
+    try:
+        sink.fail(3, 503, 503, 503)
+        assert await pickup(1) is None  # items 1, 2 done; item 3 failed once
+        sink.fail(4, 503, 503, 503)
+        assert await pickup(MAX_PICKUPS - 10) is None  # item 3 done; item 4 failed once
+        # 20 pickups past the limit in all, but only 10 + 20 since the last item finished.
+        done = await pickup(MAX_PICKUPS + 20)
+        assert done is not None and done["status"] == "succeeded"
+        assert sink.done() == [1, 2, 3, 4, 5]
+        assert sink.ns("summary") == [5]
+        # A run that makes no progress for MAX_PICKUPS pickups still gives up.
+        stuck = {**event_dict, "id": "o-10"}
+        sink.fail(1, *[503] * 3)
+        with pytest.raises(Retry):
+            await run_rule({"bridge": context, "job_try": 1}, stuck, "each-item")
+        gave_up = await run_rule(
+            {"bridge": context, "job_try": MAX_PICKUPS + 2}, stuck, "each-item"
+        )
+        assert gave_up == {"status": "dead_lettered", "step": "tag[0]"}
+        [letter] = await context.dead_letters.list()
+        assert (letter.step, letter.error) == ("tag[0]", f"gave up after {MAX_PICKUPS} pickups")
+    finally:
+        await context.close()

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import TemplateError
-from bridge.queue.store import loads
+from bridge.queue.store import dumps, loads
 from bridge.rules.choose import CHOOSE, chosen_steps, decide
 from bridge.rules.loops import item_context, item_step, items_key, loop_items
 from bridge.rules.model import Step
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 # What `StepWalk.one` answers when the run went to the dead letters.
 STOPPED: Any = object()
+# Where a run keeps the pickup at which a loop last finished an item (beside step keys,
+# which never start with '[').
+PROGRESS = "[progress]"
 
 
 def continued_failure(result: Any) -> bool:
@@ -51,6 +54,11 @@ class StepWalk:
         self.results: dict[str, Any] = {}  # `steps` in templates
         self.failed: list[str] = []  # steps that failed under continue_on_error
         self.stopped: str | None = None  # the step or item whose failure ended the run
+        # The pickup at which a loop last finished an item: a long loop that goes on in
+        # many time slices (a rate limit deferring each item) is given up only after
+        # MAX_PICKUPS pickups without progress, not MAX_PICKUPS in all.
+        progress = done.get(PROGRESS)
+        self.since = progress if isinstance(progress, int) else 0
 
     async def steps(self, steps: Sequence[Step]) -> bool:
         """Run `steps` in order; False when the run went to the dead letters."""
@@ -75,7 +83,7 @@ class StepWalk:
         when the run went to the dead letters."""
         if step.key in self.done:
             outcome = self.done[step.key]
-        elif not await self.run.ready(step):
+        elif not await self.run.ready(step, self.since):
             outcome = None
         else:
             outcome = await self.run._run_step(step, self.results, self.actions, scope)
@@ -124,6 +132,7 @@ class StepWalk:
             if outcome is STOPPED:
                 return False
             outcomes.append(outcome)
+            await self.progressed()
         result = loop_result(outcomes)
         ttl = run.bridge.settings.trace_ttl_seconds
         await run.bridge.store.put(run.steps_key, step.key, run.mask.dumps(result), ttl)
@@ -140,6 +149,14 @@ class StepWalk:
         )
         self.keep(step, result)
         return True
+
+    async def progressed(self) -> None:
+        """Record that this pickup finished an item (once per pickup)."""
+        run = self.run
+        if run.pickup > self.since:
+            self.since = run.pickup
+            ttl = run.bridge.settings.trace_ttl_seconds
+            await run.bridge.store.put(run.steps_key, PROGRESS, dumps(run.pickup), ttl)
 
     async def items(self, step: Step) -> list[Any] | None:
         """The loop's list: stored with the run on its first try, read back on the next."""

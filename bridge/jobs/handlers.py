@@ -201,9 +201,10 @@ class RuleRun:
             {"failed_steps": failed} if failed else {}
         )
 
-    async def ready(self, step: Step) -> bool:
-        """Whether `step` may start in this job; False when the run gave up (a dead letter)."""
-        if self.pickup > MAX_PICKUPS:
+    async def ready(self, step: Step, since: int = 0) -> bool:
+        """Whether `step` may start in this job; False when the run gave up (a dead letter)
+        after MAX_PICKUPS pickups without progress (since pickup `since`)."""
+        if self.pickup - since > MAX_PICKUPS:
             await self._dead_letter(step, f"gave up after {MAX_PICKUPS} pickups", 0)
             return False
         elapsed = time.monotonic() - self.started
