@@ -410,6 +410,19 @@ def test_the_dashboard_session_works_for_the_api_with_its_csrf_token(bridge: Bri
             ],
             "succeeded_with_errors",
         ),
+        (
+            [  # a match that joined a digest: the digest's run is under its own id
+                {"kind": "evaluated", "matched": ["a"], "digests": {"a": "dg_1"}},
+            ],
+            "digested",
+        ),
+        (
+            [  # another rule's run still counts
+                {"kind": "evaluated", "matched": ["a", "b"], "digests": {"a": "dg_1"}},
+                {"kind": "run", "rule": "b", "status": "succeeded"},
+            ],
+            "succeeded",
+        ),
     ],
     ids=[
         "pending",
@@ -424,6 +437,8 @@ def test_the_dashboard_session_works_for_the_api_with_its_csrf_token(bridge: Bri
         "continued-step",
         "failed-wins",
         "replay-of-errors",
+        "digested",
+        "digested-and-ran",
     ],
 )
 def test_event_outcomes_from_traces(entries: list[dict[str, Any]], expected: str) -> None:

@@ -29,6 +29,7 @@ OUTCOMES = (
     "pending",
     "unmatched",
     "suppressed",
+    "digested",
     "running",
     "succeeded",
     "succeeded_with_errors",
@@ -73,7 +74,8 @@ def runs_of(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(rule, run) of every rule run the event's evaluations started, in order.
 
     A matched rule that dedupe or throttle held back (`suppressed`) started no run, nor
-    did a `for:` wait that another match's wait kept, was cancelled or no longer held.
+    did a `for:` wait that another match's wait kept, was cancelled or no longer held, nor
+    a match that joined a digest (the digest's run is its own, under its `dg_…` id).
     """
     found: dict[tuple[str, str], None] = {}
     unrun = ("already_waiting", "cancelled", "not_run")
@@ -82,7 +84,7 @@ def runs_of(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     }
     for entry in entries:
         if entry.get("kind") == "evaluated":
-            held = _mapping(entry.get("suppressed"))
+            held = {**_mapping(entry.get("suppressed")), **_mapping(entry.get("digests"))}
             for rule_id in _names(entry.get("matched")):
                 if rule_id not in held and (rule_id not in waited or entry.get("run")):
                     found[(rule_id, str(entry.get("run", "")))] = None
@@ -113,13 +115,16 @@ def event_outcome(entries: Sequence[Mapping[str, Any]]) -> str:
     """pending (not matched yet), unmatched, running, succeeded, succeeded_with_errors (a
     step failed under `continue_on_error`), or failed (a dead letter).
 
-    An event whose matched rules were all held back by dedupe or throttle is `suppressed`.
+    An event whose matched rules were all held back by dedupe or throttle is `suppressed`;
+    one whose matches joined digests (and started no run of their own) is `digested`.
     """
     evaluations = [entry for entry in entries if entry.get("kind") == "evaluated"]
     if not evaluations:
         return "pending"
     expected = runs_of(entries)
     if not expected:
+        if any(e.get("digests") for e in evaluations):
+            return "digested"
         return "suppressed" if any(e.get("matched") for e in evaluations) else "unmatched"
     final = run_statuses(entries)
     statuses = [final.get(run) for run in expected]
