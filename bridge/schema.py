@@ -43,6 +43,9 @@ class ActionSchema:
     exclusive: tuple[tuple[str, ...], ...] = ()
     # How values inserted into the parameters are escaped: "slack" for mrkdwn, or None.
     escape: str | None = None
+    # The JSON types of fields of the step's result (`steps.<id>.<field>`), where fixed:
+    # `bridge validate` checks a later step's `{{ steps.find.assets }}` against them.
+    results: Mapping[str, str] = field(default_factory=dict)
 
     def problems(self, given: Mapping[str, Any]) -> list[str]:
         """What is wrong with `given` before rendering: unknown, missing, or badly typed keys."""

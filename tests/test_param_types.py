@@ -253,3 +253,41 @@ def test_docs_actions_show_each_parameters_type() -> None:
             assert rows, f"docs/actions.md ## {name} has no row for {param.name}"
             shown = rows[0].split("|")[2].strip().replace("array", "list")
             assert shown.startswith(type_words(param.types)), (name, param.name, shown)
+
+
+FOUND_INTO_ASSET_ID = """\
+id: tag-campaign-assets
+on: lytho.campaign.status_changed
+actions:
+  - id: find
+    uses: lytho.find_assets
+    with: {collection_id: "{{ data.id }}"}
+  - uses: lytho.tag_asset
+    with: {asset_id: "{{ steps.find.assets }}", tags: [live]}
+  - id: each
+    uses: lytho.tag_asset
+    for_each: "{{ steps.find.assets }}"
+    as: asset
+    with: {asset_id: "{{ asset.id }}", tags: [live]}
+  - uses: slack.post
+    with: {channel: "#ops", text: "{{ steps.each.results }}"}
+  - uses: slack.post
+    with: {channel: "#ops", text: "{{ steps.find.count }} assets tagged"}
+"""
+
+
+def test_an_earlier_steps_declared_result_type_is_checked_too(tmp_path: Path) -> None:
+    # The issue's own recipe: a look-up's list into asset_id is caught by `bridge validate`.
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "campaign.yaml").write_text(FOUND_INTO_ASSET_ID)
+    found = problems(rules)
+    assert [p.split(": ", 1)[1] for p in found] == [
+        "asset_id expects a string or integer, but steps.find.assets is a list "
+        "(lytho.tag_asset in rule 'tag-campaign-assets'); to act on each item use for_each "
+        "(docs/rules.md#loops)",
+        "text expects a string or number, but steps.each.results is a list (slack.post in "
+        "rule 'tag-campaign-assets'); to act on each item use for_each (docs/rules.md#loops), "
+        "or make it text: {{ steps.each.results | join(', ') }}",
+    ]
+    assert found[0].startswith(f"{rules / 'campaign.yaml'}:8:22: ")

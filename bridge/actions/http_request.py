@@ -38,6 +38,7 @@ SCHEMA = ActionSchema(
         "headers": Param("headers", ("object",), description="extra request headers"),
         "query": Param("query", ("object",), description="query parameters {name: value}"),
     },
+    results={"status": "integer", "headers": "object"},
 )
 
 

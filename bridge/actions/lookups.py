@@ -41,11 +41,18 @@ FIND = ActionSchema(
             description=f"default {MAX_ASSETS_DEFAULT}, at most {MAX_ASSETS_CAP}",
         ),
     },
+    results={
+        "assets": "array",
+        "count": "integer",
+        "truncated": "boolean",
+        "unknown_tags": "array",
+    },
 )
 GET_ASSET = ActionSchema(
     name="lytho.get_asset",
     description="Read one Lytho asset, with tag_names and metadata_values as events have them.",
     params={"asset_id": Param("asset_id", ID, required=True)},
+    results={"tag_names": "array", "metadata_values": "object"},
 )
 # What events and look-ups show of an asset.
 

@@ -32,6 +32,7 @@ TAG = ActionSchema(
         "tags": Param("tags", ("array", "string"), required=True, description="tag names"),
         "create_missing": Param("create_missing", ("boolean",), description="default true"),
     },
+    results={"tags": "array", "tag_ids": "array"},
 )
 UNTAG = ActionSchema(
     name="lytho.untag_asset",
@@ -40,6 +41,7 @@ UNTAG = ActionSchema(
         "asset_id": Param("asset_id", ID, required=True),
         "tags": Param("tags", ("array", "string"), required=True, description="tag names"),
     },
+    results={"removed": "array", "unknown": "array"},
 )
 ADD_TO_COLLECTION = ActionSchema(
     name="lytho.add_to_collection",

@@ -23,6 +23,7 @@ WORKFLOW_GET = ActionSchema(
         "id": Param("id", ID, required=True),
         "with_users": Param("with_users", ("boolean",), description="default true"),
     },
+    results={"users": "array", "user_names": "array"},
 )
 
 

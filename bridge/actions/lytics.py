@@ -18,6 +18,7 @@ COLLECT = ActionSchema(
         "stream": Param("stream", ("string",), required=True, description="the stream name"),
         "data": Param("data", ("object", "array"), required=True, description="the event(s)"),
     },
+    results={"message_count": "integer", "rejected_count": "integer"},
 )
 SCALAR = ("string", "number")  # an integer is a number
 PROFILE_PARAMS = {
@@ -33,6 +34,7 @@ LOOKUP = ActionSchema(
         **PROFILE_PARAMS,
         "fields": Param("fields", ("array",), description="only these profile fields"),
     },
+    results={"found": "boolean"},
 )
 SEGMENT_MEMBERSHIP = ActionSchema(
     name="lytics.segment_membership",
@@ -45,6 +47,7 @@ SEGMENT_MEMBERSHIP = ActionSchema(
         "segment": Param("segment", ("string",), required=True, description="slug or id"),
         **PROFILE_PARAMS,
     },
+    results={"member": "boolean", "found": "boolean"},
 )
 TRIGGER_WORK = ActionSchema(
     name="lytics.trigger_work",

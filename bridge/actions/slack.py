@@ -67,6 +67,7 @@ SCHEMA = ActionSchema(
     one_of=(("text", "template", "blocks"),),
     exclusive=(("thread_key", "thread_ts"), ("thread_key", "message_key")),
     escape="slack",
+    results={"channel": "string", "ts": "string"},
 )
 
 

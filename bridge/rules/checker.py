@@ -144,6 +144,8 @@ class Checker:
         self.rule_id: str | None = None
         self.ids: list[tuple[str, Node]] = []
         self.earlier: list[str] = []  # keys of the steps before the one being checked
+        # The declared result types of those steps, by key (`steps.<key>.<field>`).
+        self.result_types: dict[str, Mapping[str, str]] = {}
         # The variables the file's templates may read (bridge/rules/vars.py), as `vars.<name>`.
         self.vars: Mapping[str, Any] = {}
 

@@ -32,6 +32,7 @@ class StepChecker(Checker):
             )
             return ()
         self.earlier = []
+        self.result_types = {}
         return self.step_list(node.value, {}, "", 0)
 
     def step_list(
@@ -47,6 +48,8 @@ class StepChecker(Checker):
             key = str(named.value if named is not None else f"{prefix}step{index}")
             if key not in self.earlier:  # a duplicate id is reported where it is
                 self.earlier.append(key)
+                if step is not None:
+                    self.result_types[key] = _result_types(step)
         return tuple(steps)
 
     def step_results_used(self, node: Node, source: str, where: str) -> None:
@@ -219,11 +222,17 @@ class StepChecker(Checker):
                     self.error(node, f"{missing}{self.of_rule}")
 
     def rendered_type(self, node: Node) -> str | None:
-        """The JSON type a lone `{{ expression }}` renders to, when it can be known ahead."""
-        catalogue, on = self.catalogue, self.on
-        if catalogue is None or not on:
-            return rendered_type(node.value)
-        return rendered_type(node.value, lambda path: catalogue.field_type(on, path))
+        """The JSON type a lone `{{ expression }}` renders to, when it can be known ahead:
+        an event field's documented type, or an earlier step's declared result field."""
+        catalogue, on, results = self.catalogue, self.on, self.result_types
+
+        def field_type(path: str) -> str | None:
+            if path.startswith("steps."):
+                _, key, *rest = path.split(".")
+                return results.get(key, {}).get(rest[0]) if len(rest) == 1 else None
+            return catalogue.field_type(on, path) if catalogue is not None and on else None
+
+        return rendered_type(node.value, field_type)
 
     def step_if(self, node: Node | None) -> str | None:
         if node is None:
@@ -280,3 +289,21 @@ def _has_template(node: Node) -> bool:
     if isinstance(value, list):
         return any(_has_template(v) for v in value)
     return False
+
+
+# What a loop step's result is (bridge/rules/loops.py): its items' results and counts.
+LOOP_RESULTS: Mapping[str, str] = {
+    "results": "array",
+    "count": "integer",
+    "failed": "integer",
+    "skipped": "integer",
+}
+
+
+def _result_types(step: Step) -> Mapping[str, str]:
+    """The declared types of a step's result fields (none where it may hold an error)."""
+    if step.continue_on_error:
+        return {}
+    if step.for_each is not None:
+        return LOOP_RESULTS
+    return step.schema.results if step.schema is not None else {}

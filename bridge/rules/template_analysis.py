@@ -68,7 +68,7 @@ def var_references(source: str) -> dict[str, int]:
 
 
 def _data_path(expr: nodes.Node) -> str | None:
-    """`data.a.b` (or `data['a'].b`) as a dotted path, or None for anything else."""
+    """`data.a.b` (or `data['a'].b`, or `steps.find.assets`) as a dotted path, or None."""
     names: list[str] = []
     while True:
         if isinstance(expr, nodes.Getattr):
@@ -83,15 +83,16 @@ def _data_path(expr: nodes.Node) -> str | None:
             expr = expr.node
         else:
             break
-    if isinstance(expr, nodes.Name) and expr.name == "data" and names:
-        return ".".join(["data", *reversed(names)])
+    if isinstance(expr, nodes.Name) and expr.name in ("data", "steps") and names:
+        return ".".join([expr.name, *reversed(names)])
     return None
 
 
 def rendered_type(source: Any, field_type: FieldType | None = None) -> str | None:
     """The JSON type a lone `{{ expression }}` renders to, when it can be known ahead.
 
-    `field_type` gives the type of an event field (`data.amount`) where it is known.
+    `field_type` gives the type of an event field (`data.amount`) or of an earlier step's
+    result field (`steps.find.assets`) where it is known.
     """
     if not isinstance(source, str):
         return None
