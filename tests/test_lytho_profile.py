@@ -312,3 +312,40 @@ def test_bridge_devs_lytho_sandboxes_speak_the_profile_of_the_override_file(
             headers={"authorization": f"Bearer {token}"},
         )
         assert proofs.status_code == 200 and proofs.json()["results"]
+
+
+def test_a_key_set_twice_is_an_error_naming_both_places(tmp_path: Path):
+    # Review R2, S6: the second setting silently won, and a user's PUT was lost.
+    path = _write(
+        tmp_path,
+        "dam.operations.add_tags: {method: PUT}\n"
+        "dam:\n"
+        "  operations:\n"
+        '    add_tags: {path: "assets/{asset_id}/tag-ids"}\n'
+        "  pages:\n"
+        "    first_page: 1\n"
+        "    first_page: 2\n"
+        "dam.pages.first_page: 0\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_profile(path)
+    assert str(caught.value).splitlines() == [
+        "the Lytho profile override has problems:",
+        f"{path}:4:5: dam.operations.add_tags is set twice: at {path}:1:1 and {path}:4:5",
+        f"{path}:7:5: dam.pages.first_page is set twice: at {path}:6:5 and {path}:7:5",
+        f"{path}:8:1: dam.pages.first_page is set twice: at {path}:6:5 and {path}:8:1",
+    ]
+
+
+def test_a_path_may_start_with_http_but_not_name_a_scheme(tmp_path: Path):
+    # Review R2, N5: only a scheme (://) or a leading / is refused.
+    path = _write(tmp_path, 'dam.paths.asset: "httpAssets/{asset_id}"\n')
+    assert load_profile(path).dam_path("asset", asset_id=5) == "httpAssets/5"
+    for bad in ("https://lytho.example/assets/{asset_id}", "/v1/assets/{asset_id}"):
+        path = _write(tmp_path, f'dam.paths.asset: "{bad}"\n')
+        with pytest.raises(ConfigError) as caught:
+            load_profile(path)
+        assert str(caught.value).splitlines()[1] == (
+            f"{path}:1:18: dam.paths.asset must be a path relative to the API's base URL, "
+            "like 'assets/{asset_id}'"
+        )

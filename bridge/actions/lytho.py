@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from bridge.actions.action import Action, ActionDeps, StepCall
+from bridge.clients.ids import path_segment
 from bridge.clients.lytho import LythoClient
 from bridge.errors import ClientError, PermanentError, RateLimited
 from bridge.schema import ActionSchema, Param
@@ -90,6 +91,17 @@ def client(deps: ActionDeps, action: str) -> LythoClient:
     return found
 
 
+def path_id(action: str, call: StepCall, name: str) -> Any:
+    """The id `name` of the step, refused before any request if it cannot be a path segment
+    ('..' would turn an asset's tags into the tags collection)."""
+    value = call.params[name]
+    try:
+        path_segment(name, value)
+    except PermanentError as exc:
+        raise PermanentError(f"{action}: {exc}") from None
+    return value
+
+
 def tag_names(raw: Any) -> list[str]:
     names = [raw] if isinstance(raw, str) else raw
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
@@ -113,6 +125,7 @@ async def tag_id(deps: ActionDeps, lytho: LythoClient, name: str, *, create: boo
 
 async def tag_asset(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
     lytho = client(deps, "lytho.tag_asset")
+    path_id("lytho.tag_asset", call, "asset_id")
     create = call.params.get("create_missing", True) is not False
     names = tag_names(call.params["tags"])
     ids = []
@@ -130,6 +143,7 @@ async def tag_asset(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
 
 async def untag_asset(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
     lytho = client(deps, "lytho.untag_asset")
+    path_id("lytho.untag_asset", call, "asset_id")
     names = tag_names(call.params["tags"])
     found = {name: await tag_id(deps, lytho, name, create=False) for name in names}
     ids = [i for i in found.values() if i is not None]
@@ -144,6 +158,7 @@ async def untag_asset(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
 
 async def add_to_collection(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
     lytho = client(deps, "lytho.add_to_collection")
+    path_id("lytho.add_to_collection", call, "collection_id")
     ids = call.params.get("asset_ids")
     if ids is None:
         ids = [call.params["asset_id"]]
@@ -158,6 +173,7 @@ async def set_metadata(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
     if not isinstance(values, Mapping) or not values:
         raise PermanentError("lytho.set_metadata 'metadata' must be a non-empty object")
     lytho = client(deps, "lytho.set_metadata")
+    path_id("lytho.set_metadata", call, "asset_id")
     result = await lytho.update_metadata(call.params["asset_id"], dict(values))
     return {"asset_id": call.params["asset_id"], "metadata": result}
 

@@ -18,10 +18,10 @@ from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
-from urllib.parse import quote
 
 import yaml
 
+from bridge.clients.ids import path_segment
 from bridge.errors import ConfigError
 from bridge.settings import parse_rate_limits
 
@@ -142,7 +142,8 @@ class LythoProfile:
 
 
 def _fill(template: str, ids: Mapping[str, str | int]) -> str:
-    return template.format(**{k: quote(str(v), safe="") for k, v in ids.items()})
+    """`template` with each id as one quoted path segment ('..' and the like refused)."""
+    return template.format(**{k: path_segment(k, v) for k, v in ids.items()})
 
 
 # Validation of one value against the default it replaces: returns the value to keep, or
@@ -154,7 +155,7 @@ def _placeholders(template: str) -> set[str]:
 
 
 def _path(value: Any, default: str) -> str:
-    if not isinstance(value, str) or not value.strip() or value.startswith(("/", "http")):
+    if not isinstance(value, str) or not value.strip() or value.startswith("/") or "://" in value:
         raise ValueError("must be a path relative to the API's base URL, like 'assets/{asset_id}'")
     try:
         found = _placeholders(value)
@@ -324,6 +325,7 @@ def _overrides(file: Path, defaults: Mapping[str, Entry]) -> dict[str, Entry]:
     if root is None:
         return {}
     found: dict[str, Entry] = {}
+    places: dict[str, str] = {}  # where each key was set, to refuse a second setting
     problems: list[str] = []
 
     def at(node: yaml.Node) -> str:
@@ -340,6 +342,11 @@ def _overrides(file: Path, defaults: Mapping[str, Entry]) -> dict[str, Entry]:
                 continue
             key = f"{prefix}{name}"
             if key in defaults:
+                if key in places:  # nested and dotted, or a duplicate YAML key
+                    first, again = places[key], at(key_node)
+                    problems.append(f"{again}: {key} is set twice: at {first} and {again}")
+                    continue
+                places[key] = at(key_node)
                 place = at(value_node)
                 default = defaults[key]
                 try:

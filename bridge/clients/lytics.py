@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import quote
 
 import httpx
 
 from bridge.clients.base import KeyedClient
+from bridge.clients.ids import path_segment
 from bridge.errors import ClientError, PermanentError
 
 # The one place that knows where data is collected: `POST /api/collect?stream=NAME`
@@ -106,7 +106,7 @@ class LyticsClient(KeyedClient):
         return await self._list("GET", "api/account")
 
     async def get_account(self, aid: str) -> dict[str, Any]:
-        return await self._dict("GET", f"api/account/{_seg(aid)}")
+        return await self._dict("GET", f"api/account/{_seg(aid, 'aid')}")
 
     # Segments.
 
@@ -114,7 +114,7 @@ class LyticsClient(KeyedClient):
         return await self._list("GET", "api/segment")
 
     async def get_segment(self, slug_or_id: str) -> dict[str, Any]:
-        return await self._dict("GET", f"api/segment/{_seg(slug_or_id)}")
+        return await self._dict("GET", f"api/segment/{_seg(slug_or_id, 'segment')}")
 
     async def scan_segment(
         self,
@@ -152,7 +152,7 @@ class LyticsClient(KeyedClient):
         fields: Iterable[str] | None = None,
     ) -> dict[str, Any] | None:
         """The profile whose `field` equals `value`, or None when there is none."""
-        path = f"api/entity/{_seg(table)}/{_seg(field)}/{_seg(value)}"
+        path = f"api/entity/{_seg(table, 'table')}/{_seg(field, 'field')}/{_seg(value, 'value')}"
         params = {"fields": ",".join(fields)} if fields else None
         try:
             return await self._dict("GET", path, params=params)
@@ -167,7 +167,7 @@ class LyticsClient(KeyedClient):
         return await self._list("GET", "api/datamodel")
 
     async def get_datamodel(self, name: str) -> dict[str, Any]:
-        return await self._dict("GET", f"api/datamodel/{_seg(name)}")
+        return await self._dict("GET", f"api/datamodel/{_seg(name, 'name')}")
 
     # Connections.
 
@@ -175,7 +175,7 @@ class LyticsClient(KeyedClient):
         return await self._list("GET", "api/connection")
 
     async def get_connection(self, connection_id: str) -> dict[str, Any]:
-        return await self._dict("GET", f"api/connection/{_seg(connection_id)}")
+        return await self._dict("GET", f"api/connection/{_seg(connection_id, 'connection_id')}")
 
     async def create_connection(
         self,
@@ -194,10 +194,12 @@ class LyticsClient(KeyedClient):
         """Change some fields of a connection, sending the others back as they are."""
         current = await self.get_connection(connection_id)
         body = _connection_body({**current, **changes})
-        return await self._dict("PUT", f"api/connection/{_seg(connection_id)}", json=body)
+        return await self._dict(
+            "PUT", f"api/connection/{_seg(connection_id, 'connection_id')}", json=body
+        )
 
     async def delete_connection(self, connection_id: str) -> None:
-        await self._envelope("DELETE", f"api/connection/{_seg(connection_id)}")
+        await self._envelope("DELETE", f"api/connection/{_seg(connection_id, 'connection_id')}")
 
     # Jobs and work.
 
@@ -205,7 +207,7 @@ class LyticsClient(KeyedClient):
         return await self._list("GET", "api/job")
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
-        return await self._dict("GET", f"api/job/{_seg(job_id)}")
+        return await self._dict("GET", f"api/job/{_seg(job_id, 'job_id')}")
 
     async def create_job(
         self,
@@ -219,7 +221,7 @@ class LyticsClient(KeyedClient):
         return await self._dict("POST", "api/job", json=body)
 
     async def cancel_job(self, job_id: str) -> None:
-        await self._envelope("DELETE", f"api/job/{_seg(job_id)}")
+        await self._envelope("DELETE", f"api/job/{_seg(job_id, 'job_id')}")
 
     async def create_work(
         self,
@@ -235,8 +237,9 @@ class LyticsClient(KeyedClient):
         return await self._dict("POST", "api/work", json=body)
 
 
-def _seg(value: str) -> str:
-    return quote(str(value), safe="")
+def _seg(value: str, name: str) -> str:
+    """`value` as one path segment of a request; '..' and the like refused, naming `name`."""
+    return path_segment(name, value, "an id" if name.endswith("id") else "a path segment")
 
 
 def _count(value: Any, default: int) -> int:
