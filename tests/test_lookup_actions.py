@@ -4,6 +4,7 @@ requests than fit in one step; then a rule that names a proof's reviewers, end t
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import time
@@ -499,6 +500,11 @@ def endpoint_app() -> Starlette:
     async def huge(request: Request) -> Response:
         return PlainTextResponse("x" * (1024 * 1024 + 1))
 
+    async def bomb(request: Request) -> Response:
+        # 2 MiB of zeros, gzipped to a few KiB: small on the wire, large unpacked.
+        packed = gzip.compress(b"0" * (2 * 1024 * 1024))
+        return Response(packed, headers={"content-encoding": "gzip"}, media_type="text/plain")
+
     async def to_metadata(request: Request) -> Response:
         return RedirectResponse("http://169.254.169.254/latest/meta-data/", status_code=307)
 
@@ -509,6 +515,7 @@ def endpoint_app() -> Starlette:
             Route("/text", text),
             Route("/missing", missing),
             Route("/huge", huge),
+            Route("/bomb", bomb),
             Route("/to-metadata", to_metadata),
         ]
     )
@@ -572,6 +579,13 @@ async def test_http_request_gives_text_and_refuses_errors_and_huge_answers(
         await run(outbound_deps, "http.request", method="GET", url=f"{endpoint}/huge")
     assert str(caught.value) == (
         "http.request: the answer of GET 127.0.0.1/huge is larger than 1024 KiB, the most a "
+        "step keeps; ask the endpoint for less"
+    )
+    # The cap holds for the answer unpacked, not for its compressed bytes on the wire.
+    with pytest.raises(PermanentError) as caught:
+        await run(outbound_deps, "http.request", method="GET", url=f"{endpoint}/bomb")
+    assert str(caught.value) == (
+        "http.request: the answer of GET 127.0.0.1/bomb is larger than 1024 KiB, the most a "
         "step keeps; ask the endpoint for less"
     )
 

@@ -193,6 +193,23 @@ async def test_a_retry_after_finalize_returns_the_same_asset_and_sends_nothing(
     assert [a["fileName"] for a in world.assets().values()].count("once.txt") == 1
 
 
+async def test_a_replay_is_a_new_run_that_uploads_again(world: World) -> None:
+    first = await upload(world, call(content="once", file_name="replayed.txt"))
+    replay = StepCall(
+        {"content": "once", "file_name": "replayed.txt"},
+        {},
+        "evt-1",
+        "rule-1",
+        "upload",
+        run="replay-1",
+    )
+
+    again = await upload(world, replay)  # `bridge replay`: the rule runs again, on purpose
+
+    assert again["asset_id"] != first["asset_id"]
+    assert [a["fileName"] for a in world.assets().values()].count("replayed.txt") == 2
+
+
 async def test_a_retry_after_the_upload_only_finalizes(world: World) -> None:
     world.fail(503, "/v1/assets/finalizeUpload", "finalize is down")
     step = call(content="twice", file_name="twice.txt")

@@ -51,7 +51,8 @@ class StepMemo:
         self.redis, self.prefix, self.ttl = redis, prefix, ttl
 
     def key(self, call: StepCall) -> str:
-        return f"{self.prefix}{call.event_id}:{call.rule_id}:{call.step_key}"
+        # A replay is a new run (`call.run`): it does the work again, as slack.post does.
+        return f"{self.prefix}{call.event_id}:{call.rule_id}:{call.run}:{call.step_key}"
 
     async def get(self, call: StepCall) -> dict[str, Any]:
         raw = await self.redis.get(self.key(call))

@@ -47,14 +47,15 @@ class ResponseTooLarge(PermanentError):
 
 
 class _Capped(httpx.AsyncByteStream):
-    """An answer's body, refused past `limit` bytes."""
+    """An answer's body, decoded (gzip, deflate, br), refused past `limit` bytes of it: a
+    small compressed answer that would unpack to gigabytes is refused as it unpacks."""
 
     def __init__(self, response: httpx.Response, limit: int, where: str) -> None:
         self.response, self.limit, self.where = response, limit, where
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         total = 0
-        async for chunk in self.response.aiter_raw():
+        async for chunk in self.response.aiter_bytes():
             total += len(chunk)
             if total > self.limit:
                 raise ResponseTooLarge(
@@ -76,9 +77,15 @@ class _CappedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.outbound.send(request, stream=True)
         where = f"{request.method} {request.url.host}{request.url.path}"
+        # The body is passed on decoded, so its encoding and length headers no longer hold.
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length")
+        ]
         return httpx.Response(
             response.status_code,
-            headers=response.headers.multi_items(),
+            headers=headers,
             stream=_Capped(response, self.limit, where),
             extensions=response.extensions,
         )
@@ -120,7 +127,10 @@ async def run(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
         )
     url = call.params["url"]
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-        raise PermanentError(f"http.request 'url' must be an https:// URL, not {url!r:.80}")
+        raise PermanentError(
+            f"http.request 'url' must be an https:// URL (http:// only to a host "
+            f"BRIDGE_HTTP_ALLOW lists), not {url!r:.80}"
+        )
     query = _query(call.params.get("query"))
     headers = request_headers(call.params.get("headers"), "http.request")
     async with httpx.AsyncClient(
