@@ -129,7 +129,7 @@ async def run(deps: ActionDeps, call: StepCall) -> dict[str, Any]:
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         raise PermanentError(
             f"http.request 'url' must be an https:// URL (http:// only to a host "
-            f"BRIDGE_HTTP_ALLOW lists), not {url!r:.80}"
+            f"BRIDGE_HTTP_ALLOW lists), not {str(url).split('?', 1)[0]!r:.80}"
         )
     query = _query(call.params.get("query"))
     headers = request_headers(call.params.get("headers"), "http.request")
