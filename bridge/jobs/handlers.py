@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 300.0
 # A job picked up this many times (crashes, rate limits, time slices) gives up for good.
 MAX_PICKUPS = 500
+# Progress or not, a run gives up after this many (the queue allows run_rule one more).
+MAX_RUN_PICKUPS = 100 * MAX_PICKUPS
 # A job yields (re-queues itself) rather than start a step that could outlive its timeout.
 JOB_TIMEOUT_MARGIN = 5.0
 # A step's rendered parameters are traced as sent up to this size; larger ones as a preview.
@@ -204,8 +206,10 @@ class RuleRun:
     async def ready(self, step: Step, since: int = 0) -> bool:
         """Whether `step` may start in this job; False when the run gave up (a dead letter)
         after MAX_PICKUPS pickups without progress (since pickup `since`)."""
-        if self.pickup - since > MAX_PICKUPS:
-            await self._dead_letter(step, f"gave up after {MAX_PICKUPS} pickups", 0)
+        if self.pickup - since > MAX_PICKUPS or self.pickup > MAX_RUN_PICKUPS:
+            most = MAX_PICKUPS if self.pickup - since > MAX_PICKUPS else MAX_RUN_PICKUPS
+            what = f"{most} pickups" + (" in all" if most > MAX_PICKUPS else "")
+            await self._dead_letter(step, f"gave up after {what}", 0)
             return False
         elapsed = time.monotonic() - self.started
         step_timeout = self.bridge.settings.step_timeout_seconds

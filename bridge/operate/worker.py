@@ -11,7 +11,13 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from bridge.jobs.digest import close_digest
-from bridge.jobs.handlers import MAX_PICKUPS, handle_event, job_timeout, run_rule
+from bridge.jobs.handlers import (
+    MAX_PICKUPS,
+    MAX_RUN_PICKUPS,
+    handle_event,
+    job_timeout,
+    run_rule,
+)
 from bridge.jobs.schedule import cron_jobs
 from bridge.jobs.ticks import tick_jobs
 from bridge.jobs.waits import check_wait
@@ -44,8 +50,9 @@ def make_worker(context: Context, *, burst: bool = False) -> BridgeWorker:
     return BridgeWorker(
         functions=[
             func(handle_event, name="handle_event", timeout=timeout, max_tries=MAX_PICKUPS),
-            # run_rule counts its own tries per step; arq's count only bounds crash loops.
-            func(run_rule, name="run_rule", timeout=timeout, max_tries=MAX_PICKUPS + 1),
+            # run_rule counts its own tries per step and gives up itself (RuleRun.ready: a
+            # dead letter); the queue's count is one more, so it only bounds crash loops.
+            func(run_rule, name="run_rule", timeout=timeout, max_tries=MAX_RUN_PICKUPS + 1),
             # Closes a digest's window and queues its run (both steps safe to repeat).
             func(close_digest, name="close_digest", timeout=timeout, max_tries=MAX_PICKUPS),
             # A `for:` wait's check: ends the wait and queues the run (safe to repeat).
