@@ -19,6 +19,7 @@ from bridge.events import Event
 from bridge.ingress.pollers.lytho import AssetFields
 from bridge.ingress.pollers.lytho import compact as asset_compact
 from bridge.ingress.pollers.snapshot import Snapshot
+from bridge.rules.waits import MEMBERSHIP_TYPES
 
 if TYPE_CHECKING:
     from bridge.operate.context import Context
@@ -39,6 +40,8 @@ async def _snapshot(bridge: Context, event: Event) -> dict[str, Any] | None:
     parts = event.type.split(".")
     if len(parts) < 3 or not event.subject or parts[0] not in ("lytho", "lytics"):
         return None
+    if event.type in MEMBERSHIP_TYPES:
+        return None  # about a profile, not the segment the snapshot keeps (rules/waits.py)
     data = event.data if isinstance(event.data, Mapping) else {}
     kind = parts[1]
     if event.source == "lytho" and kind == "asset":

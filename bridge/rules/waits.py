@@ -11,6 +11,10 @@ The object of an event is its `source` and `subject` (and, for the sources whose
 subject may name objects of several kinds, `lytho_workflow` and `lytics`, the kind in its
 type: `lytho.proof.*` and `lytho.task.*` about id 7 are two objects). An event without a
 subject is an object of its own: nothing can cancel its wait, and the check sees it as it was.
+Lytics' segment membership events (`lytics.segment.entered`/`exited`) have the segment as
+subject but are about a profile: their object is the profile in that segment (the segment's
+slug and the profile's `data._uid`, else `data.email`; neither: an object of its own), and
+the check sees the profile's latest membership event (no snapshot).
 
 The state the conditions are checked against is the matched event with its `data`
 replaced by the object's current data (bridge/jobs/waits.py finds it: the pollers'
@@ -45,6 +49,8 @@ FOR_MIN_SECONDS = 1.0
 FOR_MAX_SECONDS = 30 * 86400.0
 # Sources whose subject alone may name objects of several kinds (the kind is in the type).
 KINDED_SOURCES = frozenset({"lytho_workflow", "lytics"})
+# Events about a profile's membership of the segment named by their subject.
+MEMBERSHIP_TYPES = frozenset({"lytics.segment.entered", "lytics.segment.exited"})
 
 
 def check_for(checker: Checker, rule: Node) -> Wait | None:
@@ -85,6 +91,11 @@ def check_for(checker: Checker, rule: Node) -> Wait | None:
 
 def object_of(event: Event) -> str:
     """The object an event is about, as text: source, kind where it matters, subject."""
+    if event.source == "lytics" and event.type in MEMBERSHIP_TYPES:
+        profile = profile_of(event)
+        if profile and event.subject:
+            return f"lytics\nmembership\n{event.subject}\n{profile}"
+        return f"{event.source}\n\n#{event.id}"
     if not event.subject:
         return f"{event.source}\n\n#{event.id}"
     kind = ""
@@ -92,6 +103,16 @@ def object_of(event: Event) -> str:
         parts = event.type.split(".")
         kind = parts[1] if len(parts) > 2 else event.type
     return f"{event.source}\n{kind}\n{event.subject}"
+
+
+def profile_of(event: Event) -> str:
+    """The profile a segment membership event is about: `data._uid`, else `data.email`."""
+    data = event.data if isinstance(event.data, Mapping) else {}
+    for field in ("_uid", "email"):
+        value = data.get(field)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return f"{field}:{value}"
+    return ""
 
 
 def object_hash(event: Event) -> str:
