@@ -95,6 +95,9 @@ def test_three_status_changes_make_one_thread_in_order(bridge: Bridge) -> None:
     third = send_and_wait(bridge, proof("t-3", "approved"), "notify")
     # Another proof has a thread of its own.
     other = send_and_wait(bridge, proof("t-4", "in_review", proof_id=8), "notify")
+    # Each run's second step posts to #alerts (paced there, one a second after a burst).
+    for event_id in ("t-1", "t-2", "t-3", "t-4"):
+        step_result(bridge, event_id, "link")
 
     creative = bridge.slack.received("#creative")
     parent, reply_1, reply_2, other_parent = creative
