@@ -4,6 +4,7 @@ and what happens to a pending wait when its rule changes or the rule set is inva
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 
 from bridge.cli.main import main
+from bridge.jobs.waits import NO_RULES_TRIES
 from tests.helpers import Bridge, running_bridge, wait_for
-from tests.test_rule_for_waits import check_jobs, traced
+from tests.test_rule_for_waits import ORDER_RULE, check_jobs, check_now, order, printed, traced
 
 VIP = """
 id: vip-after-hour
@@ -112,3 +114,66 @@ def test_rule_tests_wait_per_profile_in_a_segment(
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert "2 passed" in out + err
+
+
+# -- a pending wait whose rule changed, or with no valid rule set -------------------------
+
+NO_WAIT = ORDER_RULE.replace("for: 1h\n", "")
+
+
+@pytest.fixture
+def shop(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Bridge]:
+    with running_bridge(redis_url, key_prefix, tmp_path) as running:
+        running.write_rule("order.yaml", ORDER_RULE)
+        running.start_slack()
+        running.start_web()
+        yield running
+
+
+def loads_seen(bridge: Bridge) -> int:
+    return bridge.worker_logs().count("loaded 1 rules from")
+
+
+@pytest.mark.timeout(60)
+def test_a_wait_whose_rule_lost_for_by_a_reload_is_dropped_with_a_trace_entry(
+    shop: Bridge,
+) -> None:
+    shop.start_worker()
+    assert shop.post([order(1, "pending")], source="shop").status_code == 202
+    traced(shop, "o-1", "the wait", status="waiting")
+    seen = loads_seen(shop)
+    shop.write_rule("order.yaml", NO_WAIT)
+    wait_for(lambda: loads_seen(shop) > seen, what="the reload")
+    # order-1 ships; with no rule waiting any more, no event cancels the wait now
+    assert shop.post([order(2, "shipped")], source="shop").status_code == 202
+    wait_for(lambda: shop.trace_has("o-2", "evaluated"), what="o-2 evaluated")
+    check_now(shop)
+    end = traced(shop, "o-1", "the check", status="not_run")
+    assert end["why"] == "rule order-still-pending no longer waits (reloaded)"
+    assert "rule order-still-pending no longer waits (reloaded): not run" in printed(shop, "o-1")
+    wait_for(lambda: shop.queued() == 0, what="an empty queue")
+    assert shop.slack.received("#ops") == []
+    assert check_jobs(shop) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_check_that_finds_no_valid_rule_set_ends_traced_at_its_last_try(shop: Bridge) -> None:
+    first = shop.start_worker()
+    assert shop.post([order(1, "pending")], source="shop").status_code == 202
+    traced(shop, "o-1", "the wait", status="waiting")
+    first.send_signal(signal.SIGTERM)
+    first.wait(30)
+    shop.write_rule("order.yaml", ORDER_RULE.replace("eq: pending", "equals: pending"))
+    shop.start_worker()  # starts with an invalid rule set: no rules at all
+    [job] = check_jobs(shop)
+    # As if it had looked for a valid rule set every 30 s for NO_RULES_TRIES - 1 tries.
+    shop.redis.set(f"arq:retry:{job}", NO_RULES_TRIES - 1, ex=3600)
+    check_now(shop)
+    end = traced(shop, "o-1", "the check's end", status="not_run")
+    assert end["why"] == (
+        "no valid rule set was loaded for 500 tries (about 4 h); "
+        "fix the rules, then run it with `bridge replay o-1`"
+    )
+    wait_for(lambda: shop.queued() == 0, what="an empty queue")
+    assert shop.slack.received("#ops") == []
+    assert "giving up" not in shop.worker_logs()

@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# A check that finds no valid rule set looks again this often (s); at its last try (the
+# queue's max_tries for check_wait, bridge/operate/worker.py) it ends the wait, traced.
+NO_RULES_DEFER = 30
+NO_RULES_TRIES = 500
+
 # KEYS: queue, the object's hash, the check's job key, its result key, the match's mark.
 # ARGV: rule id, the wait, job id, due ms, job payload, job expiry ms, keep the object ms,
 # the event JSON, its time ms, mark ttl s. Returns {status, the wait}: `started`,
@@ -274,24 +279,26 @@ async def check_wait(
     if raw_wait is None or _text(raw_wait) != record:
         return {"status": "ended before"}
     rules = bridge.rules.current
-    if rules is None:
-        raise Retry(defer=30)  # no valid rule set now: look again when it is fixed
-    rule = rules.get(rule_id)
+    if rules is None and int(ctx.get("job_try") or 1) < NO_RULES_TRIES:
+        raise Retry(defer=NO_RULES_DEFER)  # no valid rule set now: look again when it is fixed
     latest = Event.from_dict(loads(raw_latest)) if raw_latest is not None else origin
-    state, source = await current_state(bridge, latest)
     entry: dict[str, Any] = {"at": round(time.time(), 3), "kind": "wait", "rule": rule_id}
-    entry["current"] = {"from": source, "event": state.id}
-    holds = False
-    if rule is None or not rule.enabled:
-        entry |= {"status": "not_run", "why": "the rule no longer exists or is disabled"}
-    elif is_deletion(state):
-        entry |= {"status": "not_run", "why": f"the object was deleted ({state.type})"}
+    holds, state, source = False, latest, "event"
+    dropped = _dropped(rules, rule_id, origin.id)
+    rule = rules.get(rule_id) if rules is not None else None
+    if dropped or rule is None:
+        entry |= {"status": "not_run", "why": dropped, "dropped": True}
     else:
-        result = recheck(rule, origin, state.data, bridge.rules.templates)
-        holds = result.result
-        entry["status"] = "holds" if holds else "not_run"
-        if not holds:
-            entry |= {"why": why_not(result), "conditions": result.to_dict()}
+        state, source = await current_state(bridge, latest)
+        entry["current"] = {"from": source, "event": state.id}
+        if is_deletion(state):
+            entry |= {"status": "not_run", "why": f"the object was deleted ({state.type})"}
+        else:
+            result = recheck(rule, origin, state.data, bridge.rules.templates)
+            holds = result.result
+            entry["status"] = "holds" if holds else "not_run"
+            if not holds:
+                entry |= {"why": why_not(result), "conditions": result.to_dict()}
     now_ms = int(time.time() * 1000)
     run_job = keys.run_job_id(origin.id, rule_id)
     ttl = bridge.settings.trace_ttl_seconds
@@ -325,6 +332,26 @@ async def check_wait(
         await bridge.run_limits.release(origin.id, rule_id)
     logger.info("event %s rule %s: wait over, %s", origin.id, rule_id, entry["status"])
     return {"status": entry["status"]}
+
+
+def _dropped(rules: RuleSet | None, rule_id: str, origin_id: str) -> str:
+    """Why a wait's check runs nothing whatever the object's state ('' when it checks).
+
+    The rule as loaded when the check runs decides (docs/rules.md#hot-reload): one removed,
+    disabled or without `for:` by then runs nothing; the check found no valid rule set at
+    its last try (NO_RULES_TRIES, 30 s apart: about 4 h)."""
+    if rules is None:
+        hours = round(NO_RULES_TRIES * NO_RULES_DEFER / 3600)
+        return (
+            f"no valid rule set was loaded for {NO_RULES_TRIES} tries (about {hours} h); "
+            f"fix the rules, then run it with `bridge replay {origin_id}`"
+        )
+    rule = rules.get(rule_id)
+    if rule is None or not rule.enabled:
+        return f"rule {rule_id} no longer exists or is disabled (reloaded)"
+    if rule.wait is None:
+        return f"rule {rule_id} no longer waits (reloaded)"
+    return ""
 
 
 async def wait_context(bridge: Context, event: Event, rule: Rule) -> dict[str, Any]:

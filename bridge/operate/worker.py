@@ -20,7 +20,7 @@ from bridge.jobs.handlers import (
 )
 from bridge.jobs.schedule import cron_jobs
 from bridge.jobs.ticks import tick_jobs
-from bridge.jobs.waits import check_wait
+from bridge.jobs.waits import NO_RULES_TRIES, check_wait
 from bridge.operate.context import Context, build_context
 from bridge.queue import func
 from bridge.queue.codec import RESULT_TTL, job_deserializer, job_serializer
@@ -55,8 +55,9 @@ def make_worker(context: Context, *, burst: bool = False) -> BridgeWorker:
             func(run_rule, name="run_rule", timeout=timeout, max_tries=MAX_RUN_PICKUPS + 1),
             # Closes a digest's window and queues its run (both steps safe to repeat).
             func(close_digest, name="close_digest", timeout=timeout, max_tries=MAX_PICKUPS),
-            # A `for:` wait's check: ends the wait and queues the run (safe to repeat).
-            func(check_wait, name="check_wait", timeout=timeout, max_tries=MAX_PICKUPS),
+            # A `for:` wait's check: ends the wait and queues the run (safe to repeat); at
+            # its last try it ends the wait itself, traced, even with no valid rule set.
+            func(check_wait, name="check_wait", timeout=timeout, max_tries=NO_RULES_TRIES),
         ],
         queue_name=context.settings.queue_name,
         redis_pool=context.redis,

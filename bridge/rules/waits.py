@@ -183,6 +183,8 @@ def wait_text(entry: Mapping[str, Any]) -> str:
         return f"waiting until {until} (for {entry.get('for')}){also}"
     if status == "holds":
         return f"still holds ({state}) → run"
+    if status == "not_run" and entry.get("dropped"):
+        return f"{entry.get('why')}: not run"
     if status == "not_run":
         return f"no longer holds ({entry.get('why')}; {state}) → not run"
     if status == "cancelled":
