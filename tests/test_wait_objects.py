@@ -177,3 +177,32 @@ def test_a_check_that_finds_no_valid_rule_set_ends_traced_at_its_last_try(shop: 
     wait_for(lambda: shop.queued() == 0, what="an empty queue")
     assert shop.slack.received("#ops") == []
     assert "giving up" not in shop.worker_logs()
+
+
+SCHEDULED = """
+id: sched-wait
+on: {schedule: "*/5 * * * *"}
+for: 1h
+actions:
+  - uses: slack.post
+    with: {channel: "#x", text: "tick {{ data.tick }}"}
+"""
+
+
+def test_bridge_validate_refuses_for_on_a_scheduled_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "rules" / "sched.yaml").write_text(SCHEDULED)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BRIDGE_RULES_DIR", raising=False)
+    monkeypatch.delenv("BRIDGE_TEMPLATES_DIR", raising=False)
+    assert main(["validate"]) == 1
+    out, err = capsys.readouterr()
+    shown = [line for line in (out + err).splitlines() if line.startswith("rules/")]
+    assert shown == [
+        "rules/sched.yaml:4:6: 'for' in rule 'sched-wait': for: waits re-check an object, but "
+        "a scheduled rule's ticks are not one; remove for:, or schedule the rule later and "
+        "check the state then (a look-up step, then if:)"
+    ]

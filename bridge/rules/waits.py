@@ -40,6 +40,7 @@ from bridge.rules.checker import DURATION_HINT, Checker, parse_duration
 from bridge.rules.explain import describe
 from bridge.rules.model import ConditionResult, Rule, Scope, Wait
 from bridge.rules.source import Node
+from bridge.rules.triggers import is_schedule
 from bridge.rules.values import OperandError
 from bridge.templates.environment import Templates
 
@@ -83,6 +84,15 @@ def check_for(checker: Checker, rule: Node) -> Wait | None:
             node,
             f"'for' and 'digest'{checker.in_rule} do not go together: a digest collects "
             "many matches into one run, 'for' re-checks one object's match; use one of them",
+        )
+        return None
+    on = rule.value.get("on")
+    if on is not None and is_schedule(on):
+        checker.error(
+            node,
+            f"'for'{checker.in_rule}: for: waits re-check an object, but a scheduled rule's "
+            "ticks are not one; remove for:, or schedule the rule later and check the state "
+            "then (a look-up step, then if:)",
         )
         return None
     text = str(value).strip() if isinstance(value, str) else f"{value:g}s"
