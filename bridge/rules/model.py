@@ -274,7 +274,8 @@ class Step:
         params = templates.render_value(
             dict(self.with_), context, escape=self.escape, deadline=deadline
         )
-        check_rendered(self.schema, self.with_, params, context)
+        item = self.as_ if "loop" in context else ""  # a loop item's run (rules/loops.py)
+        check_rendered(self.schema, self.with_, params, context, item)
         output = None
         if "template" in params:
             output = templates.render_file(str(params["template"]), context, deadline=deadline)

@@ -83,11 +83,14 @@ def subject(source: Any) -> str:
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
-def type_problem(schema: ActionSchema, key: str, kind: str, source: Any, rule: str = "") -> str:
+def type_problem(
+    schema: ActionSchema, key: str, kind: str, source: Any, rule: str = "", item: str = ""
+) -> str:
     """The one message for a parameter given a value of the wrong type, with its fix.
 
     `source` is what the rule wrote (a template or a literal); `rule` is ` in rule 'x'`
-    where the rule is not otherwise named.
+    where the rule is not otherwise named; `item` is the name of the item (`as`) in a
+    step that already loops (for_each), so the fix for a list is that item, not a loop.
     """
     param = schema.params[key]
     expected = _article(type_words(param.types))
@@ -95,12 +98,16 @@ def type_problem(schema: ActionSchema, key: str, kind: str, source: Any, rule: s
         return f"{key} is empty ({schema.name}{rule}); it expects {expected}"
     return (
         f"{key} expects {expected}, but {subject(source)} is {_article(word(kind))} "
-        f"({schema.name}{rule}){_fix(schema, key, param, kind, source)}"
+        f"({schema.name}{rule}){_fix(schema, key, param, kind, source, item)}"
     )
 
 
-def _fix(schema: ActionSchema, key: str, param: Param, kind: str, source: Any) -> str:
+def _fix(
+    schema: ActionSchema, key: str, param: Param, kind: str, source: Any, item: str = ""
+) -> str:
     path = _PATH.match(source.strip()) if isinstance(source, str) else None
+    if kind == "array" and item:
+        return f"; this step loops already: each item is `{item}` here, use {{{{ {item} }}}}"
     if kind == "array":
         plural = f"{key}s"
         if plural in schema.params and "array" in schema.params[plural].types:
@@ -138,8 +145,10 @@ def check_rendered(
     sources: Mapping[str, Any],
     params: Mapping[str, Any],
     context: Mapping[str, Any],
+    item: str = "",
 ) -> None:
-    """Raise ParamTypeError for the first templated parameter that rendered the wrong type.
+    """Raise ParamTypeError for the first templated parameter that rendered the wrong type
+    (`item`: the item's name in a loop step's run, for type_problem).
 
     Literals were checked when the rule loaded; an empty (null) value is the action's to
     judge. In a dry run an earlier step's result is a placeholder whose type is unknown,
@@ -157,7 +166,7 @@ def check_rendered(
             continue
         kind = type_name(value)
         if not fits(param.types, kind):
-            raise ParamTypeError(type_problem(schema, key, kind, source), params)
+            raise ParamTypeError(type_problem(schema, key, kind, source, item=item), params)
 
 
 def _templated(source: Any) -> bool:

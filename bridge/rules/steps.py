@@ -159,7 +159,9 @@ class StepChecker(Checker):
         self.templates_in(given, "with")
         schema = self.actions.get(uses) if uses else None
         if schema is not None:
-            self.parameters(schema, given, node or step)
+            loops = step.is_mapping and "for_each" in step.value  # its item: `as`, or item
+            item = str(step.value["as"].value if "as" in step.value else "item") if loops else ""
+            self.parameters(schema, given, node or step, item)
         return {k: v.plain() for k, v in given.items()}
 
     def templates_in(self, nodes: Mapping[str, Node] | list[Node], where: str) -> None:
@@ -180,7 +182,9 @@ class StepChecker(Checker):
             elif isinstance(node.value, dict | list):
                 self.templates_in(node.value, place)
 
-    def parameters(self, schema: ActionSchema, given: Mapping[str, Node], where: Node) -> None:
+    def parameters(
+        self, schema: ActionSchema, given: Mapping[str, Node], where: Node, item: str = ""
+    ) -> None:
         plain = {k: v.plain() for k, v in given.items()}
         for problem in schema.problems(plain):
             place = where
@@ -198,7 +202,8 @@ class StepChecker(Checker):
             if _has_template(node):
                 kind = self.rendered_type(node)
                 if kind is not None and not fits(param.types, kind, exact=False):
-                    self.error(node, type_problem(schema, key, kind, node.value, self.in_rule))
+                    problem = type_problem(schema, key, kind, node.value, self.in_rule, item)
+                    self.error(node, problem)
                 continue
             value = node.plain()
             if not accepts(param, value):
@@ -209,7 +214,8 @@ class StepChecker(Checker):
                         f"{comment_fix(key, node)}",
                     )
                     continue
-                self.error(node, type_problem(schema, key, type_name(value), value, self.in_rule))
+                problem = type_problem(schema, key, type_name(value), value, self.in_rule, item)
+                self.error(node, problem)
             elif param.choices and value not in param.choices:
                 self.error(
                     node,
