@@ -17,7 +17,7 @@ from bridge.actions.action import Action, ActionDeps, StepCall
 from bridge.actions.lytho import client, tag_id, tag_names
 from bridge.actions.reads import Budget, read_key
 from bridge.clients.lytho import LythoClient
-from bridge.clients.pages import Page
+from bridge.clients.pages import Page, Walk
 from bridge.errors import ClientError, PermanentError, RateLimited
 from bridge.schema import ActionSchema, Param
 
@@ -273,11 +273,16 @@ class Find:
     async def scan(self, filters: Filters, members: list[str] | None) -> bool:
         style = self.lytho.profile.dam_pages
         wanted = set(members) if members is not None else None
+        what = f"GET {self.lytho.profile.dam_path('assets')}"
+        walk = Walk(what, "dam", style, style.size, self.state.get("read", 0))
+        walk.previous = self.state.get("prev", "")
         while True:
             number = self.state.setdefault("page", style.first_page)
             page = await self.ask(
                 f"page {number}", partial(self.lytho.page, "assets", number, style.size)
             )
+            last = walk.last(number, page)  # a repeated page or too many: PermanentError
+            self.state.update(read=walk.read, prev=walk.previous)
             seen = set(self.state.get("seen") or [])
             for asset in page.items:
                 if self.full:
@@ -286,7 +291,6 @@ class Find:
                     seen.add(str(asset.get("id")))
                     self.take(asset, filters)
             self.state["page"] = number + 1
-            last = page.is_last(number, style.size, style)
             if wanted is not None:
                 self.state["seen"] = sorted(seen)
                 if wanted <= seen or last:

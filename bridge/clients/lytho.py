@@ -18,7 +18,7 @@ import httpx
 from bridge.clients.base import KeyedClient, RetryPolicy, Sleep
 from bridge.clients.lytho_profile import LIST, LythoProfile, default_profile
 from bridge.clients.lytho_upload import UploadLink, send_to_link
-from bridge.clients.pages import Page, read_page
+from bridge.clients.pages import Page, Walk, read_page
 from bridge.clients.ratelimit import Limiter
 from bridge.errors import ClientError, PermanentError
 from bridge.settings import Secret
@@ -110,11 +110,13 @@ class LythoClient(KeyedClient):
         if not 1 <= size <= style.size:
             raise ValueError(f"page size must be between 1 and {style.size}, not {size}")
         number = style.first_page
+        walk = Walk(f"GET {self.profile.dam_path(name)}", "dam", style, size)
         while True:
             found = await self.page(name, number, size, params)
+            last = walk.last(number, found)  # before the items: a repeat yields nothing twice
             for item in found.items:
                 yield item
-            if found.is_last(number, size, style):
+            if last:
                 return
             number += 1
 

@@ -14,7 +14,7 @@ import httpx
 
 from bridge.clients.base import ApiClient, RetryPolicy, Sleep
 from bridge.clients.lytho_profile import LythoProfile, PageStyle, default_profile
-from bridge.clients.pages import Page, read_page
+from bridge.clients.pages import Page, Walk, read_page
 from bridge.clients.ratelimit import Limiter
 from bridge.errors import ClientError, PermanentError
 from bridge.settings import Secret
@@ -190,11 +190,13 @@ class LythoWorkflowClient(ApiClient):
         """Every object matching `criteria` (query parameters), page by page."""
         size = self._check_page_size(page_size)
         page = self.pages.first_page
+        walk = Walk(f"GET {self.path('search', kind)}", "workflow", self.pages, size)
         while True:
             found = await self.search_page(kind, page, criteria, page_size=size)
+            last = walk.last(page, found)  # before the items: a repeat yields nothing twice
             for item in found.items:
                 yield item
-            if found.is_last(page, size, self.pages):
+            if last:
                 return
             page += 1
 

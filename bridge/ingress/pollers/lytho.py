@@ -16,7 +16,8 @@ are read as the Lytho API profile says (BRIDGE_LYTHO_PROFILE, docs/lytho-api.md)
 
 Redis (under `<prefix>poll:lytho:`): `assets` (id → the asset without its volatile fields),
 `seen` (ids read in this pass), `gone` (ids to confirm with a GET), `state` (`page`,
-`pass`, `seeded`, `shape`: the shape of the last page read).
+`pass`, `seeded`, `shape`: the shape of the last page read; `read`, `prev`: how far the
+pass got, so a list that never ends is stopped, bridge/ingress/pollers/paging.py).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from bridge.clients.lytho import LythoClient
 from bridge.clients.lytho_profile import LythoProfile, load_profile
+from bridge.clients.pages import Walk
 from bridge.errors import ConfigError, PermanentError
 from bridge.events import Event
+from bridge.ingress.pollers.paging import kept, restarting, resumed
 from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollerDeps, PollResult, Progress
 from bridge.ingress.pollers.snapshot import Commit, Compact, Snapshot, encode, polled_event, record
 
@@ -290,11 +293,15 @@ class LythoAssetPoller:
             "notes": [note + "BRIDGE_LYTHO_PROFILE"] if shape and shape != wanted else [],
         }
 
-    async def _page(self, page: int) -> tuple[list[dict[str, Any]], bool, int | None]:
+    async def _page(self, page: int, walk: Walk) -> tuple[list[dict[str, Any]], bool, int | None]:
         """One page of assets: the items, whether it is the last page, and the total."""
         found = await self.client.page("assets", page, self.size)
         items = [a for a in found.items if a.get("id") is not None]
-        return items, found.is_last(page, self.size, self.style), found.total
+        return items, walk.last(page, found), found.total
+
+    def _walk(self, state: Mapping[str, str]) -> Walk:
+        what = f"GET {self.client.profile.dam_path('assets')}"
+        return resumed(state, "", what, "dam", self.style, self.size)
 
     async def poll(self, budget: Budget) -> PollResult:
         snap = self.snapshot
@@ -303,7 +310,7 @@ class LythoAssetPoller:
         first = self.style.first_page
         page = max(first, int(state.get("page", first)))
         passes = int(state.get("pass", "0"))
-        emitted = 0
+        walk, emitted = self._walk(state), 0
         missing: set[str] = set()
         while True:
             gone = sorted(await snap.members("gone"))
@@ -315,7 +322,8 @@ class LythoAssetPoller:
                 return PollResult(done=True, events=emitted)
             if not await budget.slot():
                 return PollResult(done=False, events=emitted)
-            items, last, _ = await self._page(page)
+            start = {"page": str(first)}  # a list that never ends: the pass starts again
+            items, last, _ = await restarting(snap, start, "", self._page(page, walk))
             ids = [str(a["id"]) for a in items]
             known = await snap.get("assets", ids)
             events: list[Event] = []
@@ -327,7 +335,7 @@ class LythoAssetPoller:
                     commit.put(snap.key("assets"), object_id, new)
                     if seeded:
                         events += asset_events(asset, old, self.fields)
-            commit.state["shape"] = self.client.page_shape or ""
+            commit.state.update(shape=self.client.page_shape or "", **kept(walk, "", last))
             if last:
                 seen = await snap.members("seen")
                 missing = await snap.ids("assets") - seen - set(ids)
@@ -368,9 +376,9 @@ class LythoAssetPoller:
         return await record(self.store, snap, events, commit)
 
     async def backfill(self, budget: Budget, progress: Progress) -> int:
-        page, done, new = self.style.first_page, 0, 0
+        page, done, new, walk = self.style.first_page, 0, 0, self._walk({})
         while await budget.slot():
-            items, last, total = await self._page(page)
+            items, last, total = await self._page(page, walk)
             # An id of its own per object version: a second backfill emits nothing again.
             events = [
                 polled_event(

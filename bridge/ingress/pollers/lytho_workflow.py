@@ -6,12 +6,13 @@ filter's name (`workflow.search.modified_since`) and the field names (`workflow.
 `workflow.compared.<kind>`) come from the Lytho profile: no public document gives them.
 The first cycle of a kind reads all of it, page by page, and seeds the snapshot silently.
 
-**When the filter is not honoured.** An object modified before the filter's time that
-comes back from a filtered search proves the API ignores the filter (a 400 to the
-filtered search that the same search without it does not get proves it refused): the
-poller logs it once, keeps the verdict in its state, and from then on reads that kind in
-*full passes* (every page, every cycle, within the pollers' share of the budget), still
-comparing with the snapshot, so each change is reported once and none is missed. With
+**When the filter is not honoured.** An object modified more than a second (`SKEW`, as
+`bridge doctor` allows) before the filter's time that comes back from a filtered search
+proves the API ignores the filter (a 400 to the filtered search that the same search
+without it does not get proves it refused): the poller logs it, keeps the verdict for a
+day (`VERDICT_SECONDS`; then a filtered search tests it again), and until then reads that
+kind in *full passes* (every page, every cycle, within the pollers' share of the budget),
+compared with the snapshot, so each change is reported once and none is missed. With
 no filter in the profile (`workflow.search.modified_since: ""`) every cycle is a full
 pass, and so it is for a kind whose objects carry no modification time (a work request,
 in Lytho's reference). `filter_status` and the poller's status (dashboard, /api/pollers, /metrics'
@@ -21,26 +22,30 @@ Redis (under `<prefix>poll:lytho_workflow:`): one hash per kind (id → compact 
 and `state`: `kind` (the kind the cycle is at), `<kind>:since`, `<kind>:page`,
 `<kind>:high` (the latest modification time of the pass so far), `<kind>:seeded`,
 `<kind>:timeless` (its last pass read objects with no modification time),
-`<kind>:checked` (a filtered search was made), and the filter's verdict: `<kind>:filter`
-(`ignored` or `refused`), `<kind>:filter_param` (the parameter it concerns: a profile
-naming another one tries the filter again), `<kind>:filter_proof`.
+`<kind>:checked` (a filtered search was made), `<kind>:read` and `<kind>:prev` (how far the
+pass got: a list that never ends is stopped, bridge/ingress/pollers/paging.py), and the
+filter's verdict: `<kind>:filter` (`ignored` or `refused`), `<kind>:filter_param` (the
+parameter it concerns: a profile naming another one tries the filter again),
+`<kind>:filter_proof`, `<kind>:filter_at` (when, in Unix seconds).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from redis.asyncio import Redis
 
 from bridge.clients.lytho_profile import LythoProfile, default_profile, load_profile
 from bridge.clients.lytho_workflow import LythoWorkflowClient
-from bridge.clients.pages import Page
+from bridge.clients.pages import Page, Walk
 from bridge.errors import ConfigError, PermanentError
 from bridge.events import Event
+from bridge.ingress.pollers.paging import kept, restarting, resumed
 from bridge.ingress.pollers.poller import POLL_RETRY, Budget, PollerDeps, PollResult, Progress
 from bridge.ingress.pollers.snapshot import (
     Commit,
@@ -61,6 +66,8 @@ CHANGES: Final = ("created", "updated", "status_changed")
 EVENT_TYPES: Final = tuple(f"lytho.{kind}.{change}" for kind in KINDS for change in CHANGES)
 IGNORED: Final = "ignored"
 REFUSED: Final = "refused"
+SKEW: Final = timedelta(seconds=1)  # an API may keep times to the second (bridge doctor's)
+VERDICT_SECONDS: Final = 86_400  # a verdict is tested again after a day
 
 
 @dataclass(frozen=True)
@@ -118,10 +125,11 @@ def instant(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def later(a: str, b: str) -> bool:
-    """Whether time `a` is after time `b` (as times when both parse, else as text)."""
+def later(a: str, b: str, by: timedelta = timedelta(0)) -> bool:
+    """Whether time `a` is more than `by` after time `b` (as times when both parse, else
+    as text)."""
     ta, tb = instant(a), instant(b)
-    return ta > tb if ta is not None and tb is not None else a > b
+    return ta - by > tb if ta is not None and tb is not None else a > b
 
 
 def _timeless(kind: str, state: Mapping[str, str]) -> bool:
@@ -197,44 +205,58 @@ class WorkflowPoller:
         objects that carry no modification time to filter from."""
         if not self.since_param or _timeless(kind, state):
             return True
-        return bool(state.get(f"{kind}:filter")) and (
-            state.get(f"{kind}:filter_param") == self.since_param
+        at = state.get(f"{kind}:filter_at", "")
+        # A verdict a day old (or from before verdicts had a time) is tested again.
+        fresh = at.isdigit() and time.time() - int(at) < VERDICT_SECONDS
+        return (
+            bool(state.get(f"{kind}:filter"))
+            and state.get(f"{kind}:filter_param") == self.since_param
+            and (fresh or state.get(f"{kind}:page", str(self.first_page)) != str(self.first_page))
         )
 
-    async def _search(self, kind: str, page: int, since: str | None) -> tuple[Page, bool]:
+    def _walk(self, kind: str, state: Mapping[str, str]) -> Walk:
+        what = f"GET {self.client.path('search', kind)}"
+        pages = self.client.pages
+        return resumed(state, f"{kind}:", what, "workflow", pages, self.page_size)
+
+    async def _search(
+        self, kind: str, page: int, since: str | None, walk: Walk
+    ) -> tuple[Page, bool]:
         criteria = {self.since_param: since} if since and self.since_param else None
         found = await self.client.search_page(kind, page, criteria, page_size=self.page_size)
-        return found, found.is_last(page, self.page_size, self.client.pages)
+        return found, walk.last(page, found)
 
     async def _filtered(
-        self, budget: Budget, kind: str, page: int, since: str
+        self, budget: Budget, kind: str, page: int, since: str, walk: Walk
     ) -> tuple[Page, bool, dict[str, str]] | None:
-        """A filtered search, with the verdict it proves (state fields; none when none)."""
+        """A filtered search, with the verdict it proves (state fields: the filter's
+        fields cleared when it proves nothing, so a verdict tested again can be lifted)."""
         try:
-            found, last = await self._search(kind, page, since)
+            found, last = await self._search(kind, page, since, walk)
         except PermanentError as exc:
             if exc.status != 400:
                 raise
             if not await budget.slot():
                 return None
             # The same search without the filter: if that passes, the filter was the fault.
-            found, last = await self._search(kind, page, None)
+            found, last = await self._search(kind, page, None, walk)
             return found, last, self._verdict(kind, REFUSED, f"{exc}")
         for item in found.items:
             modified = item.get(self.fields.modified)
-            if isinstance(modified, str) and later(since, modified):
+            if isinstance(modified, str) and later(since, modified, SKEW):
                 proof = (
                     f"{kind} {item.get(self.fields.id)} modified {modified} came back for "
                     f"{self.since_param}={since}"
                 )
                 return found, last, self._verdict(kind, IGNORED, proof)
-        return found, last, {}
+        cleared = {f"{kind}:{k}": "" for k in ("filter", "filter_proof", "filter_at")}
+        return found, last, {f"{kind}:checked": "1", **cleared}
 
     def _verdict(self, kind: str, verdict: str, proof: str) -> dict[str, str]:
         logger.warning(
-            "Lytho Workflow %s the %s filter for %s (%s): reading %s in full passes from now "
-            "on, compared with the snapshot. If the API names the filter otherwise, set "
-            'workflow.search.modified_since in BRIDGE_LYTHO_PROFILE ("" for none).',
+            "Lytho Workflow %s the %s filter for %s (%s): reading %s in full passes for a day, "
+            "compared with the snapshot, then testing it again. If the API names the filter "
+            'otherwise, set workflow.search.modified_since in BRIDGE_LYTHO_PROFILE ("" for none).',
             "ignores" if verdict == IGNORED else "refuses",
             self.since_param,
             kind,
@@ -245,6 +267,7 @@ class WorkflowPoller:
             f"{kind}:filter": verdict,
             f"{kind}:filter_param": self.since_param,
             f"{kind}:filter_proof": proof[:300],
+            f"{kind}:filter_at": str(int(time.time())),
         }
 
     async def poll(self, budget: Budget) -> PollResult:
@@ -261,14 +284,16 @@ class WorkflowPoller:
             if not await budget.slot():
                 return PollResult(done=False, events=emitted)
             verdict: dict[str, str] = {}
+            walk, start = self._walk(kind, state), {f"{kind}:page": str(self.first_page)}
             if since and not self.full_passes(kind, state):
-                outcome = await self._filtered(budget, kind, page, since)
+                filtered = self._filtered(budget, kind, page, since, walk)
+                outcome = await restarting(snap, start, f"{kind}:", filtered)
                 if outcome is None:
                     return PollResult(done=False, events=emitted)
                 found, last, verdict = outcome
-                verdict = verdict or {f"{kind}:checked": "1"}
             else:
-                found, last = await self._search(kind, page, None)
+                searched = self._search(kind, page, None, walk)
+                found, last = await restarting(snap, start, f"{kind}:", searched)
             items = [i for i in found.items if i.get(fields.id) is not None]
             known = await snap.get(kind, [str(i[fields.id]) for i in items])
             events: list[Event] = []
@@ -297,7 +322,7 @@ class WorkflowPoller:
                 }
             else:
                 update = {f"{kind}:page": str(page + 1), f"{kind}:high": high}
-            update.update(verdict)
+            update.update(verdict, **kept(walk, f"{kind}:", last))
             commit.state.update(update)
             emitted += await record(self.store, snap, events, commit)
             state.update(update)
@@ -338,11 +363,13 @@ class WorkflowPoller:
     async def backfill(self, budget: Budget, progress: Progress) -> int:
         # The first page of every kind first: their totals make the progress bar's total.
         firsts: dict[str, tuple[Page, bool]] = {}
+        walks: dict[str, Walk] = {}
         total = 0
         for kind in KINDS:
             if not await budget.slot():
                 return 0
-            found, last = await self._search(kind, self.first_page, None)
+            walks[kind] = self._walk(kind, {})
+            found, last = await self._search(kind, self.first_page, None, walks[kind])
             firsts[kind] = (found, last)
             total += found.total if found.total is not None else len(found.items)
         done = new = 0
@@ -369,5 +396,5 @@ class WorkflowPoller:
                 if last or not await budget.slot():
                     break
                 page += 1
-                found, last = await self._search(kind, page, None)
+                found, last = await self._search(kind, page, None, walks[kind])
         return new
