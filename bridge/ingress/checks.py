@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.errors import EventError
@@ -123,3 +123,19 @@ def check_attribute(text: str, name: str, index: int | None) -> str:
             f"{json.dumps(control.group())}; control characters are not allowed"
         )
     return text
+
+
+# Event types lytbridge emits itself (`bridge.schedule`, a scheduled rule's tick): from
+# outside, such an event would run a scheduled rule at will with a made-up tick.
+RESERVED_TYPE_PREFIX = "bridge."
+
+
+def check_not_reserved(types: Sequence[str], batch: bool) -> None:
+    """Raise EventError for the first type lytbridge keeps for its own events (the webhook
+    door; `bridge fire`, the operator's own, may send them to test a scheduled rule)."""
+    for index, kind in enumerate(types):
+        if kind.lower().startswith(RESERVED_TYPE_PREFIX):
+            raise EventError(
+                f"{where(index if batch else None)}type {kind!r} is reserved for "
+                "lytbridge's own events"
+            )

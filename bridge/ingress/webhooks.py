@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 from bridge.errors import EventError, StoreUnavailable
 from bridge.events import MAX_ID_LENGTH, Event
 from bridge.ingress import normalize
-from bridge.ingress.checks import FloatGuard, check_attribute, may_need_walk
+from bridge.ingress.checks import FloatGuard, check_attribute, check_not_reserved, may_need_walk
 from bridge.ingress.signatures import SignatureError, verify_github, verify_standard
 from bridge.operate import metrics
 from bridge.settings import Settings, is_valid_source
@@ -259,6 +259,7 @@ async def receive(request: Request) -> JSONResponse:
         payload = parse_json(body, guard)
         deep = guard.overflowed or may_need_walk(body)
         events = to_events(source, headers, payload, delivery, content_type, deep=deep)
+        check_not_reserved([e.type for e in events], isinstance(payload, list))
     except EventError as exc:
         return error(400, "bad_event", str(exc))
     # One event is at most its share of the body; a batch may repeat what the body holds
