@@ -671,3 +671,69 @@ def test_without_the_rules_folder_the_streams_cannot_be_checked_and_it_says_so(
         "rules are"
     ) in check_lines(out)
     assert out.splitlines()[0].startswith("bridge doctor: at most 1 request (Lytics 1)")
+
+
+def serve_page(stack: ExitStack, status: int) -> str:
+    """A server that answers every path with a login page (200) or a server error."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    async def any_path(request: Request) -> Response:
+        if status == 200:
+            return HTMLResponse("<html><body>Sign in with SSO</body></html>")
+        return PlainTextResponse("Internal error", status_code=status)
+
+    methods = ["GET", "POST", "OPTIONS"]
+    server = ThreadedServer(Starlette(routes=[Route("/{p:path}", any_path, methods=methods)]))
+    server.start()
+    stack.callback(server.stop)
+    return server.url
+
+
+def test_an_html_page_proves_no_authentication_and_a_5xx_refuses_nothing(
+    env: dict[str, str],
+    stack: ExitStack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Review R2, S7: any 200 (an SSO login page, a wrong base URL) gave ✓ authentication.
+    page = serve_page(stack, 200)
+    boxes = start(stack)
+    configure(monkeypatch, boxes)
+    monkeypatch.setenv("LYTHO_API_URL", f"{page}/v1/")
+    monkeypatch.setenv("LYTHO_WORKFLOW_API_URL", f"{page}/wf/")  # the token is the sandbox's
+    monkeypatch.setenv("LYTICS_API_URL", page)
+
+    code, out, err = doctor(capsys)
+
+    assert (code, err) == (1, "")
+    lines = check_lines(out)
+    assert [line for line in lines if "authentication" in line] == [
+        "✗ Lytho DAM: authentication: GET /v1/assets?page=0&size=1 answered 200 with "
+        "text/html, not JSON: is LYTHO_API_URL the API's base URL?",
+        "✗ Lytho Workflow: authentication: GET /wf/workrequest/search?page=1&pageSize=30 "
+        "answered 200 with text/html, not JSON: is LYTHO_WORKFLOW_API_URL the API's base URL?",
+        "✗ Lytics: authentication: GET /api/account answered 200 with text/html, not JSON: is "
+        "LYTICS_API_URL the API's base URL?",
+    ]
+    assert not any("confirms dam.auth" in line for line in lines)
+
+    # A token URL that answers 500 refused nothing; one that answers a page is not one.
+    for status, saw in (
+        (
+            500,
+            "POST /oauth/token → 500: Internal error: answered 500 (server error), so the "
+            "credentials were not checked (sent as HTTP Basic)",
+        ),
+        (
+            200,
+            "POST /oauth/token answered 200 with text/html, not JSON: is LYTHO_TOKEN_URL the "
+            "tenant's token URL?",
+        ),
+    ):
+        monkeypatch.setenv("LYTHO_TOKEN_URL", f"{serve_page(stack, status)}/oauth/token")
+        code, out, err = doctor(capsys)
+        [token] = [line for line in check_lines(out) if "token exchange" in line]
+        assert token.startswith(f"✗ Lytho Workflow: token exchange: {saw}; expected "), token

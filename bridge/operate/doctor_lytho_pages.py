@@ -93,6 +93,8 @@ class DamPages:
     def _read(self, answer: Answer) -> Page | str:
         if not answer.ok:
             return f"{answer.status}" + (f" ({answer.message()})" if answer.message() else "")
+        if not answer.is_json:
+            return answer.not_json("LYTHO_API_URL")
         try:
             return read_page(answer.body, self.style, self.profile.dam_path("assets"))
         except ClientError as exc:
@@ -118,14 +120,19 @@ class DamPages:
             )
         ok = a if a.ok else b
         header = self.profile.value("dam.auth.header")
-        self.add(
-            "dam.auth",
-            "authentication",
-            OK,
-            f"the key in header {header} was accepted ({ok.shown()})",
-            "dam.auth.header",
-            "dam.auth.scheme",
-        )
+        entries = ("dam.auth.header", "dam.auth.scheme")
+        # Only a page of assets, as JSON, shows the key was checked: a login page or the
+        # page of a wrong base URL answers 200 to any key.
+        if not ok.is_json:
+            raise Halt(Check(DAM, "dam.auth", "authentication", FAIL, ok.not_json("LYTHO_API_URL")))
+        if isinstance(self._read(ok), Page):
+            saw = f"the key in header {header} was accepted ({ok.shown()})"
+            self.add("dam.auth", "authentication", OK, saw, *entries)
+        else:
+            saw = (
+                f"{ok.shown()} is JSON but not a page of assets: cannot tell if the key was checked"
+            )
+            self.add("dam.auth", "authentication", UNKNOWN, saw, *entries)
         pa, pb = self._read(a), self._read(b)
         parsed = [p for p in (pa, pb) if isinstance(p, Page)]
         if not parsed:

@@ -108,6 +108,9 @@ async def _account(probe: Probe, checks: list[Check]) -> None:
                 "a 2xx answer; check LYTICS_API_TOKEN (sent without 'Bearer')",
             )
         )
+    if answer.ok and not answer.is_json:  # a login page or a wrong URL's page
+        saw = answer.not_json("LYTICS_API_URL")
+        raise Halt(Check(LYTICS, "lytics.auth", "authentication", FAIL, saw))
     data = answer.body.get("data") if isinstance(answer.body, dict) else None
     if not answer.ok or not isinstance(data, list):
         said = answer.message()
@@ -163,6 +166,9 @@ async def _streams(probe: Probe, streams: Streams, checks: list[Check]) -> None:
             )
         return
     answer = await probe.get("api/datamodel")
+    if answer.ok and not answer.is_json:  # a login page or a wrong URL's page
+        saw = answer.not_json("LYTICS_API_URL")
+        raise Halt(Check(LYTICS, "lytics.auth", "authentication", FAIL, saw))
     data = answer.body.get("data") if isinstance(answer.body, dict) else None
     if not answer.ok or not isinstance(data, list):
         checks.append(

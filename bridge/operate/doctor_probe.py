@@ -108,6 +108,15 @@ class Answer:
         """`GET /v1/assets?page=0&size=1 → 200`."""
         return f"{self.where} → {self.status or 'no answer'}"
 
+    @property
+    def is_json(self) -> bool:
+        return self.body is not None
+
+    def not_json(self, setting: str, what: str = "the API's base URL") -> str:
+        """What a 2xx answer that is not JSON (a login page, a wrong URL's page) says."""
+        kind = self.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+        return f"{self.where} answered {self.status} with {kind}, not JSON: is {setting} {what}?"
+
     def message(self) -> str:
         """The server's own message in an error body, if it gave one."""
         body = self.body

@@ -79,21 +79,25 @@ class WorkflowPages:
         token = body.get("access_token")
         sent = "as HTTP Basic" if how == "basic" else "as form fields"
         if not answer.ok or not isinstance(token, str) or not token:
-            problem = (
-                "answered without an access_token"
-                if answer.ok
-                else "the client id and secret were refused"
-            )
-            said = self.said(answer)
+            if answer.ok:
+                problem = "answered without an access_token"
+            elif 400 <= answer.status < 500:
+                problem = "the client id and secret were refused"
+            else:  # a server error, or a redirect (to a login page): nothing was refused
+                error = " (server error)" if answer.status >= 500 else ""
+                problem = f"answered {answer.status}{error}, so the credentials were not checked"
+            saw = f"{self.said(answer)}: {problem} (sent {sent})"
+            if answer.ok and not answer.is_json:
+                saw = answer.not_json("LYTHO_TOKEN_URL", "the tenant's token URL")
             if secret_value:
-                said = said.replace(secret_value, "**********")
+                saw = saw.replace(secret_value, "**********")
             raise Halt(
                 Check(
                     WORKFLOW,
                     "workflow.auth",
                     "token exchange",
                     FAIL,
-                    f"{said}: {problem} (sent {sent})",
+                    saw,
                     "an access_token; check LYTHO_CLIENT_ID, LYTHO_CLIENT_SECRET and "
                     "LYTHO_TOKEN_URL, or workflow.auth.token_auth (basic or body)",
                     ("workflow.auth.token_auth",),
@@ -129,13 +133,21 @@ class WorkflowPages:
                     "a 2xx answer; check that LYTHO_TOKEN_URL belongs to this API's tenant",
                 )
             )
+        if answer.ok and not answer.is_json:  # a login page or a wrong URL's page
+            saw = answer.not_json("LYTHO_WORKFLOW_API_URL")
+            raise Halt(Check(WORKFLOW, "workflow.auth", "authentication", FAIL, saw))
         if first and answer.status and self.token_answer is not None:
+            # Only a page of objects, as JSON, shows the token was checked.
+            held = answer.ok and isinstance(self._read(answer, path), Page)
             self.add(
                 "workflow.auth",
                 "authentication",
-                OK,
+                OK if held else UNKNOWN,
                 f"a token from LYTHO_TOKEN_URL ({self.token_answer.shown()}), accepted by "
-                f"{answer.shown()}",
+                f"{answer.shown()}"
+                if held
+                else f"{answer.shown()} is not a page of {kind}s: cannot tell if the token "
+                "was checked",
                 "workflow.auth.token_auth",
             )
         if answer.status == 0:
