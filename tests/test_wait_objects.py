@@ -3,6 +3,7 @@ and what happens to a pending wait when its rule changes or the rule set is inva
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections.abc import Iterator
@@ -10,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis import asyncio as aioredis
 
 from bridge.cli.main import main
+from bridge.ingress.pollers.snapshot import Commit, Snapshot
 from bridge.jobs.waits import NO_RULES_TRIES
 from tests.helpers import Bridge, running_bridge, wait_for
 from tests.test_rule_for_waits import ORDER_RULE, check_jobs, check_now, order, printed, traced
@@ -55,6 +58,9 @@ def test_two_profiles_entering_one_segment_wait_apart_and_both_run(bridge: Bridg
         traced(bridge, event_id, "its wait", status="waiting")
     jobs = check_jobs(bridge)
     assert len(jobs) == 2
+    # The Lytics poller's snapshot of the segment is about the segment, not the profiles:
+    # the checks must not lay it over a profile's event.
+    asyncio.run(segment_snapshot(bridge, {"id": "high_value_users", "email": "segment@x.example"}))
     for job in jobs:
         bridge.redis.zadd(bridge.settings.queue_name, {job: 0}, xx=True)
     got = wait_for(
@@ -64,6 +70,21 @@ def test_two_profiles_entering_one_segment_wait_apart_and_both_run(bridge: Bridg
         "dev3@example.com still high value",
         "eva4@example.com still high value",
     ]
+    assert traced(bridge, "se-1", "the check", status="holds")["current"] == {
+        "from": "event",
+        "event": "se-1",
+    }
+
+
+async def segment_snapshot(bridge: Bridge, entry: dict[str, Any]) -> None:
+    client = aioredis.from_url(bridge.env["REDIS_URL"])
+    try:
+        snapshot = Snapshot(client, bridge.settings.key_prefix, "lytics")
+        commit = Commit()
+        commit.put(snapshot.key("segments"), str(entry["id"]), entry)
+        await snapshot.commit(commit)
+    finally:
+        await client.aclose()
 
 
 def membership(hhmm: str, who: str, enter: bool = True) -> str:
