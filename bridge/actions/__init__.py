@@ -8,6 +8,7 @@ the guarded outbound client), built once per worker by the composition root
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from bridge.actions.action import Action, ActionDeps, ActionRun, StepCall
 from bridge.actions.reads import RunReads, with_reads
@@ -32,6 +33,15 @@ def registry() -> dict[str, Action]:
     return {action.name: with_reads(action) for action in actions}
 
 
+def traced_params(uses: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as a step's trace shows them: the query of lytho.upload_asset's `url`
+    hidden (a signed download link's signature or token is not for the dashboard)."""
+    from bridge.actions.lytho import traced_url
+
+    url = params.get("url") if uses == "lytho.upload_asset" else None
+    return {**params, "url": traced_url(url)} if isinstance(url, str) else params
+
+
 def action_schemas() -> dict[str, ActionSchema]:
     """The parameter schema of every action, for loading and validating rules."""
     return {name: action.schema for name, action in registry().items()}
@@ -45,4 +55,5 @@ __all__ = [
     "StepCall",
     "action_schemas",
     "registry",
+    "traced_params",
 ]

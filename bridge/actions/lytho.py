@@ -189,6 +189,14 @@ def _shown(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def traced_url(url: str) -> str:
+    """`url` as a trace shows it: without its query ("?…" where it had one)."""
+    try:
+        return _shown(url) + ("?…" if urlsplit(url).query else "")
+    except ValueError:  # not a URL at all: the step says so; its text is shown as is
+        return url
+
+
 def _too_large(where: str) -> PermanentError:
     most = MAX_UPLOAD_BYTES
     shown = f"{most // 2**20} MiB" if most % 2**20 == 0 else f"{most} bytes"

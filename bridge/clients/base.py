@@ -116,6 +116,10 @@ class ApiClient:
     async def _auth_headers(self) -> dict[str, str]:
         return {}
 
+    def _shown(self, url: httpx.URL) -> str:
+        """How messages and logs show a request's path (the upload link shows no query)."""
+        return shown_path(url)
+
     async def _refresh_auth(self) -> bool:
         """Called once on a 401; return True to retry the call with fresh credentials."""
         return False
@@ -166,7 +170,7 @@ class ApiClient:
                 headers=all_headers,
                 timeout=self.timeout,
             )
-            where = f"{method} {shown_path(request.url)}"
+            where = f"{method} {self._shown(request.url)}"
             try:
                 response = await self._http.send(request)
             except httpx.UnsupportedProtocol:
@@ -231,7 +235,7 @@ class ApiClient:
         try:
             return response.json()
         except ValueError:
-            where = f"{method} {shown_path(response.request.url)}"
+            where = f"{method} {self._shown(response.request.url)}"
             raise ClientError(
                 f"{where} → {response.status_code} but the body is not JSON; "
                 f"is {self.base_url} the {self.api} API?",
@@ -290,7 +294,7 @@ class ApiClient:
 
     def _error(self, response: httpx.Response, hint: str, *, permanent: bool = True) -> ClientError:
         """An error about a 2xx answer whose content is a failure (such as partial rejects)."""
-        where = f"{response.request.method} {shown_path(response.request.url)}"
+        where = f"{response.request.method} {self._shown(response.request.url)}"
         cls = PermanentError if permanent else ClientError
         return cls(self._message(where, response, hint), status=response.status_code)
 

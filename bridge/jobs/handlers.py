@@ -15,7 +15,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from bridge.actions import RunReads, StepCall, registry
+from bridge.actions import RunReads, StepCall, registry, traced_params
 from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
 from bridge.events import Event
 from bridge.jobs.digest import admit, join_digests
@@ -247,7 +247,7 @@ class RuleRun:
                 params = rendered.params
                 # What was sent, as sent (secrets masked): the dashboard shows this, it
                 # never renders a rule's templates again.
-                trace["params"] = self._shown_params(params)
+                trace["params"] = self._shown_params(traced_params(step.uses, params))
                 call = StepCall(
                     params,
                     context,
