@@ -131,6 +131,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
     """Show which rules match an event and what they would do; or enqueue it."""
     from bridge.rules.dryrun import render_actions
     from bridge.rules.explain import format_condition_tree
+    from bridge.rules.triggers import off_schedule
 
     settings, _ = companion_settings() if not args.dry_run else (env_settings(), None)
     events = read_event_file(Path(args.event), args.source)
@@ -149,6 +150,11 @@ def cmd_fire(args: argparse.Namespace) -> int:
     ruleset, templates = _load(settings.rules_dir, settings.templates_dir)
     failed = False
     for event in events:
+        off = off_schedule(event, ruleset)  # a tick by hand must be one of its rule's
+        if off is not None:
+            print(f"event {event.id} ({event.type}): refused: {off}")
+            failed = True
+            continue
         evaluations = ruleset.evaluate(event, templates)
         matched = [e for e in evaluations if e.matched]
         print(
@@ -174,6 +180,8 @@ def cmd_fire(args: argparse.Namespace) -> int:
                         else ""
                     )
                     print(f"      → {action.step}: {action.uses} {shown}{state}")
+                    if action.note:  # its `if:` reads what a dry run cannot know
+                        print(f"          note: {action.note}")
                     failed = failed or bool(action.error)
                     if action.rendered is not None:  # the output of its template file
                         text = json.dumps(

@@ -7,6 +7,8 @@ A rule test may give step results (`steps:`), which templates then read instead.
 shows one rendered call per item (`tag[0]`, `tag[1]`, …; one `tag[*]` with its item as a
 placeholder when the list is an earlier step's result not given); a `choose` step shows
 its choice (uses `choose`, with `{branch, when}`), then the steps of the chosen branch.
+An `if:` or `when:` that reads a placeholder cannot be told: the step is shown as running
+(the branch as chosen), with a note saying so.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from bridge.rules.digests import digest_context, digest_event, is_digest_run, ro
 from bridge.rules.loops import checked_items, item_context, item_step
 from bridge.rules.model import Rule, Step, event_context
 from bridge.rules.param_types import ParamTypeError
-from bridge.rules.template_analysis import step_references
+from bridge.rules.template_analysis import names_read, step_references
 from bridge.rules.waits import current_of
 from bridge.templates.environment import SlackText, Templates
+from bridge.templates.unknown import Unknown, noted, unknown_reads
 
 _LOOP = ("index", "index0", "first", "last", "length")
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
@@ -43,6 +46,9 @@ class RenderedAction:
     error: str | None = None
     # The output of the step's `template:` file (parsed JSON for `*.json.j2`), if it has one.
     rendered: Any = None
+    # Why a dry run cannot tell whether it runs (its `if:`, or a choose's `when:`, reads a
+    # placeholder): it is shown as running (or as chosen).
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rule": self.rule, "step": self.step, "uses": self.uses}
@@ -53,30 +59,24 @@ class RenderedAction:
             out["error"] = self.error
         if self.rendered is not None:
             out["rendered"] = self.rendered
+        if self.note:
+            out["note"] = self.note
         return out
 
 
-class _StepResult(SlackText):
+class _StepResult(SlackText, Unknown):
     """A stand-in for an earlier step's result: any attribute renders as its own path.
 
     It is text that is already safe for Slack and JSON, so a placeholder such as
-    `<steps.notify.ts>` shows as written in every kind of template.
+    `<steps.notify.ts>` shows as written in every kind of template. Templates read its
+    every attribute and item as another (`steps.find.count`, though `count` is a str
+    method), and compare or compute with it without error (bridge/templates/unknown.py).
     """
 
     def __new__(cls, path: str) -> _StepResult:
         found = super().__new__(cls, f"<{path}>")
-        found._path = path
+        found.unknown_path = path
         return found
-
-    _path: str
-
-    def __getattr__(self, name: str) -> _StepResult:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _StepResult(f"{self._path}.{name}")
-
-    def __getitem__(self, key: object) -> _StepResult:
-        return _StepResult(f"{self._path}.{key}")
 
 
 class _Steps(dict[str, Any]):
@@ -86,7 +86,9 @@ class _Steps(dict[str, Any]):
     placeholders = True
 
     def __missing__(self, key: str) -> _StepResult:
-        return _StepResult(f"steps.{key}")
+        found = _StepResult(f"steps.{key}")
+        noted(found)
+        return found
 
 
 def dry_run_context(
@@ -152,8 +154,16 @@ def _render_steps(
     """Each step rendered into `out`: a loop once per item, a choose by its chosen branch."""
     for step in steps:
         if step.uses == CHOOSE:
-            choice = decide(step, event, templates, rule, context)
-            out.append(RenderedAction(rule.id, step.key, CHOOSE, choice.result))
+            with unknown_reads() as reads:  # a `when:` on an earlier step's result
+                choice = decide(step, event, templates, rule, context)
+            note = None
+            if reads:
+                when = choice.result.get("when", "a branch's when")
+                note = (
+                    f"when: {when} — cannot tell in a dry run (an earlier step's result); "
+                    "shown as chosen (a rule test can give the result as steps:)"
+                )
+            out.append(RenderedAction(rule.id, step.key, CHOOSE, choice.result, note=note))
             context["steps"][step.key] = choice.result  # as the branch's steps read it
             _render_steps(event, rule, choice.steps, templates, context, out)
         elif step.for_each is not None:
@@ -175,7 +185,7 @@ def _render_loop(
         loop = {name: _StepResult(f"loop.{name}") for name in _LOOP}
         scope = {step.as_: _StepResult(f"{path}[*]"), "loop": loop}
         one = replace(step, id=f"{step.key}[*]", for_each=None)
-        return [_render_step(rule, one, templates, context | scope)]
+        return [_render_step(rule, one, templates, context | scope, (step.as_, "loop"))]
     try:
         items = checked_items(step, templates.render_value(source, context))
     except TemplateError as exc:
@@ -199,15 +209,37 @@ def _render_loop(
 
 
 def _render_step(
-    rule: Rule, step: Step, templates: Templates, context: dict[str, Any]
+    rule: Rule,
+    step: Step,
+    templates: Templates,
+    context: dict[str, Any],
+    unknown: tuple[str, ...] = (),
 ) -> RenderedAction:
+    """The step rendered in `context`; `unknown` names context variables that are placeholders
+    (a loop's item and `loop` when the list is an earlier step's result)."""
+    note = None
+    if step.if_ is not None:
+        # An `if:` that reads an earlier step's result cannot be told: shown as running.
+        with unknown_reads() as reads:
+            try:
+                holds = step.should_run(templates, context)
+            except TemplateError as exc:
+                return RenderedAction(rule.id, step.key, step.uses, {}, error=str(exc))
+        if reads or names_read(step.if_) & set(unknown):
+            note = (
+                f"if: {step.if_} — cannot tell in a dry run (an earlier step's result); "
+                "shown as running (a rule test can give the result as steps:)"
+            )
+        elif not holds:
+            return RenderedAction(rule.id, step.key, step.uses, {}, skipped=True)
+        step = replace(step, if_=None)
     try:
         # Errors surface here, not in Slack: a template file is rendered too.
         done = step.render(templates, context)
     except TemplateError as exc:
         # A value of the wrong type (ParamTypeError) is shown with what rendered.
         shown = exc.params if isinstance(exc, ParamTypeError) else {}
-        return RenderedAction(rule.id, step.key, step.uses, shown, error=str(exc))
+        return RenderedAction(rule.id, step.key, step.uses, shown, error=str(exc), note=note)
     return RenderedAction(
         rule.id,
         step.key,
@@ -215,4 +247,5 @@ def _render_step(
         done.params,
         skipped=done.skipped,
         rendered=done.output,
+        note=note,
     )

@@ -76,6 +76,11 @@ def _why_not(result: CaseResult, rule_id: str, ruleset: RuleSet) -> str:
     if evaluation is None:
         if not rule.enabled:
             return f"rule {rule_id!r} is disabled"
+        if rule.schedule is not None:  # a tick runs it when the tick's subject is its id
+            return (
+                f"rule {rule_id!r} runs on its schedule: a tick (bridge.schedule) with "
+                f"subject {rule_id!r} runs it"
+            )
         if result.event_type is not None and rule not in ruleset.candidates(result.event_type):
             return f"rule {rule_id!r} is not for this event type (on: {', '.join(rule.on)})"
         stopped = next((e.rule.id for e in result.evaluations if e.matched and e.rule.stop), None)
@@ -126,8 +131,10 @@ def _check_actions(result: CaseResult, expected: list[dict[str, Any]]) -> None:
                 found = position + offset
                 break
         if found is None:
-            shown = [
-                a.to_dict() for a in actual[position:] if a.skipped == bool(want.get("skipped"))
+            shown = [  # and a step a dry run runs though it cannot tell its `if:` (its note)
+                a.to_dict()
+                for a in actual[position:]
+                if a.skipped == bool(want.get("skipped")) or a.note
             ]
             result.failures.append(
                 Failure(

@@ -43,6 +43,15 @@ def step_references(source: str) -> set[str]:
     return found
 
 
+def names_read(expression: str) -> set[str]:
+    """The variables an expression (written without braces) reads: `item.id > 0` → {item}."""
+    try:
+        tree = _PARSER.parse("{{ " + expression + " }}")
+    except jinja2.TemplateSyntaxError:
+        return set()  # reported by the rule's check
+    return {name.name for name in tree.find_all(nodes.Name) if name.ctx == "load"}
+
+
 def var_references(source: str) -> dict[str, int]:
     """The variables a template reads as `vars.<name>` or `vars['<name>']`, each with its
     first line in the template (1-based)."""

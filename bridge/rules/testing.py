@@ -261,7 +261,9 @@ def run_case(
         waits.observe(event, _clock(event.time))
         off = off_schedule(event, ruleset)  # a tick given by hand must be one of its rule's
         if off is not None:
-            result.failures.append(Failure("tick time", "a tick of its schedule", event.time, off))
+            known = event.subject in ruleset.scheduled
+            what, want = ("tick time", "a tick of its schedule") if known else ("tick", "a rule id")
+            result.failures.append(Failure(what, want, event.time if known else event.subject, off))
         evaluations = ruleset.evaluate(event, templates)
         for rule in (e.rule for e in evaluations if e.matched):
             try:

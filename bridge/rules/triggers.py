@@ -3,6 +3,7 @@ tests (rules → decide; the schedule itself is bridge/rules/cron.py)."""
 
 from __future__ import annotations
 
+import difflib
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING
 
@@ -67,9 +68,21 @@ def check_schedule(checker: Checker, node: Node) -> Schedule | None:
 
 
 def off_schedule(event: Event, ruleset: RuleSet) -> str | None:
-    """Why a tick given by hand (a rule test) is no tick of its rule's schedule, if it is not."""
-    rule = ruleset.scheduled.get(event.subject or "") if event.type == SCHEDULE_EVENT else None
-    if rule is None or rule.schedule is None:
+    """Why a tick given by hand (a rule test, a dry run) is no tick of its rule's schedule, or
+    names no scheduled rule; None when it is one (or the event is no tick)."""
+    if event.type != SCHEDULE_EVENT:
+        return None
+    rule = ruleset.scheduled.get(event.subject or "")
+    if rule is None:  # a tick names its rule in `subject`
+        names = sorted(ruleset.scheduled)
+        near = difflib.get_close_matches(event.subject or "", names, n=1)
+        return (
+            f"no scheduled rule {event.subject or ''!r}"
+            + (f"; scheduled rules here: {', '.join(names)}" if names else "; none is here")
+            + (f"; did you mean {near[0]!r}?" if near else "")
+            + " (a tick's subject is the id of the rule it runs)"
+        )
+    if rule.schedule is None:
         return None
     schedule, at = rule.schedule, parse_time(event.time)
     if at is None:

@@ -30,6 +30,7 @@ from bridge.templates.bounds import (
     too_big,
 )
 from bridge.templates.budget import Budget, current_budget, one_of, ticking, weight
+from bridge.templates.unknown import Unknown, combined
 
 _SIZED = (list, tuple, dict, set, frozenset, range, str)
 
@@ -190,6 +191,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             if op != "in" and op != "notin":
                 cost += budget.compareweight(left)
             budget.spend(cost)
+        unknown = combined(left, op, right)  # a dry run's placeholder: no error, a placeholder
+        if unknown is not None:
+            return unknown
         return _COMPARE[op](left, right)
 
     @staticmethod
@@ -205,6 +209,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     # -- the sandbox's own hooks --
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        unknown = combined(left, operator, right)
+        if unknown is not None:
+            return unknown
         logical = None
         budget = current_budget.get()
         if operator == "**" and is_int(left) and is_int(right):
@@ -273,6 +280,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         # Event data is JSON: `data.items` means the key "items", not dict.items().
         if type(obj) is dict and attribute in obj:
             return obj[attribute]
+        if isinstance(obj, Unknown):  # `steps.find.count` in a dry run, not str.count
+            return obj.read(attribute)
         if isinstance(obj, str) and attribute in ("format", "format_map"):
             return self.unsafe_undefined(obj, attribute)
         return super().getattr(obj, attribute)
@@ -283,4 +292,6 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             budget.ops += 1
             if budget.ops >= budget.next_check:
                 budget.check()
+        if isinstance(obj, Unknown):
+            return obj.read(argument)
         return super().getitem(obj, argument)
