@@ -162,6 +162,15 @@ def describe_yaml_error(exc: yaml.YAMLError, text: str) -> SourceProblem:
         plain += _comment_hint(lines, min(opened, line - 1), line)
     elif "quoted scalar" in context:
         plain = f"the quote opened on line {opened} is never closed; add the closing quote"
+    elif context == "while scanning an alias":  # `schedule: * * * * *` unquoted
+        start = exc.context_mark.column if exc.context_mark is not None else column - 1
+        before, value = here[:start], here[start:].split(" #")[0]
+        if "{" in before or "[" in before:  # in a flow mapping or list, up to , } or ]
+            value = re.split(r"[,}\]]", value)[0]
+        key = re.search(r"([\w.-]+):\s*$", before)
+        quoted = f'"{value.strip()}"' if value.strip() else '"* * * * *"'
+        quoted = f"{key.group(1)}: {quoted}" if key else quoted
+        plain = f"a value starting with '*' is a YAML alias; quote it: {quoted}"
     elif problem.startswith("found undefined alias"):
         name = problem.split("'")[1] if "'" in problem else ""
         plain = (
