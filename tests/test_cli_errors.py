@@ -218,3 +218,30 @@ def test_trace_and_dlq_list_never_print_a_configured_secret(
     for value in values:
         assert value not in traced
         assert value not in listed
+
+
+def test_trace_outside_the_dev_folder_names_the_redis_it_asked(
+    redis_url: str,
+    key_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No `.bridge/dev.json` and no REDIS_URL: the default Redis may be another bridge's, so
+    an event not found there is told with the Redis asked and what to do (review R3 S5)."""
+    if "127.0.0.1:6379/" not in redis_url:  # the default, redis://localhost:6379/0, is not it
+        pytest.skip("the default Redis (localhost:6379) is not the test Redis here")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("BRIDGE_KEY_PREFIX", key_prefix)
+    assert main(["trace", "evt_not_here"]) == 1
+    assert capsys.readouterr().err == (
+        "no event 'evt_not_here' in the Redis at redis://localhost:6379/0 (REDIS_URL unset); "
+        "run bridge trace in the folder of `bridge dev`, or set REDIS_URL\n"
+    )
+    # With REDIS_URL set, the Redis is the one asked for: the message says only not stored.
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert main(["trace", "evt_not_here"]) == 1
+    assert capsys.readouterr().err == (
+        "no event 'evt_not_here' is stored (unknown, or older than BRIDGE_TRACE_TTL)\n"
+    )

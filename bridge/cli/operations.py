@@ -114,11 +114,20 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from bridge.cli.dev_state import shown_url
     from bridge.cli.report import trace_lines
     from bridge.operate.admin import event_with_trace
 
-    settings, _ = companion_settings()
+    settings, state = companion_settings()
     found = with_context(lambda ctx: event_with_trace(ctx, args.event_id), settings)
+    if found is None and state is None and not settings.redis_url_set:
+        # Not beside `bridge dev` and no REDIS_URL: the default Redis may be another bridge's.
+        print(
+            f"no event {args.event_id!r} in the Redis at {shown_url(settings.redis_url)} "
+            "(REDIS_URL unset); run bridge trace in the folder of `bridge dev`, or set REDIS_URL",
+            file=sys.stderr,
+        )
+        return 1
     if found is None:
         print(
             f"no event {args.event_id!r} is stored (unknown, or older than BRIDGE_TRACE_TTL)",
