@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bridge.clients.outbound import AddressGuard, BlockedAddress, guarded_client
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, PermanentError
 from bridge.sandbox.server import ThreadedServer
 from tests.helpers import running_bridge, wait_for
 
@@ -172,6 +172,25 @@ async def test_allow_list_admits_cidrs_and_names() -> None:
         await guard.vet(httpx.URL("https://10.2.0.1/"))
     with pytest.raises(ConfigError, match="BRIDGE_HTTP_ALLOW entry 'not a host'"):
         AddressGuard(["not a host"])
+
+
+async def test_an_http_url_is_refused_for_its_scheme_before_any_dns_query() -> None:
+    """`http://` to a host not allowed: the scheme is refused first, with no DNS query (and
+    so no 'cannot resolve' when DNS is down), even when BRIDGE_HTTP_ALLOW lists others."""
+    asked: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        raise PermanentError(f"cannot resolve {host}: Name or service not known")
+
+    guard = AddressGuard(["127.0.0.1"], resolver)
+    with pytest.raises(BlockedAddress) as info:
+        await guard.vet(httpx.URL("http://example.com/"))
+    assert str(info.value) == (
+        "refused http://example.com: only https:// is allowed, unless the host is listed in "
+        "BRIDGE_HTTP_ALLOW"
+    )
+    assert asked == []
 
 
 # End to end over loopback only: 127.0.0.1 is allowed explicitly, as a user would.

@@ -144,6 +144,8 @@ class AddressGuard:
         if literal is not None:
             addresses = [str(literal)]
         else:
+            if url.scheme != "https" and not explicitly:  # refused before any DNS query
+                raise BlockedAddress(self._scheme_refused(url))
             port = url.port or (443 if url.scheme == "https" else 80)
             addresses = await self.resolver(host, port)
             if not addresses:
@@ -162,11 +164,15 @@ class AddressGuard:
                         "address; list it in BRIDGE_HTTP_ALLOW to allow it"
                     )
         if url.scheme != "https" and not explicitly:
-            raise BlockedAddress(
-                f"refused {url.scheme}://{host}: only https:// is allowed, unless the host is "
-                "listed in BRIDGE_HTTP_ALLOW"
-            )
+            raise BlockedAddress(self._scheme_refused(url))
         return addresses[0]
+
+    @staticmethod
+    def _scheme_refused(url: httpx.URL) -> str:
+        return (
+            f"refused {url.scheme}://{url.host}: only https:// is allowed, unless the host is "
+            "listed in BRIDGE_HTTP_ALLOW"
+        )
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
