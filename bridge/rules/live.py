@@ -84,12 +84,13 @@ class LiveRules:
         if checked.ruleset is None:
             self.problems = [str(p) for p in checked.errors]
             logger.error(
-                "rule set in %s is invalid (%d problems); %s:\n%s",
+                "rule set in %s is invalid (%d problem(s)); %s:",
                 self.rules_dir,
                 len(self.problems),
                 "keeping the last good set" if self.current else "no rules are active",
-                "\n".join(self.problems),
             )
+            for problem in self.problems:  # one record each: a text log escapes line breaks
+                logger.error("%s", problem)
             return False
         self.current, self.templates, self.problems = checked.ruleset, templates, []
         self.loaded_at = time.time()
