@@ -737,3 +737,38 @@ def test_an_html_page_proves_no_authentication_and_a_5xx_refuses_nothing(
         code, out, err = doctor(capsys)
         [token] = [line for line in check_lines(out) if "token exchange" in line]
         assert token.startswith(f"✗ Lytho Workflow: token exchange: {saw}; expected "), token
+
+
+def test_an_id_that_is_no_path_segment_is_a_failure_not_a_request_elsewhere(
+    env: dict[str, str],
+    stack: ExitStack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Review R2, M1: `assets/..` is `assets`' parent; the doctor reports it, sends nothing.
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    asked: list[str] = []
+
+    async def dam(request: Request) -> JSONResponse:
+        asked.append(f"{request.method} {request.url.path}")
+        return JSONResponse({"content": [{"id": "..", "name": "odd"}], "last": True})
+
+    server = ThreadedServer(Starlette(routes=[Route("/{p:path}", dam, methods=["GET"])]))
+    server.start()
+    stack.callback(server.stop)
+    boxes = start(stack)
+    configure(monkeypatch, boxes)
+    monkeypatch.setenv("LYTHO_API_URL", f"{server.url}/v1/")
+
+    code, out, err = doctor(capsys)
+
+    assert (code, err) == (1, "")
+    assert (
+        "✗ Lytho DAM: object paths: asset_id '..' is not an id: an empty, '.' or '..' segment "
+        "would send the request to another path"
+    ) in check_lines(out)
+    assert set(asked) == {"GET /v1/assets"}  # its pages only: nothing sent to another path

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import string
 from typing import Any
-from urllib.parse import quote
 
+from bridge.clients.ids import path_segment
 from bridge.clients.lytho_profile import LythoProfile, Operation
+from bridge.errors import PermanentError
 from bridge.operate.doctor_lytho_pages import PAGE_REQUESTS, DamPages, ident
 from bridge.operate.doctor_probe import (
     FAIL,
@@ -73,6 +74,8 @@ class DamDoctor(DamPages):
             await self.write_operations()
         except Halt as halt:
             self.checks.append(halt.check)
+        except PermanentError as exc:  # an id in a list that is no path segment ('..')
+            self.add("dam.paths", "object paths", FAIL, str(exc))
         return self.checks
 
     # Authentication and pages.
@@ -152,7 +155,7 @@ class DamDoctor(DamPages):
         wanted = _placeholders(template)
         if any(name not in self.ids for name in wanted):
             return None
-        return template.format(**{n: quote(self.ids[n], safe="") for n in wanted})
+        return template.format(**{n: path_segment(n, self.ids[n]) for n in wanted})
 
     async def read_operations(self) -> None:
         for op in operations(self.profile):

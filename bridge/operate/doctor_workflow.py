@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.clients.pages import Page
+from bridge.errors import PermanentError
 from bridge.operate.doctor_probe import (
     FAIL,
     OK,
@@ -61,6 +62,8 @@ class WorkflowDoctor(WorkflowPages):
             await self.object_paths(picked)
         except Halt as halt:
             self.checks.append(halt.check)
+        except PermanentError as exc:  # an id in a list that is no path segment ('..')
+            self.add("workflow.paths", "object paths", FAIL, str(exc))
         return self.checks
 
     def pick(self) -> tuple[str, dict[str, Any]] | None:
