@@ -11,8 +11,8 @@ the profile's guess was wrong.
 
 `Walk` bounds every paging loop: a page with the same ids as the page before means the API
 ignores the page parameter (it would answer the same page forever), and no list is read
-past `MAX_PAGES` pages; either is a PermanentError (a ClientError no retry can help)
-saying what to check.
+past `MAX_PAGES` pages without saying how long it is; either is a PermanentError (a
+ClientError no retry can help) saying what to check.
 """
 
 from __future__ import annotations
@@ -98,7 +98,9 @@ class Walk:
         self.read = (self.read if counted > 1 else 0) + page.held
         if page.is_last(number, self.size, self.style, self.read):
             return True
-        if counted >= MAX_PAGES:
+        # A list that says how long it is ends by that (a DAM of a million assets is
+        # long, not endless); the cap is for a list that says nothing.
+        if counted >= MAX_PAGES and page.total is None and page.total_pages is None:
             raise EndlessList(
                 f"{self.what}: no last page after {MAX_PAGES} pages of {self.size}; stopped "
                 f"there. Check that the API honours {self.style.size_param!r} and "

@@ -152,6 +152,17 @@ async def test_a_list_that_never_ends_stops_at_the_cap(
 
 
 @pytest.mark.asyncio
+async def test_a_list_that_says_its_length_is_read_past_the_cap(
+    api: Api, lytho: LythoClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A DAM longer than the cap is long, not endless: its total ends it.
+    monkeypatch.setattr(pages_module, "MAX_PAGES", 3)
+    api.reset("totals", count=100)  # 5 pages of 20
+    assert [t["id"] async for t in lytho.iter_tags()] == list(range(1, 101))
+    assert len(api.asked) == 5
+
+
+@pytest.mark.asyncio
 async def test_a_workflow_search_that_ignores_the_page_is_stopped(
     api: Api, api_running: tuple[Api, str]
 ) -> None:
