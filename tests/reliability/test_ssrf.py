@@ -130,9 +130,10 @@ FORBIDDEN = [
 
 
 # Refused before the guard is asked: not an address httpx accepts, or not http(s) at all.
+# (`file:///etc/passwd` is the guard's: a scheme other than https is refused before any
+# DNS query, host or none.)
 NOT_HTTP = {
     "https://0177.0.0.1/": "InvalidURL",
-    "file:///etc/passwd": "PermanentError",  # no host to resolve, so nothing to connect to
 }
 
 
