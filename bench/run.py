@@ -55,7 +55,7 @@ SECRET = "whsec_YmVuY2htYXJrLXNlY3JldC1mb3ItbHl0YnJpZGdlLWJlbmNo"  # the benchma
 RULE_ID = "bench-asset-approved"
 RULE = f"""\
 id: {RULE_ID}
-description: Tell #creative when an asset is approved (benchmark scenario)
+description: "Tell #creative when an asset is approved (benchmark scenario)"
 on: lytho.asset.updated
 when:
   - {{path: data.status, eq: approved}}

@@ -291,3 +291,16 @@ def test_chat_get_permalink_links_a_message_and_a_reply(strict: tuple[SlackSandb
         "ok": False,
         "error": "channel_not_found",
     }
+
+
+def test_what_a_hook_adds_to_a_message_is_served_but_not_answered() -> None:
+    # The benchmarks stamp when each message arrived (bench/baselines.py slack_app).
+    def stamp(record: dict[str, object]) -> None:
+        record["received_at"] = 1.5
+
+    sandbox = SlackSandbox(on_message=stamp)
+    with serve_in_thread(create_slack_app(sandbox)) as server:
+        answer = post(f"{server.url}/api/chat.postMessage", channel="#creative", text="hi")
+        listed = httpx.get(f"{server.url}/_sandbox/messages").json()["messages"]
+    assert "received_at" not in answer["message"]  # Slack's answer has no such field
+    assert [m["received_at"] for m in listed] == [1.5]

@@ -219,9 +219,15 @@ class ChatMethods:
                 note_reply(parent, record)
             state.messages.append(record)
             stored = {**record}
+        message = {k: v for k, v in stored.items() if k not in ("channel", "channel_name")}
         if state.on_message is not None:
             state.on_message(stored)
-        message = {k: v for k, v in stored.items() if k not in ("channel", "channel_name")}
+            # What a hook adds is served with the message (the benchmarks stamp
+            # `received_at`), never in Slack's answer.
+            added = {k: v for k, v in stored.items() if k not in record}
+            if added:
+                with state.lock:
+                    record.update(added)
         return JSONResponse({"ok": True, "channel": cid, "ts": stored["ts"], "message": message})
 
     async def update(self, request: Request) -> Response:
