@@ -25,7 +25,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -343,23 +343,27 @@ async def tick(context: Context) -> dict[str, str]:
     return report
 
 
+def every_tick(name: str, run: Callable[[], Awaitable[dict[str, str]]]) -> CronJob:
+    """An arq cron job that calls `run` every TICK_SECONDS, on one worker per slot however
+    many run (arq's unique cron job id), never retried (the next slot is the retry)."""
+
+    async def job(ctx: dict[str, Any]) -> dict[str, str]:
+        return await run()
+
+    return cron(
+        job,
+        name=name,
+        second=set(range(0, 60, TICK_SECONDS)),
+        microsecond=0,
+        unique=True,
+        timeout=JOB_TIMEOUT,
+        max_tries=1,
+        keep_result=60,
+    )
+
+
 def cron_jobs(context: Context) -> list[CronJob]:
     """The arq cron job that runs the pollers (none when no API is configured)."""
     if not configured_pollers(context):
         return []
-
-    async def poll(ctx: dict[str, Any]) -> dict[str, str]:
-        return await tick(context)
-
-    return [
-        cron(
-            poll,
-            name=context.keys.poll_tick_name,
-            second=set(range(0, 60, TICK_SECONDS)),
-            microsecond=0,
-            unique=True,
-            timeout=JOB_TIMEOUT,
-            max_tries=1,
-            keep_result=60,
-        )
-    ]
+    return [every_tick(context.keys.poll_tick_name, lambda: tick(context))]

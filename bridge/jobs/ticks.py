@@ -1,11 +1,12 @@
 """Time triggers: each tick of a scheduled rule becomes one `bridge.schedule` event (→ jobs).
 
-An arq cron job runs `emit_ticks` every TICK_SECONDS, on one worker per slot however many
-tick. For each enabled rule with a schedule it takes the latest tick that passed since the
-last one it emitted, at most LOOKBACK ago, and ingests it through the store with an id made
-of the rule id and the tick time: a tick emitted twice (two workers, a retry) is stored
-and run once. Ticks missed while no worker ran are not made up one by one: after a deploy
-only the latest of them runs (with `missed: true`), and none older than LOOKBACK.
+An arq cron job (`schedule.every_tick`) runs `emit_ticks` every few seconds, on one
+worker a slot however many run. For each enabled rule with a schedule it takes the latest
+tick that passed since the last one it emitted, at most LOOKBACK ago, and ingests it
+through the store with an id made of the rule id and the tick time: a tick emitted twice
+(two workers, a retry) is stored and run once. Ticks missed while no worker ran are not
+made up one by one: after a deploy only the latest of them runs (with `missed: true`),
+and none older than LOOKBACK.
 
 The last emitted tick of each rule is kept in one hash (`Keys.schedule_ticks`) with the
 schedule it belongs to. A rule seen for the first time, re-enabled, or whose schedule or
@@ -21,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bridge.events import Event
-from bridge.queue import CronJob, cron
+from bridge.jobs.schedule import every_tick
+from bridge.queue import CronJob
 from bridge.queue.redis_io import FastScript
 from bridge.rules import Rule
 from bridge.rules.cron import tick_event
@@ -31,10 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TICK_SECONDS = 5  # how often due ticks are looked for: a tick runs at most this late
 LOOKBACK = timedelta(hours=24)  # the oldest missed tick still run after a deploy
 LATE = timedelta(seconds=60)  # a tick emitted later than this was missed (`missed: true`)
-JOB_TIMEOUT = 15
 
 # Moves a rule's mark forward only (a slower emitter never moves it back), or starts it
 # afresh when the schedule changed.
@@ -144,19 +144,4 @@ def next_ticks(context: Context, now: datetime | None = None) -> dict[str, str |
 def tick_jobs(context: Context) -> list[CronJob]:
     """The arq cron job that emits the ticks (always there: rules with a schedule may come
     with a live reload)."""
-
-    async def emit(ctx: dict[str, Any]) -> dict[str, str]:
-        return await emit_ticks(context)
-
-    return [
-        cron(
-            emit,
-            name=context.keys.schedule_tick_name,
-            second=set(range(0, 60, TICK_SECONDS)),
-            microsecond=0,
-            unique=True,
-            timeout=JOB_TIMEOUT,
-            max_tries=1,
-            keep_result=60,
-        )
-    ]
+    return [every_tick(context.keys.schedule_tick_name, lambda: emit_ticks(context))]
