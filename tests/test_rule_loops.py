@@ -428,8 +428,6 @@ def recipe() -> tuple[str, str]:
 
 
 def test_the_cookbook_recipe_validates_and_passes_its_rule_test(tmp_path: Path) -> None:
-    if "lytho.find_assets" not in action_schemas():
-        pytest.skip("lytho.find_assets (issue 16's look-ups) is not in this tree yet")
     rule, tests = recipe()
     (tmp_path / "rules" / "tests").mkdir(parents=True)
     (tmp_path / "rules" / "tag-campaign-assets.yaml").write_text(rule)
