@@ -165,7 +165,9 @@ def test_max_closes_the_window_at_once_and_the_next_match_opens_another(bridge: 
     assert fourth != first
     [digest] = [e for e in bridge.trace(first) if e["kind"] == "digest"]
     assert (digest["count"], digest["members"]) == (3, ["o-eu-1", "o-eu-2", "o-eu-3"])
-    assert [r["status"] for r in digest_runs(bridge, first)] == ["succeeded"]
+    # The run's trace entry is written after its message was posted: wait for it.
+    runs = wait_for(lambda: digest_runs(bridge, first), what="the digest run's outcome")
+    assert [r["status"] for r in runs] == ["succeeded"]
     # The fourth waits in its own window until that closes.
     close_now(bridge, fourth)
     wait_for(lambda: len(bridge.slack.received("#ops")) == 2, what="the second digest")
@@ -206,7 +208,8 @@ def test_a_failed_digest_run_is_retried_with_its_own_members(bridge: Bridge) -> 
     close_now(bridge, first)
     [letter] = wait_for(bridge.dead_letters, what="the digest run's dead letter")
     assert letter["event_id"] == first and "channel_not_found" in letter["error"]
-    [run] = digest_runs(bridge, first)
+    # The run's trace entry is written after its dead letter: wait for it.
+    [run] = wait_for(lambda: digest_runs(bridge, first), what="the digest run's outcome")
     assert run["status"] == "dead_lettered"
     # Later matches open the next window; the retry keeps the members it failed with.
     assert bridge.post([order(3)], source="shop").status_code == 202
