@@ -35,7 +35,7 @@ import httpx
 import redis
 import redis.asyncio
 
-from bench import extras, loadgen
+from bench import extras, loadgen, paced
 from bench import rules as rules_bench
 from bench.procs import (
     Launcher,
@@ -69,7 +69,10 @@ actions:
 QUEUE = "bridge:queue"
 PARKED = "bench:parked-queue"
 TEXT_ID = re.compile(r"Asset (\S+) was approved")
-SECTIONS = ("ingest", "e2e", "rules", "idle", "extras")
+SECTIONS = ("ingest", "e2e", "rules", "idle", "extras", "paced")
+# `paced` (minutes per configuration) runs when asked for, and as a smoke in --quick.
+DEFAULT_SECTIONS = ("ingest", "e2e", "rules", "idle", "extras")
+PROCESS_SECTIONS = {"ingest", "e2e", "idle", "extras"}
 TARGETS = {
     "ingest_c16_rps": 4000,
     "ingest_c16_p99_ms": 10,
@@ -866,12 +869,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="ingest also against bridge web with WEB_CONCURRENCY=N (default 1,2; --quick: 1)",
     )
     parser.add_argument(
-        "--sections", default=",".join(SECTIONS), help="ingest,e2e,rules,idle,extras"
+        "--sections",
+        default=",".join(DEFAULT_SECTIONS),
+        help="some of ingest,e2e,rules,idle,extras,paced (default: all but paced)",
     )
     parser.add_argument("--rules-counts", help="rule counts (default 10,100,1000,10000)")
     parser.add_argument("--poll-delay", help="BRIDGE_WORKER_POLL_DELAY for the workers")
     parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw")
     parser.add_argument("--no-baselines", action="store_true", help="skip the bare baselines")
+    parser.add_argument(
+        "--paced-rates", help="paced: events/s, in order (default 50,250,500,750,1000,1500,2000)"
+    )
+    parser.add_argument("--paced-seconds", type=float, help="paced: seconds per rate (default 30)")
+    parser.add_argument("--paced-workers", help="paced: worker counts (default 1,2)")
+    parser.add_argument("--paced-actions", help="paced: http and/or slack (default http,slack)")
+    parser.add_argument(
+        "--paced-connections",
+        type=int,
+        default=1000,
+        help="paced: most keep-alive connections the load generator opens (default 1000)",
+    )
+    parser.add_argument("--no-node-red", action="store_true", help="paced: without Node-RED")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles to this folder")
     parser.add_argument("--json", type=Path, help="also write every result as JSON here")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
@@ -887,8 +905,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.settle = 0.3 if args.quick else 1.0
     args.idle_seconds = 1.0 if args.quick else 5.0
     args.rules_seconds = 0.2 if args.quick else 1.0
-    if args.quick and args.sections == ",".join(SECTIONS):
-        args.sections = ",".join(s for s in SECTIONS if s != "extras")  # ~40 s on its own
+    if args.quick and args.sections == ",".join(DEFAULT_SECTIONS):
+        # extras: ~40 s on its own; paced: a smoke of two short rates
+        args.sections = ",".join(s for s in SECTIONS if s != "extras")
+    # --quick: a paced smoke (only "nothing lost" fails the run).
+    args.paced_rates = args.paced_rates or (
+        "50,250" if args.quick else "50,250,500,750,1000,1500,2000"
+    )
+    args.paced_seconds = args.paced_seconds or (3.0 if args.quick else 30.0)
+    args.paced_workers = args.paced_workers or ("1" if args.quick else "1,2")
+    args.paced_actions = args.paced_actions or ("http" if args.quick else "http,slack")
+    args.no_node_red = args.no_node_red or args.quick
     if args.quick and args.e2e_rate == 200.0:
         args.e2e_rate = 0.0
     return args
@@ -918,7 +945,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("Rules: events/s matched (in process, one core)", rules_bench.table(measures))
         )
 
-    if sections & {"ingest", "e2e", "idle", "extras"}:
+    if sections & (PROCESS_SECTIONS | {"paced"}):
         with tempfile.TemporaryDirectory(prefix="lytbridge-bench-") as tmp_name:
             tmp = Path(tmp_name)
             (tmp / "logs").mkdir()
@@ -926,7 +953,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             embedded = EmbeddedRedis().start()
             stack = Stack(launcher, embedded, tmp)
             try:
-                process_bench(args, sections, levels, worker_counts, stack, results, tables)
+                if sections & PROCESS_SECTIONS:
+                    process_bench(args, sections, levels, worker_counts, stack, results, tables)
+                    if stack.web is not None:
+                        stack.web.stop()  # idle, but no process of one section in another
+                if "paced" in sections:
+                    paced_stack = Stack(launcher, embedded, tmp / "paced")
+                    try:
+                        paced.run_section(paced_stack, args, SECRET, results, tables, log)
+                    finally:
+                        paced_stack.redis.close()
             except Exception:
                 for proc in launcher.started:
                     tail = proc.log.read_text(errors="replace")[-1500:]
@@ -953,6 +989,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n(took {time.monotonic() - started:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
+    lost = paced.lost_in_smoke(results)
+    if args.quick and lost:
+        # The smoke's only enforced target: the other targets are printed, never fatal.
+        print(f"FAILED: the paced smoke lost {lost} event(s)")
+        return 1
     return 0
 
 
@@ -1263,6 +1304,7 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
                     False,
                     "MB",
                 )
+    paced.target_rows(results, add)
     for m in results.get("rules", []):
         if m["rules"] == 1000:
             add(
