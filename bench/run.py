@@ -457,8 +457,8 @@ def _results(stack: Stack, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
 class Completions:
     """Waits for an event's last job to finish, told by Redis keyspace notifications.
 
-    A job's end is the moment arq's result key is written: `handle_event`'s for an event no
-    rule matches, the rule run's (after Slack answered) for a matched one. Notifications
+    An event's end is the moment its `handle_event` job's result key is written: after the
+    rule run it started in the same job finished (after Slack answered). Notifications
     are switched on in the benchmark's own Redis for the run only.
     """
 
@@ -495,11 +495,9 @@ class Completions:
 
     async def settle(self, request: loadgen.Request) -> None:
         """Until the request's event is done: matched and sent to Slack, or not matched."""
-        index = int(request.event_id.rsplit("-", 1)[1])
-        if index % 2 == 0:
-            job_id = f"bridge:run:{request.event_id}:{RULE_ID}"
-        else:
-            job_id = f"bridge:handle:{request.event_id}"
+        # handle_event's result is written after the runs it started inline (a matched
+        # event's, once Slack answered) finished (bridge/jobs/handlers.py).
+        job_id = f"bridge:handle:{request.event_id}"
         if job_id in self.finished:
             return
         future = self.waiting.setdefault(job_id, asyncio.get_running_loop().create_future())

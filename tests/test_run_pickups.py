@@ -34,6 +34,9 @@ def picked_up(bridge: Bridge, times: int, progress: int) -> None:
     item at pickup `progress` (what the flow stores as [progress])."""
     job_id = f"{bridge.settings.key_prefix}run:o-1:each-item"
     bridge.redis.set(f"arq:retry:{job_id}", times, ex=3600)
+    # The event's handle_event job as if picked up once before: a first try runs the run
+    # inline (a fresh run, nothing stored yet), a later one queues its run_rule job.
+    bridge.redis.set(f"arq:retry:{bridge.settings.key_prefix}handle:o-1", 1, ex=3600)
     steps = f"{bridge.settings.key_prefix}steps:o-1:each-item"
     bridge.redis.hset(steps, "[progress]", str(progress))
 

@@ -3,7 +3,7 @@
 What a step, a loop item or a choice stored is read back on a retry (after a failure, a
 crash or a SIGKILL), so a run resumes where it stopped: at the first unfinished step; in a
 loop, at the first unfinished item of the list rendered on its first try; inside the
-branch chosen the first time. The run itself (handlers.RuleRun) runs each single step.
+branch chosen the first time. The run itself (rule_run.RuleRun) runs each single step.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from bridge.rules.loops import item_context, item_step, items_key, loop_items
 from bridge.rules.model import Step
 
 if TYPE_CHECKING:
-    from bridge.jobs.handlers import RuleRun
+    from bridge.jobs.rule_run import RuleRun
 
 # What `StepWalk.one` answers when the run went to the dead letters.
 STOPPED: Any = object()

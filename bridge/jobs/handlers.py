@@ -1,57 +1,55 @@
-"""The queue's jobs: handle_event (match rules) and run_rule (do a rule's steps, once each).
+"""The queue's jobs: handle_event (match rules, run what matched) and run_rule (a run again).
 
-This is the only module that joins rules to actions. A run stores each finished step's
-result, so a retry or a re-run after a crash resumes at the first unfinished step; a run
-that exhausts its tries becomes a dead letter (see deadletters.py) and gives back the
-dedupe and throttle slots it booked (see limits.py). A run whose steps all finished, but
-one of them by failing with `continue_on_error`, is `succeeded_with_errors`.
+This is the only module that joins rules to actions. A `handle_event` job on its first try
+runs the rules it matched itself ("inline", rule_run.RuleRun, each run under its own id
+and steps), which spares every matched event a second job: its enqueue, claim and finish.
+A run that must wait (a retry's backoff, a rate limit, a fresh time slice) or that failed
+unexpectedly goes on as a `run_rule` job of its own, from its first unfinished step; a
+`handle_event` picked up again after a crash queues its runs as `run_rule` jobs, which
+resume from the steps the first try stored, so no finished step runs twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from bridge.actions import RunReads, StepCall, registry, traced_params
-from bridge.errors import ClientError, PermanentError, RateLimited, TemplateError
+from bridge.errors import TemplateError
 from bridge.events import Event
 from bridge.jobs.digest import admit, join_digests
-from bridge.jobs.flow import StepWalk
+from bridge.jobs.rule_run import (
+    JOB_TIMEOUT_MARGIN,
+    MAX_BACKOFF_SECONDS,
+    MAX_PICKUPS,
+    MAX_RUN_PICKUPS,
+    RuleRun,
+    backoff_delay,
+    job_timeout,
+)
 from bridge.jobs.waits import observe_waits, run_context
 from bridge.operate import metrics
 from bridge.queue import Retry
-from bridge.queue.store import Job, loads
-from bridge.rules import Rule, Step, event_context
+from bridge.queue.store import Job
+from bridge.rules import Rule
 
 if TYPE_CHECKING:
     from bridge.operate.context import Context
 
+__all__ = [
+    "JOB_TIMEOUT_MARGIN",
+    "MAX_BACKOFF_SECONDS",
+    "MAX_PICKUPS",
+    "MAX_RUN_PICKUPS",
+    "RuleRun",
+    "backoff_delay",
+    "handle_event",
+    "job_timeout",
+    "run_rule",
+]
+
 logger = logging.getLogger(__name__)
-
-MAX_BACKOFF_SECONDS = 300.0
-# A job picked up this many times (crashes, rate limits, time slices) gives up for good.
-MAX_PICKUPS = 500
-# Progress or not, a run gives up after this many (the queue allows run_rule one more).
-MAX_RUN_PICKUPS = 100 * MAX_PICKUPS
-# A job yields (re-queues itself) rather than start a step that could outlive its timeout.
-JOB_TIMEOUT_MARGIN = 5.0
-# A step's rendered parameters are traced as sent up to this size; larger ones as a preview.
-MAX_TRACED_PARAMS_BYTES = 16 * 1024
-PARAMS_PREVIEW_BYTES = 2048
-
-
-def backoff_delay(step: Step, failures: int) -> float:
-    """The delay before try `failures + 1`: doubled each time, capped, with equal jitter."""
-    base = min(MAX_BACKOFF_SECONDS, step.backoff_seconds * 2 ** max(0, failures - 1))
-    return float(base / 2 + random.uniform(0, base / 2))
-
-
-def job_timeout(step_timeout: float) -> float:
-    """A job's timeout: one step's (BRIDGE_STEP_TIMEOUT) and a margin to record its end."""
-    return step_timeout + JOB_TIMEOUT_MARGIN
 
 
 def _bridge(ctx: dict[str, Any]) -> Context:
@@ -67,6 +65,7 @@ async def handle_event(
 
     `run` names a replay: its rule runs are new runs, not resumptions of the first ones.
     """
+    started = time.monotonic()
     bridge = _bridge(ctx)
     event = Event.from_dict(event_dict)
     metrics.event_handled(bridge.metrics, event, run)
@@ -91,8 +90,10 @@ async def handle_event(
     if any(rule.digest is not None for rule in runs):
         runs, joined = await join_digests(bridge, event, runs, run)
     runs = await observe_waits(bridge, event, rules, runs, run)  # `for:` (jobs/waits.py)
-    await bridge.tracer.record(
-        event.id,
+    # The first try runs its matches here. Its trace entry waits for the run's first write
+    # to Redis (before any action starts) and goes with it, in the same round trip.
+    inline = bool(runs) and int(ctx.get("job_try") or 1) == 1
+    evaluated = bridge.tracer.encode(
         "evaluated",
         rules=[e.to_dict() for e in evaluations],
         matched=[r.id for r in matched],
@@ -100,11 +101,12 @@ async def handle_event(
         **({"digests": joined} if joined else {}),
         **({"run": run} if run else {}),
     )
-    jobs = [
-        Job("run_rule", (event_dict, rule.id, run), bridge.keys.run_job_id(event.id, rule.id, run))
-        for rule in runs
-    ]
-    await bridge.store.enqueue(jobs)
+    bridge.tracer.hold(event.id, evaluated)
+    if inline:
+        await _run_inline(bridge, event, event_dict, runs, run, started)
+    else:
+        await bridge.tracer.flush(event.id)
+        await bridge.store.enqueue([_run_job(bridge, event_dict, rule.id, run) for rule in runs])
     logger.debug(
         "event %s (%s) matched %d of %d candidate rules%s",
         event.id,
@@ -114,6 +116,48 @@ async def handle_event(
         (": " + ", ".join(r.id for r in matched)) if matched else "",
     )
     return {"matched": [r.id for r in matched], "suppressed": list(suppressed)}
+
+
+def _run_job(
+    bridge: Context, event_dict: dict[str, Any], rule_id: str, run: str, defer: float = 0.0
+) -> Job:
+    job_id = bridge.keys.run_job_id(str(event_dict["id"]), rule_id, run)
+    return Job("run_rule", (event_dict, rule_id, run), job_id, defer)
+
+
+async def _run_inline(
+    bridge: Context,
+    event: Event,
+    event_dict: dict[str, Any],
+    rules: list[Rule],
+    run: str,
+    started: float,
+) -> None:
+    """Run each matched rule in this job, side by side; a run that must wait, or failed
+    unexpectedly, is queued as its own `run_rule` job and resumes there."""
+
+    async def one(rule: Rule) -> None:
+        try:
+            extra = await run_context(bridge, event, rule, run)  # a roll-up's
+            await RuleRun(bridge, event, rule, run, 1, extra, fresh=True, started=started).run()
+        except Retry as exc:
+            defer = (exc.defer_score or 0) / 1000
+            await bridge.store.enqueue([_run_job(bridge, event_dict, rule.id, run, defer)])
+        except Exception:
+            logger.exception(
+                "event %s rule %s: the run failed in handle_event; it goes on as its own job",
+                event.id,
+                rule.id,
+            )
+            await bridge.store.enqueue([_run_job(bridge, event_dict, rule.id, run)])
+
+    try:
+        outcomes = await asyncio.gather(*(one(rule) for rule in rules), return_exceptions=True)
+    finally:
+        await bridge.tracer.flush(event.id)  # what is left of the trace: the runs' ends
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def _suppressed(
@@ -157,242 +201,3 @@ async def run_rule(
         return {"status": "skipped"}
     extra = await run_context(bridge, event, rule, run)  # a digest's, a roll-up's
     return await RuleRun(bridge, event, rule, run, int(ctx.get("job_try") or 1), extra).run()
-
-
-class RuleRun:
-    """One run of one rule for one event, resumable from the steps stored in Redis."""
-
-    def __init__(
-        self, bridge: Context, event: Event, rule: Rule, run: str, pickup: int, extra: Any = None
-    ) -> None:
-        self.bridge = bridge
-        self.extra: dict[str, Any] = extra or {}  # what a digest or roll-up adds to templates
-        self.event = event
-        self.rule = rule
-        self.run_name = run
-        self.pickup = pickup
-        self.steps_key = bridge.keys.steps(event.id, rule.id, run)
-        self.attempts_key = bridge.keys.attempts(event.id, rule.id, run)
-        self.started = time.monotonic()
-        self.mask = bridge.mask
-        # What every trace entry of this run says about whose run it is.
-        self.who: dict[str, str] = {"rule": rule.id} | ({"run": run} if run else {})
-        self.reads = RunReads()  # the run's look-ups (bridge/actions/reads.py)
-
-    async def run(self) -> dict[str, Any]:
-        done = {
-            k.decode(): loads(v)
-            for k, v in (await self.bridge.redis.hgetall(self.steps_key)).items()  # type: ignore[misc]
-        }
-        walk = StepWalk(self, done, registry())  # loops and branches: jobs/flow.py
-        if not await walk.steps(self.rule.actions):
-            return {"status": "dead_lettered", "step": walk.stopped}
-        results, failed = walk.results, walk.failed
-        status = "succeeded_with_errors" if failed else "succeeded"
-        await self.bridge.tracer.record(
-            self.event.id,
-            "run",
-            **self.who,
-            status=status,
-            **({"failed_steps": failed} if failed else {}),
-        )
-        metrics.run_ended(self.bridge.metrics, self.rule.id, status)
-        if not self.run_name and (self.rule.dedupe is not None or self.rule.throttle is not None):
-            await self.bridge.run_limits.keep(self.event.id, self.rule.id)
-        return {"status": status, "steps": list(results)} | (
-            {"failed_steps": failed} if failed else {}
-        )
-
-    async def ready(self, step: Step, since: int = 0) -> bool:
-        """Whether `step` may start in this job; False when the run gave up (a dead letter)
-        after MAX_PICKUPS pickups without progress (since pickup `since`)."""
-        if self.pickup - since > MAX_PICKUPS or self.pickup > MAX_RUN_PICKUPS:
-            most = MAX_PICKUPS if self.pickup - since > MAX_PICKUPS else MAX_RUN_PICKUPS
-            what = f"{most} pickups" + (" in all" if most > MAX_PICKUPS else "")
-            await self._dead_letter(step, f"gave up after {what}", 0)
-            return False
-        elapsed = time.monotonic() - self.started
-        step_timeout = self.bridge.settings.step_timeout_seconds
-        if elapsed + step_timeout > job_timeout(step_timeout) - 1:
-            raise Retry(defer=0)  # a fresh time slice; no try is spent
-        return True
-
-    def context(self, results: dict[str, Any]) -> dict[str, Any]:
-        """What the run's templates see, with the results of the steps so far."""
-        return event_context(self.event, self.rule, results) | self.extra
-
-    async def _run_step(
-        self, step: Step, results: dict[str, Any], actions: dict[str, Any], scope: Any = None
-    ) -> dict[str, Any] | None:
-        """Run one step (a loop item with its `scope`); its stored result, or None when the
-        run went to the dead letters."""
-        context = self.context(results) | (scope or {})
-        templates = self.bridge.rules.templates
-        store, ttl = self.bridge.store, self.bridge.settings.trace_ttl_seconds
-        attempt = await store.count(self.attempts_key, step.key, 1, ttl)
-        trace = {**self.who, "step": step.key, "uses": step.uses, "attempt": attempt}
-        begun = time.monotonic()
-        # One budget for the whole step: its `if:`, its parameters, its template file, and
-        # the action's calls.
-        deadline = begun + self.bridge.settings.step_timeout_seconds
-        try:
-            with templates.deadline(deadline):
-                # Rendered as rule tests and fire --dry-run render it (Step.render),
-                # its template file included.
-                rendered = step.render(templates, context, deadline=deadline)
-                if rendered.skipped:
-                    result: dict[str, Any] = {"skipped": True}
-                    await self._finish(step, result, trace | {"status": "skipped"})
-                    return result
-                params = rendered.params
-                # What was sent, as sent (secrets masked): the dashboard shows this, it
-                # never renders a rule's templates again.
-                trace["params"] = self._shown_params(traced_params(step.uses, params))
-                call = StepCall(
-                    params,
-                    context,
-                    self.event.id,
-                    self.rule.id,
-                    step.key,
-                    rendered.output,
-                    run=self.run_name,
-                    reads=self.reads,
-                    deadline=deadline,
-                )
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    result = await actions[step.uses].run(self.bridge.actions, call)
-        except RateLimited as exc:
-            # A rate limit is not the step's fault: wait as told and spend no try.
-            await store.count(self.attempts_key, step.key, -1, ttl)
-            await self._trace(
-                trace
-                | {"status": "rate_limited", "error": str(exc), "retry_after": exc.retry_after},
-                begun,
-            )
-            logger.info(
-                "event %s rule %s step %s rate limited; retry in %.1f s",
-                self.event.id,
-                self.rule.id,
-                step.key,
-                exc.retry_after,
-            )
-            raise Retry(defer=exc.retry_after) from None
-        except TemplateError as exc:
-            message = str(exc)
-            if time.monotonic() >= deadline:
-                message += (
-                    f" (a step has {self.bridge.settings.step_timeout_seconds:g} s in all, "
-                    "BRIDGE_STEP_TIMEOUT, for its if:, its parameters and its action)"
-                )
-            return await self._failed(step, message, attempt, trace, begun, final=True)
-        except PermanentError as exc:
-            return await self._failed(step, str(exc), attempt, trace, begun, final=True)
-        except (ClientError, TimeoutError) as exc:
-            message = str(exc) or f"timed out after {self.bridge.settings.step_timeout_seconds} s"
-            return await self._failed(step, message, attempt, trace, begun, final=False)
-        except Exception as exc:
-            logger.exception(
-                "event %s rule %s step %s failed unexpectedly",
-                self.event.id,
-                self.rule.id,
-                step.key,
-            )
-            message = f"unexpected error: {type(exc).__name__}: {exc}"
-            return await self._failed(step, message, attempt, trace, begun, final=False)
-        await self._finish(step, result, trace | {"status": "succeeded", "result": result}, begun)
-        return result
-
-    def _shown_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The rendered parameters for the trace: masked, and cut when they are large."""
-        encoded = self.mask.dumps(params)
-        if len(encoded) <= MAX_TRACED_PARAMS_BYTES:
-            shown: dict[str, Any] = loads(encoded)
-            return shown
-        preview = encoded[:PARAMS_PREVIEW_BYTES].decode(errors="ignore")
-        return {"_truncated": True, "bytes": len(encoded), "preview": preview}
-
-    async def _finish(
-        self, step: Step, result: dict[str, Any], trace: dict[str, Any], begun: float | None = None
-    ) -> None:
-        ttl = self.bridge.settings.trace_ttl_seconds
-        # Stored with every configured secret masked (an upstream error may echo one).
-        await self.bridge.store.put(self.steps_key, step.key, self.mask.dumps(result), ttl)
-        await self._trace(trace, begun)
-
-    async def _trace(self, fields: dict[str, Any], begun: float | None) -> None:
-        if begun is not None:
-            fields["duration_ms"] = round((time.monotonic() - begun) * 1000, 1)
-        metrics.step_traced(self.bridge.metrics, fields)
-        await self.bridge.tracer.record(self.event.id, "step", **fields)
-
-    async def _failed(
-        self,
-        step: Step,
-        message: str,
-        attempt: int,
-        trace: dict[str, Any],
-        begun: float,
-        *,
-        final: bool,
-    ) -> dict[str, Any] | None:
-        # An upstream error may echo a secret: mask it before it is traced, logged, stored
-        # or shown to the next steps (`steps.<id>.error`).
-        message = self.mask.text(message)
-        exhausted = final or attempt >= step.attempts
-        if not exhausted:
-            delay = backoff_delay(step, attempt)
-            await self._trace(
-                trace | {"status": "failed", "error": message, "retry_in": round(delay, 2)}, begun
-            )
-            logger.warning(
-                "event %s rule %s step %s failed (try %d of %d): %s; retry in %.1f s",
-                self.event.id,
-                self.rule.id,
-                step.key,
-                attempt,
-                step.attempts,
-                message,
-                delay,
-            )
-            raise Retry(defer=delay)
-        if step.continue_on_error:
-            result = {"error": message, "failed": True}
-            await self._finish(
-                step,
-                result,
-                trace | {"status": "failed", "error": message, "continued": True},
-                begun,
-            )
-            return result
-        await self._trace(trace | {"status": "failed", "error": message}, begun)
-        await self._dead_letter(step, message, attempt)
-        return None
-
-    async def _dead_letter(self, step: Step, message: str, attempts: int) -> None:
-        letter = await self.bridge.dead_letters.add(
-            self.event, self.rule.id, self.run_name, step.key, step.uses, message, attempts
-        )
-        metrics.dead_lettered(self.bridge.metrics, self.rule.id)
-        metrics.run_ended(self.bridge.metrics, self.rule.id, "dead_lettered")
-        if not self.run_name:
-            # A slot counts only for a run that did not fail: the next matching event runs.
-            # (Replays and retries of replays booked none.)
-            await self.bridge.run_limits.release(self.event.id, self.rule.id)
-        await self.bridge.tracer.record(
-            self.event.id,
-            "run",
-            **self.who,
-            status="dead_lettered",
-            dead_letter=letter.id,
-            step=step.key,
-            error=message,
-        )
-        logger.error(
-            "event %s rule %s step %s dead-lettered as %s: %s",
-            self.event.id,
-            self.rule.id,
-            step.key,
-            letter.id,
-            message,
-        )
-        return None

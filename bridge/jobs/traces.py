@@ -37,15 +37,32 @@ def decode_entry(raw: bytes | str) -> dict[str, Any]:
     return entry
 
 
-# KEYS[1]: the trace. ARGV: the entry, the trace's ttl in seconds.
-_APPEND = """
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+# KEYS: the trace, a hash (the trace again when none). ARGV: the trace's ttl in seconds, what
+# to do to the hash ('' nothing, 'incr' HINCRBY, 'set' HSET), its field, the value or
+# increment, the hash's ttl, then the entries to append. Returns the new count of an 'incr'.
+_WRITE = """
+local n = 0
+if ARGV[2] == 'incr' then
+  n = redis.call('HINCRBY', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+elseif ARGV[2] == 'set' then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+if #ARGV > 5 then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 6))
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return n
 """
 
 
 class Tracer:
-    """Append-only trace entries per event, kept as long as the event."""
+    """Append-only trace entries per event, kept as long as the event.
+
+    An entry may be held back (`hold`) to go with the event's next write, in the same round
+    trip and in order: a run's step counter or result (`count`, `put`) or `flush`.
+    """
 
     def __init__(self, redis: Redis, keys: Keys, ttl: int, secrets: Iterable[str] = ()) -> None:
         self.redis = redis
@@ -58,10 +75,11 @@ class Tracer:
             key=len,
             reverse=True,
         )
-        self._append = FastScript(redis, _APPEND)
+        self._write = FastScript(redis, _WRITE)
+        self._held: dict[str, list[bytes]] = {}
 
-    async def record(self, event_id: str, kind: str, **fields: Any) -> None:
-        """Append one entry ({"at", "kind", …fields}) to the event's trace, secrets masked."""
+    def encode(self, kind: str, **fields: Any) -> bytes:
+        """One entry ({"at", "kind", …fields}) as stored, secrets masked."""
         entry = {"at": round(time.time(), 3), "kind": kind, **fields}
         try:
             encoded = dumps(entry)
@@ -76,7 +94,48 @@ class Tracer:
             # What redact() cannot reach (a secret in an object's repr) goes from the text.
             for needle in self._needles:
                 encoded = encoded.replace(needle, MASK.encode())
-        await self._append([self.keys.trace(event_id)], [encoded, self.ttl])
+        return encoded
+
+    async def record(self, event_id: str, kind: str, **fields: Any) -> None:
+        """Append one entry to the event's trace now (after any held back)."""
+        await self._send(event_id, [self.encode(kind, **fields)], ("", "", 0, 0), None)
+
+    def hold(self, event_id: str, entry: bytes) -> None:
+        """Keep an encoded entry back until the event's next write (or `flush`)."""
+        self._held.setdefault(event_id, []).append(entry)
+
+    async def flush(self, event_id: str) -> None:
+        """Write what is held back for the event, if anything."""
+        if event_id in self._held:
+            await self._send(event_id, [], ("", "", 0, 0), None)
+
+    async def count(self, event_id: str, key: str, field: str, by: int, ttl: int) -> int:
+        """Add `by` to a counter in a hash kept `ttl` s (what is held back goes along)."""
+        return await self._send(event_id, [], ("incr", field, by, ttl), key)
+
+    async def put(
+        self, event_id: str, key: str, field: str, value: bytes, ttl: int, entry: bytes
+    ) -> None:
+        """Set one field of a hash kept `ttl` s and append `entry`, in one step."""
+        await self._send(event_id, [entry], ("set", field, value, ttl), key)
+
+    async def _send(
+        self,
+        event_id: str,
+        entries: list[bytes],
+        op: tuple[str, str, bytes | int, int],
+        hash_key: str | None,
+    ) -> int:
+        held = self._held.pop(event_id, [])
+        trace = self.keys.trace(event_id)
+        try:
+            return int(
+                await self._write([trace, hash_key or trace], [self.ttl, *op, *held, *entries])
+            )
+        except BaseException:
+            if held:  # not written: still held, in order, for the next write
+                self._held[event_id] = held + self._held.get(event_id, [])
+            raise
 
     async def read(self, event_id: str) -> list[dict[str, Any]]:
         """Every entry of the event's trace, oldest first (undecodable ones as `unreadable`)."""
