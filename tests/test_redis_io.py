@@ -4,6 +4,7 @@ scripts run without redis-py's generic command path, with the same answers."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import ConnectionPool, Redis
@@ -121,3 +122,49 @@ def test_a_write_is_timed_when_the_buffer_is_full_or_the_transport_cannot_tell()
     assert _over_high_water(Transport(0)) is False
     assert _over_high_water(Transport(65_537)) is True
     assert _over_high_water(object()) is True  # no buffer API: always time the write
+
+
+async def _until(predicate: Any, what: str) -> None:
+    """Let the event loop run until `predicate()` holds (bounded by the test's own runner)."""
+    for _ in range(10_000):
+        if predicate():
+            return
+        await asyncio.sleep(0.001)  # ok-sleep: a loop turn for the transport to see the close
+    raise AssertionError(f"never saw {what}")
+
+
+async def test_a_fast_script_takes_a_new_connection_when_redis_closed_the_pooled_one(
+    redis_url: str, key_prefix: str
+) -> None:
+    redis = create_redis(Settings.from_env({"REDIS_URL": redis_url}))
+    other = create_redis(Settings.from_env({"REDIS_URL": redis_url}))
+    try:
+        fast = FastScript(redis, ECHO)
+        keys = [f"{key_prefix}k"]
+        assert await fast(keys, ["x", 1]) == [keys[0].encode(), b"x", 2]
+        [pooled] = redis.connection_pool._available_connections
+        client_id = await redis.client_id()  # the same pooled connection
+        assert await other.client_kill_filter(_id=client_id) == 1
+        await _until(lambda: pooled._reader is None or pooled._reader.at_eof(), "the close")
+        assert await fast(keys, ["y", 2]) == [keys[0].encode(), b"y", 3]
+        assert not redis.connection_pool._in_use_connections  # given back
+    finally:
+        await redis.aclose(close_connection_pool=True)
+        await other.aclose(close_connection_pool=True)
+
+
+async def test_a_fast_script_never_reuses_a_connection_holding_unread_data(
+    redis_url: str, key_prefix: str
+) -> None:
+    redis = create_redis(Settings.from_env({"REDIS_URL": redis_url}))
+    try:
+        fast = FastScript(redis, ECHO)
+        keys = [f"{key_prefix}k"]
+        await fast(keys, ["x", 1])
+        [pooled] = redis.connection_pool._available_connections
+        # A reply nobody read (as a command cut short would leave): PING's, then ours.
+        await pooled.send_packed_command(pack("PING"))
+        await _until(lambda: bool(pooled._reader._buffer), "the stray reply")
+        assert await fast(keys, ["y", 2]) == [keys[0].encode(), b"y", 3]
+    finally:
+        await redis.aclose(close_connection_pool=True)
