@@ -15,9 +15,12 @@ from bridge.queue.keys import ARQ_JOB_PREFIX, WAKE_SUFFIX
 # ready jobs pushes one (bridge/queue/worker.py). A few tokens are kept, enough to wake every
 # worker; a token without a job costs a worker one empty claim.
 WAKE_TOKENS = 64
+# The list is trimmed only when a push takes it past WAKE_TOKENS (LPUSH returns the length),
+# so it never holds more, as when every push trimmed it.
 WAKE_LUA = f"""
-redis.call('LPUSH', KEYS[1] .. '{WAKE_SUFFIX}', '1')
-redis.call('LTRIM', KEYS[1] .. '{WAKE_SUFFIX}', 0, {WAKE_TOKENS - 1})
+if redis.call('LPUSH', KEYS[1] .. '{WAKE_SUFFIX}', '1') > {WAKE_TOKENS} then
+  redis.call('LTRIM', KEYS[1] .. '{WAKE_SUFFIX}', 0, {WAKE_TOKENS - 1})
+end
 """
 
 # The ingest script. Duplicates are recognised per source (CloudEvents: source + id identify
