@@ -42,26 +42,27 @@ module.exports = {{
     runtimeState: {{enabled: false, ui: false}},
     telemetry: {{enabled: false, updateNotification: false}},
     externalModules: {{autoInstall: false}},
+    editorTheme: {{projects: {{enabled: false}}}},
     logging: {{console: {{level: "warn", metrics: false, audit: false}}}},
 }};
 """
 
 
 def flow(sink_url: str) -> list[dict[str, object]]:
-    tab = "bench-tab"
+    tab = "bench9tab"
     return [
         {"id": tab, "type": "tab", "label": "bench"},
         {
-            "id": "in",
+            "id": "bench0in",
             "type": "http in",
             "z": tab,
             "url": "/hooks/bench",
             "method": "post",
             "upload": False,
-            "wires": [["switch"]],
+            "wires": [["bench1switch"]],
         },
         {
-            "id": "switch",
+            "id": "bench1switch",
             "type": "switch",
             "z": tab,
             "property": "payload.data.status",
@@ -69,10 +70,10 @@ def flow(sink_url: str) -> list[dict[str, object]]:
             "rules": [{"t": "eq", "v": "approved", "vt": "str"}, {"t": "else"}],
             "checkall": "false",
             "outputs": 2,
-            "wires": [["post"], ["answer"]],
+            "wires": [["bench2post"], ["bench3answer"]],
         },
         {
-            "id": "post",
+            "id": "bench2post",
             "type": "http request",
             "z": tab,
             "method": "POST",
@@ -82,9 +83,9 @@ def flow(sink_url: str) -> list[dict[str, object]]:
             "persist": True,
             "senderr": False,
             "headers": [],
-            "wires": [["answer"]],
+            "wires": [["bench3answer"]],
         },
-        {"id": "answer", "type": "http response", "z": tab, "statusCode": "202", "wires": []},
+        {"id": "bench3answer", "type": "http response", "z": tab, "statusCode": "202", "wires": []},
     ]
 
 
@@ -123,6 +124,7 @@ def start(launcher: Launcher, package: Path, user_dir: Path, port: int, sink_url
     user_dir.mkdir(parents=True, exist_ok=True)
     flow_file = user_dir / "flows.json"
     flow_file.write_text(json.dumps(flow(sink_url)))
+    (user_dir / "package.json").write_text('{"name": "lytbridge-bench", "version": "0.0.0"}')
     settings = user_dir / "settings.js"
     settings.write_text(
         SETTINGS.format(
@@ -148,9 +150,15 @@ def start(launcher: Launcher, package: Path, user_dir: Path, port: int, sink_url
         )
     process = Process("node-red", popen, log)
     launcher.started.append(process)
-    wait_until(
-        lambda: process.check() or _answers(f"http://127.0.0.1:{port}/hooks/bench"), 60, "Node-RED"
-    )
+    try:
+        wait_until(
+            lambda: process.check() or _answers(f"http://127.0.0.1:{port}/hooks/bench"),
+            60,
+            "Node-RED to answer (see its log, node-red.log)",
+        )
+    except RuntimeError:
+        process.stop()
+        raise
     return process
 
 

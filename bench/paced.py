@@ -177,6 +177,7 @@ class OpenLoopRun:
     held_back: int = 0  # requests that found every allowed connection busy
     connections: int = 0  # connections opened
     last_due: float = 0.0  # wall clock
+    send_lag: list[float] = field(default_factory=list)  # s from due to handed to a connection
 
 
 async def open_loop(
@@ -227,6 +228,7 @@ async def open_loop(
         else:
             run.held_back += 1
             conn = await free.get()
+        run.send_lag.append(time.perf_counter() - start - offset)
         task = asyncio.create_task(send(conn, request, start + offset))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -317,6 +319,7 @@ class PacedRow:
     errors: int  # connection errors, non-2xx answers, acks missing at the deadline
     held_back: int
     connections: int
+    send_lag_p99_ms: float  # the load generator's own lateness (its core busy)
     matched: int
     delivered: int
     lost: int
@@ -348,6 +351,7 @@ def measure(
 ) -> PacedRow:
     """One open-loop run at `rate` for `seconds`, its deliveries waited for up to 10 s."""
     if target.stack is not None:
+        _wait_queue_empty(target.stack)  # what the last run left (events no rule matched)
         target.stack.redis.flushdb()
     target.receiver.reset()
     count = max(1, round(rate * seconds))
@@ -395,6 +399,7 @@ def measure(
         run.errors + len(run.acks) - len(acks),
         run.held_back,
         run.connections,
+        loadgen.percentile(run.send_lag, 99) * 1000,
         len(matched),
         len(matched & first.keys()),
         len(matched - first.keys()),
@@ -426,7 +431,8 @@ def series(
     log: Log,
 ) -> list[PacedRow]:
     """The rates in order, up to and including the first one not held."""
-    log(f"paced: {target.label}: warm-up")
+    where = ", ".join(f"{name} on CPU {affinity(pid)}" for name, pid in target.processes.items())
+    log(f"paced: {target.label} ({where}): warm-up")
     measure(target, 100, 1, secret, cores, args.paced_connections)
     rows = []
     for rate in rates:
@@ -439,8 +445,6 @@ def series(
         rows.append(row)
         if not row.held:
             break
-        if target.stack is not None:
-            _wait_queue_empty(target.stack)
     return rows
 
 
@@ -574,10 +578,15 @@ def node_red_series(
         notes.append(f"Node-RED not run: {installed}")
         return []
     port = free_port()
-    with on_cores(cores.sut):
-        process: Process = nodered.start(
-            stack.launcher, installed, stack.tmp / "node-red", port, sink_url + "/sink"
-        )
+    try:
+        with on_cores(cores.sut):
+            process: Process = nodered.start(
+                stack.launcher, installed, stack.tmp / "node-red", port, sink_url + "/sink"
+            )
+    except RuntimeError as error:
+        log(f"paced: Node-RED did not start: {error}")
+        notes.append(f"Node-RED did not start: {str(error)[-300:]}")
+        return []
     if cores.pinned:
         pin(process.pid, cores.sut)
     notes.append(f"Node-RED {nodered.version(installed)}: {nodered.DESCRIPTION}")
@@ -603,6 +612,7 @@ def table(rows: Sequence[PacedRow]) -> list[list[str]]:
             "err",
             "held back",
             "conns",
+            "send lag p99 ms",
             "matched",
             "delivered",
             "lost",
@@ -631,6 +641,7 @@ def table(rows: Sequence[PacedRow]) -> list[list[str]]:
                 str(r.errors),
                 str(r.held_back),
                 str(r.connections),
+                _ms(r.send_lag_p99_ms),
                 f"{r.matched:,}",
                 f"{r.delivered:,}",
                 str(r.lost),

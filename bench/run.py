@@ -4,6 +4,7 @@
     python bench/run.py --quick         # a ~15-second smoke run
     python bench/run.py --sections ingest --requests 5000 --concurrency 1,16,64
     python bench/run.py --profile /tmp/profiles   # py-spy the web and a worker under load
+    python bench/run.py --sections paced   # open loop, one pinned core, Node-RED beside it
 
 Every process is a subprocess on 127.0.0.1; the Redis is a fresh redis-server on a free
 port (never 6379). Loops are bounded by counts and deadlines. See docs/performance.md.
