@@ -203,18 +203,25 @@ return out
 # keep the in-progress key for ms ('0': delete it).
 FINISH = (
     """
-if ARGV[6] ~= '0' then
+local keep = ARGV[6] ~= '0'
+if keep then
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
-else
-  redis.call('DEL', KEYS[2])
 end
 if ARGV[2] == 'done' then
   if ARGV[3] ~= '' then
     redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
   end
-  redis.call('DEL', KEYS[3], KEYS[4])
+  -- One DEL for the in-progress (unless kept), job and retry keys.
+  if keep then
+    redis.call('DEL', KEYS[3], KEYS[4])
+  else
+    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  end
   redis.call('ZREM', KEYS[1], ARGV[1])
 else
+  if not keep then
+    redis.call('DEL', KEYS[2])
+  end
   if ARGV[5] ~= '0' then
     redis.call('ZINCRBY', KEYS[1], ARGV[5], ARGV[1])
   end
