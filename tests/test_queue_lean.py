@@ -15,6 +15,7 @@ from arq.worker import func
 from redis.asyncio import ConnectionPool, Redis
 
 from bridge.cli.redis_server import EmbeddedRedis
+from bridge.events import Event
 from bridge.queue.codec import job_deserializer, job_serializer
 from bridge.queue.scripts import WAKE_TOKENS
 from bridge.queue.store import Job, Keys, Store
@@ -111,3 +112,47 @@ async def test_a_finished_job_is_removed_with_one_del(redis: Redis, pool: ArqRed
     for n in range(5):
         assert await redis.exists(f"arq:in-progress:j{n}", f"arq:job:j{n}", f"arq:retry:j{n}") == 0
         assert await redis.exists(f"arq:result:j{n}") == 1
+
+
+# --- ingest: the dedupe fast path ---------------------------------------------------------
+
+
+def ev(event_id: str, source: str = "s") -> Event:
+    return Event(id=event_id, source=source, type="a.b", data={"n": 1})
+
+
+async def test_a_new_event_costs_one_exists_and_one_set_nx_to_dedupe(redis: Redis) -> None:
+    store = store_for(redis)
+    await store.ingest([ev("warm")])
+    await reset(redis)
+    assert await store.ingest([ev("e1")]) == [True]
+    counts = await calls(redis)
+    assert counts.get("get", 0) == 0
+    assert counts["exists"] == 1
+    assert counts["set"] == 2  # seen (NX) and the event record
+    assert await redis.get("b:seen:e1") == b"s"
+    assert 590 < await redis.ttl("b:seen:e1") <= 600
+
+
+async def test_an_event_stored_under_an_alias_stays_a_duplicate_when_its_ids_expire(
+    redis: Redis,
+) -> None:
+    """The fast path looks at the alias too: b's event, stored under a fresh id because a
+    owns `X` and c owns `b:X`, is still known once both claims expire."""
+    store = store_for(redis)
+    await redis.set("b:seen:X", "a")
+    await redis.set("b:seen:b:X", "c")
+    [(new, stored)] = await store.admit([ev("X", "b")])
+    assert new and stored.startswith("evt_")
+    await redis.delete("b:seen:X", "b:seen:b:X")
+    assert await store.admit([ev("X", "b")]) == [(False, stored)]
+    assert await redis.exists("b:seen:X") == 0  # the plain id was not taken
+
+
+async def test_an_id_marked_by_an_older_version_stays_a_duplicate_for_any_source(
+    redis: Redis,
+) -> None:
+    store = store_for(redis)
+    await redis.set("b:seen:old", "1")  # written before duplicates were told apart by source
+    assert await store.admit([ev("old", "anyone")]) == [(False, "old")]
+    assert await redis.exists("b:event:old") == 0
