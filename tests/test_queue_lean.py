@@ -18,7 +18,7 @@ from bridge.cli.redis_server import EmbeddedRedis
 from bridge.events import Event
 from bridge.queue.codec import job_deserializer, job_serializer
 from bridge.queue.scripts import WAKE_TOKENS
-from bridge.queue.store import Job, Keys, Store
+from bridge.queue.store import INDEX_TRIM_EVERY_MS, Job, Keys, Store
 from bridge.queue.worker import BridgeWorker
 
 
@@ -156,3 +156,50 @@ async def test_an_id_marked_by_an_older_version_stays_a_duplicate_for_any_source
     await redis.set("b:seen:old", "1")  # written before duplicates were told apart by source
     assert await store.admit([ev("old", "anyone")]) == [(False, "old")]
     assert await redis.exists("b:event:old") == 0
+
+
+# --- ingest: the events index trim --------------------------------------------------------
+
+
+class Clock:
+    """Stands in for the time module in bridge.queue.store."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+async def test_the_events_index_is_trimmed_once_a_minute_not_per_call(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(1_800_000_000.0)
+    monkeypatch.setattr("bridge.queue.store.time", clock)
+    store = store_for(redis)
+    await reset(redis)
+    for n in range(100):  # 100 calls over 10 s
+        assert await store.ingest([ev(f"e{n}")]) == [True]
+        clock.now += 0.1
+    assert (await calls(redis))["zremrangebyscore"] == 1
+    clock.now += INDEX_TRIM_EVERY_MS / 1000
+    await store.ingest([ev("a minute on")])
+    assert (await calls(redis))["zremrangebyscore"] == 2
+
+
+async def test_the_events_index_stays_bounded(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One event every 10 s for 1,000 s, events kept 100 s: after every call the index holds
+    nothing more than event_ttl + a minute old."""
+    clock = Clock(1_800_000_000.0)
+    monkeypatch.setattr("bridge.queue.store.time", clock)
+    store = store_for(redis, event_ttl=100)
+    bound_ms = (100 + INDEX_TRIM_EVERY_MS / 1000) * 1000
+    for n in range(100):
+        assert await store.ingest([ev(f"e{n}")]) == [True]
+        oldest = await redis.zrange("b:events", 0, 0, withscores=True)
+        assert clock.now * 1000 - oldest[0][1] <= bound_ms
+        assert await redis.zcard("b:events") <= bound_ms / 10_000 + 1
+        clock.now += 10
+    assert await redis.zcard("b:events") < 100

@@ -44,7 +44,7 @@ class Counting:
         self.sizes: list[int] = []
 
     async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
-        self.sizes.append((len(args) - 5) // 3)
+        self.sizes.append((len(args) - 6) // 3)  # 6 arguments, then 3 per event
         return await self.script(keys=keys, args=args)
 
 

@@ -36,8 +36,9 @@ end
 # every id, as before.
 #
 # KEYS: queue, events index. ARGV: key prefix, dedup ttl s, event ttl s, now ms, job expiry
-# ms, then (source, id, event json) per event; the json opens with its specversion and id.
-# Returns (1 stored | 0 duplicate, stored id) per event.
+# ms, '1' to trim the events index of entries older than the event ttl (Store does it at
+# most once a minute) or '0', then (source, id, event json) per event; the json opens with
+# its specversion and id. Returns (1 stored | 0 duplicate, stored id) per event.
 INGEST = (
     """
 local prefix = ARGV[1]
@@ -45,7 +46,9 @@ local dedup_ttl = ARGV[2]
 local now = ARGV[4]
 local out = {}
 local stored = 0
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(now) - tonumber(ARGV[3]) * 1000)
+if ARGV[6] == '1' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(now) - tonumber(ARGV[3]) * 1000)
+end
 local function bounded(id)
   if #id > """
     + str(MAX_ID_LENGTH)
@@ -90,7 +93,7 @@ local function claim(source, id)
   end
   return nil, false
 end
-for a = 6, #ARGV, 3 do
+for a = 7, #ARGV, 3 do
   local source, id, event = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local stored_id, new = claim(source, id)
   if not stored_id then

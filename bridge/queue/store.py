@@ -36,6 +36,11 @@ from bridge.queue.scripts import WAKE_LUA as WAKE_LUA
 # single webhook brings more (MAX_EVENTS_PER_REQUEST bounds those).
 MAX_INGEST_BATCH = 256
 
+# The ingest script trims the events index of entries older than the event ttl at most this
+# often (ms) per Store, not in every call: after any ingest call the index holds no entry
+# more than event_ttl + 60 s old (docs/queue.md).
+INDEX_TRIM_EVERY_MS = 60_000
+
 
 def _failure(exc: BaseException) -> StoreUnavailable:
     """A fresh error for one caller of a failed group write (one exception raised by several
@@ -93,6 +98,8 @@ class Store:
         self._waiting: deque[tuple[Sequence[Event], asyncio.Future[list[Admission]]]] = deque()
         self._writing = False
         self._drain_task: asyncio.Task[None] | None = None
+        # When this Store's ingest last trimmed the events index (ms; None: never).
+        self._index_trimmed_ms: int | None = None
 
     async def ingest(self, events: Sequence[Event]) -> list[bool]:
         """Store and enqueue each new event; False for a duplicate. Raises StoreUnavailable."""
@@ -166,8 +173,18 @@ class Store:
 
     async def _ingest_now(self, events: Sequence[Event]) -> list[Admission]:
         now_ms = int(time.time() * 1000)
+        trimmed = self._index_trimmed_ms
+        # A clock set back trims at once too.
+        trim = trimmed is None or not 0 <= now_ms - trimmed < INDEX_TRIM_EVERY_MS
         keys: list[str] = [self.queue_name, self.keys.events]
-        args: list[Any] = [self.keys.prefix, self.dedup_ttl, self.event_ttl, now_ms, JOB_EXPIRY_MS]
+        args: list[Any] = [
+            self.keys.prefix,
+            self.dedup_ttl,
+            self.event_ttl,
+            now_ms,
+            JOB_EXPIRY_MS,
+            "1" if trim else "0",
+        ]
         for event in events:
             # The script writes the event record and its handle_event job (arq's format, the
             # event spliced in) from one copy of the JSON.
@@ -176,6 +193,8 @@ class Store:
             result = await self._ingest(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis cannot store events: {type(exc).__name__}") from exc
+        if trim:
+            self._index_trimmed_ms = now_ms
         return [Admission(bool(result[i]), _text(result[i + 1])) for i in range(0, len(result), 2)]
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[bool]:
