@@ -6,6 +6,8 @@ Lua scripts too) on a redis-server of its own, so the counts are exact (issue 17
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,6 +17,7 @@ from arq.worker import func
 from redis.asyncio import ConnectionPool, Redis
 
 from bridge.cli.redis_server import EmbeddedRedis
+from bridge.errors import StoreUnavailable
 from bridge.events import Event
 from bridge.queue.codec import job_deserializer, job_serializer
 from bridge.queue.scripts import WAKE_TOKENS
@@ -203,3 +206,51 @@ async def test_the_events_index_stays_bounded(
         assert await redis.zcard("b:events") <= bound_ms / 10_000 + 1
         clock.now += 10
     assert await redis.zcard("b:events") < 100
+
+
+# --- one ZADD per key and call ------------------------------------------------------------
+
+
+async def test_a_batch_of_events_is_indexed_and_queued_with_one_zadd_each(redis: Redis) -> None:
+    store = store_for(redis)
+    await store.ingest([ev("warm")])
+    await reset(redis)
+    assert await store.ingest([ev(f"e{n}") for n in range(10)] + [ev("e0")]) == [True] * 10 + [
+        False
+    ]
+    assert (await calls(redis))["zadd"] == 2
+    assert await redis.zcard("b:events") == 11
+    assert await redis.zcard("b:queue") == 11
+    assert await redis.zscore("b:queue", "b:handle:e9") is not None
+
+
+async def test_a_batch_of_jobs_is_queued_with_one_zadd(redis: Redis) -> None:
+    store = store_for(redis)
+    await store.enqueue([Job("f", (), "warm")])
+    await reset(redis)
+    jobs = [Job("f", (n,), f"j{n}", defer_seconds=n) for n in range(5)] + [Job("f", (), "j0")]
+    assert await store.enqueue(jobs) == [True] * 5 + [False]
+    assert (await calls(redis))["zadd"] == 1
+    scores = [await redis.zscore("b:queue", f"j{n}") for n in range(5)]
+    assert all(s is not None for s in scores)
+    gaps = [round(later - earlier) for earlier, later in itertools.pairwise(scores)]  # type: ignore[operator]
+    assert gaps == [1000] * 4
+
+
+async def test_events_before_a_refused_one_in_the_same_call_are_stored_and_queued(
+    redis: Redis,
+) -> None:
+    store = store_for(redis)
+    await redis.set("b:seen:X", "a")
+    await redis.set("b:seen:b:X", "c")
+    alias = "b:alias:" + hashlib.sha1(b"b\nX").hexdigest()
+    for n in range(1, 17):
+        candidate = "evt_" + hashlib.sha1(f"{alias}#{n}".encode()).hexdigest()[:32]
+        await redis.set(f"b:seen:{candidate}", "c")
+    with pytest.raises(StoreUnavailable):
+        await store.ingest([ev("first", "b"), ev("X", "b")])
+    assert await redis.zscore("b:events", "first") is not None
+    assert await redis.zscore("b:queue", "b:handle:first") is not None
+    assert await redis.exists("b:event:X") == 0
+    # The retry of the whole webhook: the first event is a duplicate (X finds a fresh id).
+    assert await store.ingest([ev("first", "b"), ev("X", "b")]) == [False, True]

@@ -23,6 +23,16 @@ if redis.call('LPUSH', KEYS[1] .. '{WAKE_SUFFIX}', '1') > {WAKE_TOKENS} then
 end
 """
 
+# `zadd_all(key, {score, member, ...})`: the members added with one ZADD (in chunks of 2,000
+# pairs: Lua's unpack takes some 8,000 values at most).
+ZADD_ALL_LUA = """
+local function zadd_all(key, pairs)
+  for i = 1, #pairs, 4000 do
+    redis.call('ZADD', key, unpack(pairs, i, math.min(i + 3999, #pairs)))
+  end
+end
+"""
+
 # The ingest script. Duplicates are recognised per source (CloudEvents: source + id identify
 # an event): `seen:<stored id>` holds the source that owns the id. An event whose id another
 # source already owns is stored under `<source>:<id>` instead (hashed when long), so no
@@ -45,7 +55,7 @@ local prefix = ARGV[1]
 local dedup_ttl = ARGV[2]
 local now = ARGV[4]
 local out = {}
-local stored = 0
+local indexed, queued = {}, {}
 if ARGV[6] == '1' then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(now) - tonumber(ARGV[3]) * 1000)
 end
@@ -93,12 +103,26 @@ local function claim(source, id)
   end
   return nil, false
 end
+"""
+    + ZADD_ALL_LUA
+    + """
+-- The events index and the queue each get one ZADD for the whole call (below).
+local function add_all()
+  zadd_all(KEYS[2], indexed)
+  zadd_all(KEYS[1], queued)
+  if #queued > 0 then
+"""
+    + WAKE_LUA
+    + """
+  end
+end
 for a = 7, #ARGV, 3 do
   local source, id, event = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local stored_id, new = claim(source, id)
   if not stored_id then
     -- Not stored: never answer this event as a duplicate. The events before it in the
-    -- call are stored; the sender's retry finds them as duplicates.
+    -- call are stored (and queued); the sender's retry finds them as duplicates.
+    add_all()
     return redis.error_reply('no free id for event ' .. id .. ' from ' .. source)
   end
   if new then
@@ -109,26 +133,23 @@ for a = 7, #ARGV, 3 do
     end
     local job_id = prefix .. 'handle:' .. stored_id
     redis.call('SET', prefix .. 'event:' .. stored_id, event, 'EX', ARGV[3])
-    redis.call('ZADD', KEYS[2], now, stored_id)
     redis.call('PSETEX', '"""
     + ARQ_JOB_PREFIX
     + """' .. job_id, ARGV[5],
       """
     + job_lua("handle_event", "'[' .. event .. ']'", "now")
     + """)
-    redis.call('ZADD', KEYS[1], now, job_id)
+    indexed[#indexed + 1] = now
+    indexed[#indexed + 1] = stored_id
+    queued[#queued + 1] = now
+    queued[#queued + 1] = job_id
     out[#out + 1] = 1
-    stored = 1
   else
     out[#out + 1] = 0
   end
   out[#out + 1] = stored_id
 end
-if stored == 1 then
-"""
-    + WAKE_LUA
-    + """
-end
+add_all()
 return out
 """
 )
@@ -136,22 +157,25 @@ return out
 # KEYS: queue, then (job key, result key) per job. ARGV: job expiry ms, then (job id, score,
 # payload) per job. A job whose id is queued, running or has a kept result is skipped.
 ENQUEUE = (
-    """
+    ZADD_ALL_LUA
+    + """
 local out = {}
-local added = 0
+local queued = {}
 local n = (#KEYS - 1) / 2
 for i = 0, n - 1 do
   local a = 2 + i * 3
   if redis.call('EXISTS', KEYS[2 + i * 2], KEYS[3 + i * 2]) == 0 then
     redis.call('PSETEX', KEYS[2 + i * 2], ARGV[1], ARGV[a + 2])
-    redis.call('ZADD', KEYS[1], ARGV[a + 1], ARGV[a])
+    queued[#queued + 1] = ARGV[a + 1]
+    queued[#queued + 1] = ARGV[a]
     out[#out + 1] = 1
-    added = 1
   else
     out[#out + 1] = 0
   end
 end
-if added == 1 then
+-- One ZADD for every job queued.
+zadd_all(KEYS[1], queued)
+if #queued > 0 then
 """
     + WAKE_LUA
     + """
