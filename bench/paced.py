@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -90,13 +91,19 @@ def _cpus(cores: set[int]) -> str:
 
 def pin(pid: int, cores: set[int]) -> None:
     """Every thread of `pid` and of its descendants onto `cores` (taskset -a -p)."""
+    taskset = shutil.which("taskset")
     for current in [pid, *_descendants(pid)]:
-        subprocess.run(
-            ["taskset", "-a", "-p", "-c", _cpus(cores), str(current)],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        if taskset is not None:
+            subprocess.run(
+                [taskset, "-a", "-p", "-c", _cpus(cores), str(current)],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            continue
+        with contextlib.suppress(OSError):  # what taskset -a does, without util-linux
+            for task in Path(f"/proc/{current}/task").iterdir():
+                os.sched_setaffinity(int(task.name), cores)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -208,6 +215,10 @@ async def open_loop(
                 conn.writer.close()
             free.put_nowait(None)
             return
+        except asyncio.CancelledError:  # no answer by the deadline
+            if conn is not None:
+                conn.writer.close()
+            raise
         run.acks[request.event_id] = (status, time.perf_counter() - due)
         if closing:
             conn.writer.close()
@@ -334,6 +345,7 @@ class PacedRow:
     load_cores_busy_pct: float
     redis_cmds_per_event: float | None
     redis_cpu_ms_per_event: float | None
+    load_cpu_ms_per_event: dict[str, float]  # the load side's processes (other cores)
     redis_top_commands: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -341,28 +353,40 @@ class PacedRow:
         return self.lost == 0 and self.p99_ms <= MAX_P99_MS
 
 
-def measure(
-    target: Target,
-    rate: float,
-    seconds: float,
-    secret: str,
-    cores: Cores,
-    max_connections: int,
-) -> PacedRow:
+@dataclass
+class Setup:
+    """What every run of the section shares."""
+
+    secret: str
+    cores: Cores
+    rates: list[float]
+    seconds: float
+    max_connections: int
+    log: Log
+    load: dict[str, int] = field(default_factory=dict)  # the load side: name -> pid (0: us)
+
+
+def _load_cpu(load: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) if pid else time.process_time() for name, pid in load.items()}
+
+
+def measure(target: Target, rate: float, seconds: float, setup: Setup) -> PacedRow:
     """One open-loop run at `rate` for `seconds`, its deliveries waited for up to 10 s."""
+    cores = setup.cores
     if target.stack is not None:
         _wait_queue_empty(target.stack)  # what the last run left (events no rule matched)
         target.stack.redis.flushdb()
     target.receiver.reset()
     count = max(1, round(rate * seconds))
-    requests = loadgen.build_requests("127.0.0.1", target.port, secret, count)
+    requests = loadgen.build_requests("127.0.0.1", target.port, setup.secret, count)
     matched = {r.event_id for i, r in enumerate(requests) if i % 2 == 0}
     cpu0 = {name: cpu_seconds(pid) for name, pid in target.processes.items()}
+    load_cpu0 = _load_cpu(setup.load)
     sut0, load0 = core_times(cores.sut), core_times(cores.load)
     calls0 = _redis_calls(target)
     rcpu0 = target.stack.redis_cpu() if target.stack is not None else 0.0
     run = asyncio.run(
-        open_loop("127.0.0.1", target.port, requests, rate, max_connections=max_connections)
+        open_loop("127.0.0.1", target.port, requests, rate, max_connections=setup.max_connections)
     )
     deadline = run.last_due + LOST_AFTER
     records = target.receiver.read()
@@ -370,6 +394,7 @@ def measure(
         time.sleep(0.1)  # deliveries still arriving; bounded by the deadline
         records = target.receiver.read()
     cpu1 = {name: cpu_seconds(pid) for name, pid in target.processes.items()}
+    load_cpu1 = _load_cpu(setup.load)
     sut1, load1 = core_times(cores.sut), core_times(cores.load)
     calls1 = _redis_calls(target)
     rcpu1 = target.stack.redis_cpu() if target.stack is not None else 0.0
@@ -384,6 +409,7 @@ def measure(
     latencies = [first[e] - run.due[e] for e in matched if e in first]
     acks = [latency for status, latency in run.acks.values() if 200 <= status < 300]
     cpu = {name: (cpu1[name] - cpu0[name]) / count * 1000 for name in cpu0}
+    load_cpu = {name: (load_cpu1[name] - load_cpu0[name]) / count * 1000 for name in load_cpu0}
     redis_delta = {
         k: calls1.get(k, 0) - calls0.get(k, 0) for k in calls1 if k != "info"
     }  # INFO is the benchmark's own reading
@@ -414,6 +440,7 @@ def measure(
         busy_pct(load0, load1) if cores.load else float("nan"),
         sum(redis_delta.values()) / count if target.stack is not None else None,
         (rcpu1 - rcpu0) / count * 1000 if target.stack is not None else None,
+        load_cpu,
         dict(top[:8]),
     )
 
@@ -422,22 +449,15 @@ def _redis_calls(target: Target) -> dict[str, int]:
     return target.stack.redis_calls() if target.stack is not None else {}
 
 
-def series(
-    target: Target,
-    rates: Sequence[float],
-    args: argparse.Namespace,
-    secret: str,
-    cores: Cores,
-    log: Log,
-) -> list[PacedRow]:
+def series(target: Target, setup: Setup) -> list[PacedRow]:
     """The rates in order, up to and including the first one not held."""
     where = ", ".join(f"{name} on CPU {affinity(pid)}" for name, pid in target.processes.items())
-    log(f"paced: {target.label} ({where}): warm-up")
-    measure(target, 100, 1, secret, cores, args.paced_connections)
+    setup.log(f"paced: {target.label} ({where}): warm-up")
+    measure(target, 100, 1, setup)
     rows = []
-    for rate in rates:
-        row = measure(target, rate, args.paced_seconds, secret, cores, args.paced_connections)
-        log(
+    for rate in setup.rates:
+        row = measure(target, rate, setup.seconds, setup)
+        setup.log(
             f"paced: {target.label} {rate:g}/s: delivered {row.delivered}/{row.matched}, "
             f"lost {row.lost}, p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms, "
             f"CPU {row.cpu_ms_per_event_total:.2f} ms/event, core {row.sut_core_busy_pct:.0f} %"
@@ -471,7 +491,14 @@ def run_section(
         log(f"paced: system under test on core {_cpus(cores.sut)}, the rest on {_cpus(cores.load)}")
     else:
         log("paced: one core only: nothing pinned (the load generator shares the core)")
-    rates = [float(r) for r in args.paced_rates.split(",")]
+    setup = Setup(
+        secret,
+        cores,
+        [float(r) for r in args.paced_rates.split(",")],
+        args.paced_seconds,
+        args.paced_connections,
+        log,
+    )
     actions = [a.strip() for a in args.paced_actions.split(",") if a.strip()]
     worker_counts = [int(w) for w in args.paced_workers.split(",")]
     redis_pid = stack.redis_server.pid
@@ -484,20 +511,24 @@ def run_section(
         try:
             stack.tmp.mkdir(parents=True, exist_ok=True)
             stack.start_slack()
+            sandbox = stack.launcher.started[-1]  # the process start_slack just started
             stack.configure(None)
             sink_port = free_port()
             sink = stack.launcher.start("sink", ["bench/sink.py", str(sink_port)])
             sink_url = f"http://127.0.0.1:{sink_port}"
             wait_until(lambda: sink.check() or http_ok(sink_url + "/_sink/received"), 30, "sink")
+            setup.load = {"load generator": 0, "sink": sink.pid, "Slack sandbox": sandbox.pid}
+            if redis_pid is not None:
+                setup.load["Redis"] = redis_pid
             for action in actions:
                 for workers in worker_counts:
                     target = start_bridge(stack, action, workers, sink_url, cores)
                     try:
-                        rows += series(target, rates, args, secret, cores, log)
+                        rows += series(target, setup)
                     finally:
                         stop_bridge(stack)
             if "http" in actions and not args.no_node_red:
-                rows += node_red_series(stack, sink_url, rates, args, secret, cores, log, notes)
+                rows += node_red_series(stack, sink_url, setup, notes)
             elif not args.no_node_red:
                 notes.append("Node-RED runs with the http action only (--paced-actions http)")
         finally:
@@ -507,7 +538,7 @@ def run_section(
         "cores": {"sut": sorted(cores.sut), "load": sorted(cores.load), "pinned": cores.pinned},
         "max_connections": args.paced_connections,
         "rows": [asdict(r) | {"held": r.held} for r in rows],
-        "capacity": capacities(rows, rates),
+        "capacity": capacities(rows, setup.rates),
         "notes": notes,
     }
     where = (
@@ -518,7 +549,10 @@ def run_section(
     )
     tables.append((f"Paced, open loop ({where}; latency from due to receipt)", table(rows)))
     tables.append(
-        ("Paced: capacity", [["capacity"], [capacity_line(rows, rates)], *[[n] for n in notes]])
+        (
+            "Paced: capacity",
+            [["capacity"], [capacity_line(rows, setup.rates, cores.pinned)], *[[n] for n in notes]],
+        )
     )
 
 
@@ -562,16 +596,8 @@ def stop_bridge(stack: Stack) -> None:
         stack.web = None
 
 
-def node_red_series(
-    stack: Stack,
-    sink_url: str,
-    rates: Sequence[float],
-    args: argparse.Namespace,
-    secret: str,
-    cores: Cores,
-    log: Log,
-    notes: list[str],
-) -> list[PacedRow]:
+def node_red_series(stack: Stack, sink_url: str, setup: Setup, notes: list[str]) -> list[PacedRow]:
+    cores, log = setup.cores, setup.log
     installed = nodered.install(log)
     if isinstance(installed, str):
         log(f"paced: Node-RED not run: {installed}")
@@ -594,7 +620,7 @@ def node_red_series(
         target = Target(
             "Node-RED", "http.post", 0, port, {"node-red": process.pid}, SinkReceiver(sink_url)
         )
-        return series(target, rates, args, secret, cores, log)
+        return series(target, setup)
     finally:
         process.stop()
 
@@ -627,6 +653,7 @@ def table(rows: Sequence[PacedRow]) -> list[list[str]]:
             "load cores %",
             "redis cmds/event",
             "redis CPU ms/event",
+            "load side CPU ms/event",
             "held",
         ]
     ]
@@ -656,6 +683,7 @@ def table(rows: Sequence[PacedRow]) -> list[list[str]]:
                 f"{r.load_cores_busy_pct:.0f}",
                 "-" if r.redis_cmds_per_event is None else f"{r.redis_cmds_per_event:.1f}",
                 "-" if r.redis_cpu_ms_per_event is None else f"{r.redis_cpu_ms_per_event:.3f}",
+                f"{sum(r.load_cpu_ms_per_event.values()):.2f}",
                 "yes" if r.held else "NO",
             ]
         )
@@ -684,10 +712,11 @@ def capacities(rows: Sequence[PacedRow], rates: Sequence[float]) -> dict[str, st
     return out
 
 
-def capacity_line(rows: Sequence[PacedRow], rates: Sequence[float]) -> str:
+def capacity_line(rows: Sequence[PacedRow], rates: Sequence[float], pinned: bool) -> str:
     found = capacities(rows, rates)
     body = "; ".join(f"{label} {value}" for label, value in found.items()) or "nothing measured"
-    return f"capacity (one pinned core, p99 ≤ {MAX_P99_MS:g} ms, nothing lost): {body}"
+    where = "one pinned core" if pinned else "not pinned: one core for everything"
+    return f"capacity ({where}, p99 ≤ {MAX_P99_MS:g} ms, nothing lost): {body}"
 
 
 def target_rows(
