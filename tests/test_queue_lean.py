@@ -19,7 +19,9 @@ from redis.asyncio import ConnectionPool, Redis
 from bridge.cli.redis_server import EmbeddedRedis
 from bridge.errors import StoreUnavailable
 from bridge.events import Event
-from bridge.queue.codec import job_deserializer, job_serializer
+from bridge.queue import scripts
+from bridge.queue.codec import RETRY_KEY_TTL, job_deserializer, job_serializer
+from bridge.queue.redis_io import FastScript
 from bridge.queue.scripts import WAKE_TOKENS
 from bridge.queue.store import INDEX_TRIM_EVERY_MS, Job, Keys, Store
 from bridge.queue.worker import BridgeWorker
@@ -48,6 +50,7 @@ async def calls(redis: Redis) -> dict[str, int]:
     stats: dict[str, Any] = await redis.info("commandstats")
     counts = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
     counts.pop("info", None)
+    counts.pop("config|resetstat", None)
     return counts
 
 
@@ -254,3 +257,64 @@ async def test_events_before_a_refused_one_in_the_same_call_are_stored_and_queue
     assert await redis.exists("b:event:X") == 0
     # The retry of the whole webhook: the first event is a duplicate (X finds a fresh id).
     assert await store.ingest([ev("first", "b"), ev("X", "b")]) == [False, True]
+
+
+# --- the claim ----------------------------------------------------------------------------
+
+
+def claim_args(now: int, wanted: int = 10, horizon_ms: int = 500) -> list[Any]:
+    return [
+        now,
+        wanted,
+        25_000,
+        wanted + 256,
+        "arq:in-progress:",
+        "arq:retry:",
+        "arq:job:",
+        RETRY_KEY_TTL,
+        horizon_ms,
+    ]
+
+
+async def claim(redis: Redis, now: int, **options: int) -> list[Any]:
+    return list(await FastScript(redis, scripts.CLAIM)(["b:queue"], claim_args(now, **options)))
+
+
+async def queue_job(redis: Redis, job_id: str, score: int) -> None:
+    await redis.set(f"arq:job:{job_id}", f"payload {job_id}")
+    await redis.zadd("b:queue", {job_id: score})
+
+
+async def test_a_claim_of_one_job_costs_a_page_two_set_nx_and_a_get(redis: Redis) -> None:
+    now = 1_800_000_000_000
+    await queue_job(redis, "j1", now - 5)
+    await claim(redis, now - 10)  # loaded
+    await reset(redis)
+    reply = await claim(redis, now)
+    assert reply[:4] == [b"j1", b"1799999999995", b"payload j1", 1]
+    assert reply[4] is None  # nothing due later within the horizon
+    assert await calls(redis) == {"evalsha": 1, "zrangebyscore": 1, "set": 2, "get": 1}
+    assert await redis.get("arq:in-progress:j1") == b"1"
+    assert 24_000 < await redis.pttl("arq:in-progress:j1") <= 25_000
+    assert await redis.get("arq:retry:j1") == b"1"
+    assert RETRY_KEY_TTL - 5 < await redis.ttl("arq:retry:j1") <= RETRY_KEY_TTL
+
+
+async def test_a_second_pickup_counts_the_try_and_renews_the_counters_ttl(redis: Redis) -> None:
+    now = 1_800_000_000_000
+    await queue_job(redis, "j1", now)
+    await claim(redis, now)
+    await redis.delete("arq:in-progress:j1")  # as a finish that puts the job back does
+    await redis.expire("arq:retry:j1", 100)
+    reply = await claim(redis, now)
+    assert reply[3] == 2
+    assert await redis.ttl("arq:retry:j1") > 100  # renewed, as arq's worker does
+
+
+async def test_a_claim_reports_the_next_due_job_within_the_horizon(redis: Redis) -> None:
+    now = 1_800_000_000_000
+    await queue_job(redis, "soon", now + 300)
+    await queue_job(redis, "later", now + 60_000)
+    assert await claim(redis, now) == [b"1800000000300"]
+    assert await claim(redis, now, horizon_ms=100) == [None]
+    assert await claim(redis, now, horizon_ms=3_600_000) == [b"1800000000300"]

@@ -199,25 +199,39 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 """
 
 # KEYS[1]: the queue. ARGV: now ms, how many to take, in-progress ms, ids to look at at
-# most, then the in-progress, retry and job key prefixes and the retry counter's ttl.
-# Returns (id, score, payload or nil, try) per claimed job, then the next due score.
+# most, then the in-progress, retry and job key prefixes, the retry counter's ttl, and how
+# far ahead (ms) the caller wants to know the next due job. Returns (id, score, payload or
+# nil, try) per claimed job, then the score of the earliest job due after now and within
+# that horizon, or nil.
+#
+# A job is taken with `SET in-progress 1 PX … NX` (one command: a job in progress anywhere
+# is skipped by the same SET); its try is counted with `SET retry 1 EX … NX` on its first
+# pickup, else INCR and EXPIRE as arq does. The pages run to the end of the horizon, so the
+# first id not due yet gives the next due score without a query of its own; a short page is
+# the last.
 CLAIM = """
 local out = {}
+local now = tonumber(ARGV[1])
 local wanted = tonumber(ARGV[2])
 local scan = tonumber(ARGV[4])
-local claimed, offset = 0, 0
-while claimed < wanted and offset < scan do
-  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES',
+local horizon = now + tonumber(ARGV[9])
+local claimed, offset, later = 0, 0, false
+while claimed < wanted and offset < scan and not later do
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', horizon, 'WITHSCORES',
                           'LIMIT', offset, 64)
-  if #page == 0 then break end
   for i = 1, #page, 2 do
     local id = page[i]
-    local progress = ARGV[5] .. id
-    if redis.call('EXISTS', progress) == 0 then
-      redis.call('PSETEX', progress, ARGV[3], '1')
+    if tonumber(page[i + 1]) > now then
+      later = page[i + 1]
+      break
+    end
+    if redis.call('SET', ARGV[5] .. id, '1', 'PX', ARGV[3], 'NX') then
       local retry = ARGV[6] .. id
-      local try = redis.call('INCR', retry)
-      redis.call('EXPIRE', retry, ARGV[8])
+      local try = 1
+      if not redis.call('SET', retry, '1', 'EX', ARGV[8], 'NX') then
+        try = redis.call('INCR', retry)
+        redis.call('EXPIRE', retry, ARGV[8])
+      end
       out[#out + 1] = id
       out[#out + 1] = page[i + 1]
       out[#out + 1] = redis.call('GET', ARGV[7] .. id)
@@ -226,12 +240,16 @@ while claimed < wanted and offset < scan do
       if claimed >= wanted then break end
     end
   end
+  if #page < 128 then break end
   offset = offset + 64
 end
--- Last: the score of the earliest job not due yet (a retry's defer, a cron slot), or nil.
-local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
+if not later and claimed < wanted and offset >= scan then
+  -- Every id looked at is in progress: the next due score lies further on.
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, horizon, 'WITHSCORES',
                          'LIMIT', 0, 1)
-out[#out + 1] = later[2] or false
+  later = due[2] or false
+end
+out[#out + 1] = later
 return out
 """
 

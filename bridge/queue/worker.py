@@ -206,6 +206,8 @@ class BridgeWorker(Worker):
                 ARQ_RETRY_PREFIX,
                 ARQ_JOB_PREFIX,
                 RETRY_KEY_TTL,
+                # The next due job matters only within the longest wait (_wait_for).
+                int(min(self.poll_delay_s, MAX_WAIT) * 1000),
             ],
         )
         later = reply.pop()
