@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import httpx
 
+from bridge.clients.netstream import http_transport
 from bridge.errors import ConfigError, PermanentError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -180,7 +181,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, guard: AddressGuard, inner: httpx.AsyncBaseTransport | None = None) -> None:
         self.guard = guard
-        self.inner = inner or httpx.AsyncHTTPTransport()
+        self.inner = inner or http_transport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host

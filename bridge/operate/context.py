@@ -21,6 +21,7 @@ from bridge.clients.lytho import LythoClient
 from bridge.clients.lytho_profile import load_profile
 from bridge.clients.lytho_workflow import LythoWorkflowClient
 from bridge.clients.lytics import LyticsClient
+from bridge.clients.netstream import http_transport
 from bridge.clients.outbound import guarded_client
 from bridge.clients.ratelimit import DEFAULT_LIMITS, Limit, RateLimiter
 from bridge.ingress.webhooks import Ingress
@@ -180,7 +181,9 @@ async def build_context(
     )
     if load_rules:
         rules.load()
-    http = httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False)
+    http = httpx.AsyncClient(
+        transport=http_transport(), timeout=HTTP_TIMEOUT, follow_redirects=False
+    )
     limiter = limiter or rate_limiter(redis, keys, settings)
     mask = SecretMask(settings.secrets())
     options: dict[str, Any] = {"retry": retry_policy(settings), "timeout": api_timeout(settings)}
