@@ -6,6 +6,7 @@ Lua scripts too) on a redis-server of its own, so the counts are exact (issue 17
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from arq.jobs import JobStatus
 from arq.worker import func
 from redis.asyncio import ConnectionPool, Redis
 
@@ -89,12 +91,12 @@ async def pool(server: EmbeddedRedis, redis: Redis) -> AsyncIterator[ArqRedis]:
     await arq_redis.aclose(close_connection_pool=True)
 
 
-def worker(pool: ArqRedis, *functions: Any, **options: Any) -> BridgeWorker:
+def worker(pool: ArqRedis, *functions: Any, burst: bool = True, **options: Any) -> BridgeWorker:
     return BridgeWorker(
         functions=list(functions),
         queue_name="b:queue",
         redis_pool=pool,
-        burst=True,
+        burst=burst,
         poll_delay=0,
         handle_signals=False,
         job_serializer=job_serializer,
@@ -285,7 +287,9 @@ async def queue_job(redis: Redis, job_id: str, score: int) -> None:
     await redis.zadd("b:queue", {job_id: score})
 
 
-async def test_a_claim_of_one_job_costs_a_page_two_set_nx_and_a_get(redis: Redis) -> None:
+async def test_a_claim_of_one_job_costs_a_page_two_set_nx_an_mget_and_a_zadd(
+    redis: Redis,
+) -> None:
     now = 1_800_000_000_000
     await queue_job(redis, "j1", now - 5)
     await claim(redis, now - 10)  # loaded
@@ -293,18 +297,74 @@ async def test_a_claim_of_one_job_costs_a_page_two_set_nx_and_a_get(redis: Redis
     reply = await claim(redis, now)
     assert reply[:4] == [b"j1", b"1799999999995", b"payload j1", 1]
     assert reply[4] is None  # nothing due later within the horizon
-    assert await calls(redis) == {"evalsha": 1, "zrangebyscore": 1, "set": 2, "get": 1}
+    assert await calls(redis) == {"evalsha": 1, "zrangebyscore": 1, "set": 2, "mget": 1, "zadd": 1}
     assert await redis.get("arq:in-progress:j1") == b"1"
     assert 24_000 < await redis.pttl("arq:in-progress:j1") <= 25_000
     assert await redis.get("arq:retry:j1") == b"1"
     assert RETRY_KEY_TTL - 5 < await redis.ttl("arq:retry:j1") <= RETRY_KEY_TTL
+    # Re-scored to when its in-progress key expires.
+    assert await redis.zscore("b:queue", "j1") == now + 25_000
+
+
+async def test_claims_do_not_look_at_running_jobs_again(redis: Redis) -> None:
+    now = 1_800_000_000_000
+    for n in range(20):
+        await queue_job(redis, f"run{n}", now - 100 + n)
+    assert len(await claim(redis, now, wanted=20)) == 20 * 4 + 1
+    await queue_job(redis, "new", now)
+    await reset(redis)
+    reply = await claim(redis, now + 1)
+    assert reply[0] == b"new"
+    assert (await calls(redis))["set"] == 2  # new's in-progress and retry keys, nothing else
+
+
+async def test_a_job_whose_worker_died_is_due_when_its_in_progress_key_expires(
+    redis: Redis,
+) -> None:
+    now = 1_800_000_000_000
+    await queue_job(redis, "j1", now)
+    await claim(redis, now)
+    # Its worker dies. Until the in-progress key expires no claim takes it (or looks at it),
+    # and the next due score tells an idle worker when to look.
+    assert await claim(redis, now + 24_999, horizon_ms=500) == [str(now + 25_000).encode()]
+    await redis.delete("arq:in-progress:j1")  # expired
+    reply = await claim(redis, now + 25_000)
+    assert reply[:4] == [b"j1", str(now + 25_000).encode(), b"payload j1", 2]
+
+
+async def test_a_cancelled_job_is_queued_again_under_its_own_score(
+    redis: Redis, pool: ArqRedis
+) -> None:
+    started = asyncio.Event()
+
+    async def long(ctx: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    queued = await pool.enqueue_job("long", _job_id="j1", _queue_name="b:queue")
+    assert queued is not None
+    score = await redis.zscore("b:queue", "j1")
+    w = worker(pool, func(long, name="long"), burst=False)
+    main = asyncio.create_task(w.main())
+    await asyncio.wait_for(started.wait(), 10)
+    assert await queued.status() == JobStatus.in_progress
+    assert await redis.zscore("b:queue", "j1") != score  # re-scored while it runs
+    w.allow_pick_jobs = False
+    await w.cancel_running()
+    main.cancel()
+    await asyncio.gather(main, return_exceptions=True)
+    assert await redis.zscore("b:queue", "j1") == score
+    assert await queued.status() == JobStatus.queued
+    assert await redis.exists("arq:in-progress:j1") == 0
 
 
 async def test_a_second_pickup_counts_the_try_and_renews_the_counters_ttl(redis: Redis) -> None:
     now = 1_800_000_000_000
     await queue_job(redis, "j1", now)
     await claim(redis, now)
-    await redis.delete("arq:in-progress:j1")  # as a finish that puts the job back does
+    # As a finish that puts the job back does:
+    await redis.delete("arq:in-progress:j1")
+    await redis.zadd("b:queue", {"j1": now})
     await redis.expire("arq:retry:j1", 100)
     reply = await claim(redis, now)
     assert reply[3] == 2

@@ -209,13 +209,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 # pickup, else INCR and EXPIRE as arq does. The pages run to the end of the horizon, so the
 # first id not due yet gives the next due score without a query of its own; a short page is
 # the last.
+#
+# A claimed job is re-scored to when its in-progress key expires (now + in-progress ms): a
+# running job is then not due, so the claims made while it runs do not look at it again,
+# and should its worker die it falls due when its in-progress key expires, when arq's rule
+# lets another worker take it. The finish removes it, or puts it back under the score it
+# was claimed with (plus a retry's defer). The payloads come in one MGET and the re-scores
+# in one ZADD.
 CLAIM = """
 local out = {}
 local now = tonumber(ARGV[1])
 local wanted = tonumber(ARGV[2])
 local scan = tonumber(ARGV[4])
 local horizon = now + tonumber(ARGV[9])
+local busy = now + tonumber(ARGV[3])
 local claimed, offset, later = 0, 0, false
+local jobs, rescored = {}, {}
 while claimed < wanted and offset < scan and not later do
   local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', horizon, 'WITHSCORES',
                           'LIMIT', offset, 64)
@@ -234,8 +243,11 @@ while claimed < wanted and offset < scan and not later do
       end
       out[#out + 1] = id
       out[#out + 1] = page[i + 1]
-      out[#out + 1] = redis.call('GET', ARGV[7] .. id)
+      out[#out + 1] = false
       out[#out + 1] = try
+      jobs[#jobs + 1] = ARGV[7] .. id
+      rescored[#rescored + 1] = busy
+      rescored[#rescored + 1] = id
       claimed = claimed + 1
       if claimed >= wanted then break end
     end
@@ -249,13 +261,24 @@ if not later and claimed < wanted and offset >= scan then
                          'LIMIT', 0, 1)
   later = due[2] or false
 end
+for i = 1, #jobs, 1000 do
+  local payloads = redis.call('MGET', unpack(jobs, i, math.min(i + 999, #jobs)))
+  for j = 1, #payloads do
+    out[(i + j - 2) * 4 + 3] = payloads[j]
+  end
+end
+for i = 1, #rescored, 4000 do
+  redis.call('ZADD', KEYS[1], unpack(rescored, i, math.min(i + 3999, #rescored)))
+end
 out[#out + 1] = later
 return out
 """
 
 # KEYS: queue, in-progress key, job key, retry key, result key. ARGV: job id, 'done' or
 # 'again', result payload ('' for none), result ttl ms, score increment ms ('0': none),
-# keep the in-progress key for ms ('0': delete it).
+# keep the in-progress key for ms ('0': delete it), the score the job was claimed with.
+# 'again' puts the job back under that score plus the increment (the claim re-scored it):
+# a cancelled job is due at once, a retry `defer` after now, as with arq's ZINCRBY.
 FINISH = (
     """
 local keep = ARGV[6] ~= '0'
@@ -278,7 +301,10 @@ else
     redis.call('DEL', KEYS[2])
   end
   if ARGV[5] ~= '0' then
-    redis.call('ZINCRBY', KEYS[1], ARGV[5], ARGV[1])
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[7]) + tonumber(ARGV[5]), ARGV[1])
+  else
+    -- XX: a job taken off the queue while it ran stays off, as before.
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[7], ARGV[1])
   end
   -- Back on the queue, now (cancelled) or later (a retry): a waiting worker takes it, or
   -- learns when it is due.

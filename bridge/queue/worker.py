@@ -249,7 +249,9 @@ class BridgeWorker(Worker):
                 job_id=job_id,
                 serializer=self.job_serializer,
             )
-            await asyncio.shield(self._finish(job_id, True, result, self.keep_result_s, 0, None))
+            await asyncio.shield(
+                self._finish(job_id, score, True, result, self.keep_result_s, 0, None)
+            )
 
         if payload is None:
             logger.warning("job %s expired before it ran", job_id)
@@ -301,7 +303,9 @@ class BridgeWorker(Worker):
                 serializer=self.job_serializer,
             )
         await asyncio.shield(
-            self._finish(job_id, finish, result_data, keep_s, incr_score or 0, keep_in_progress)
+            self._finish(
+                job_id, score, finish, result_data, keep_s, incr_score or 0, keep_in_progress
+            )
         )
 
     async def _call(
@@ -355,6 +359,7 @@ class BridgeWorker(Worker):
     async def _finish(
         self,
         job_id: str,
+        score: int,
         finish: bool,
         result_data: bytes | None,
         keep_result_s: float,
@@ -378,5 +383,6 @@ class BridgeWorker(Worker):
                 keep_ms,
                 incr_score,
                 int((keep_in_progress or 0) * 1000),
+                score,
             ],
         )
