@@ -51,8 +51,8 @@ async def calls(redis: Redis) -> dict[str, int]:
     """Commands run since the last reset, by name (in lower case), without INFO itself."""
     stats: dict[str, Any] = await redis.info("commandstats")
     counts = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-    counts.pop("info", None)
-    counts.pop("config|resetstat", None)
+    for own in ("info", "config|resetstat", "config"):  # ("config": Redis 6)
+        counts.pop(own, None)
     return counts
 
 
