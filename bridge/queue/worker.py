@@ -9,9 +9,10 @@ layout (the queue sorted set and the `arq:job:`, `arq:in-progress:`, `arq:retry:
 objects still read it; only the way a worker claims and finishes its jobs changes:
 
 - claim: one script takes the ready ids in score order, skips those in progress anywhere,
-  marks up to N in progress and returns each with its score, payload and try number;
-- finish: one script stores the result and removes the job's keys, or re-scores the job
-  for a retry;
+  marks up to N in progress, re-scores each to when its in-progress key expires (a running
+  job is not due) and returns each with its score, payload and try number;
+- finish: one script stores the result and removes the job's keys, or puts the job back
+  under the score it was claimed with (plus a retry's defer);
 - no polling while idle: every script that adds a ready job (the ingest, the enqueue, a
   finish that puts a job back) pushes a token on `<queue>:wake`, and an idle worker waits
   there with BLPOP, at most `poll_delay` or until the next deferred job is due (the claim
