@@ -1,4 +1,5 @@
-"""The one way Lua runs in Redis here: `FastScript` (EVALSHA on one pooled connection).
+"""The one way Lua runs in Redis here: `FastScript` (EVALSHA on one pooled connection), and
+`fast_command` for a plain command on a hot path.
 
 The queue's scripts, the run limits, traces, dead letters, the poll lock and the shared
 rate limiter all run through it, so a script is packed once, sent without redis-py's
@@ -61,6 +62,19 @@ class FastScript:
             # redis-py's send and read disconnect on their own errors, so a connection
             # given back is either clean or closed (and reconnects when next used).
             await pool.release(connection)
+
+
+async def fast_command(redis: Redis, *args: Arg) -> Any:
+    """One Redis command (a worker's BLPOP) sent as FastScript sends its EVALSHA: packed at
+    once, on a pooled connection taken without a read, without redis-py's generic path.
+    A command cut short (cancelled, timed out) closes its connection: redis-py's read does."""
+    pool = redis.connection_pool
+    connection = await _checkout(pool)
+    try:
+        await connection.send_packed_command(pack(*args))
+        return await connection.read_response()
+    finally:
+        await pool.release(connection)
 
 
 async def _checkout(pool: ConnectionPool) -> AbstractConnection:
