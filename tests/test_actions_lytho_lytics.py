@@ -154,6 +154,8 @@ actions:
             assert letter["error"] == (
                 "POST /api/collect?stream=orders → 401 Unauthorized; check LYTICS_API_TOKEN"
             )
+            # The run's end (with the error) is traced after the dead letter: check it too.
+            wait_for(lambda: bridge.trace_has("o-9", "run"), what="the run's end")
             assert "wrong-token-9f8e" not in bridge.worker_logs() + str(bridge.trace("o-9"))
     finally:
         lytics.stop()

@@ -271,6 +271,11 @@ def test_dead_letters_listed_retried_and_dropped(bridge: Bridge) -> None:
     assert letter["rule_id"] == "proof-approved-to-slack"
     assert letter["step"] == "notify" and letter["uses"] == "slack.post"
     assert "channel_not_found" in letter["error"]
+    # A run's end is traced after its dead letter is stored: wait for both.
+    wait_for(
+        lambda: all(outcome(bridge, e) not in ("pending", "running") for e in ("d-1", "d-2")),
+        what="both runs' ends",
+    )
     assert outcome(bridge, "d-1") == "failed"
     assert api(bridge, "GET", "/api/events?outcome=failed").json()["events"][0]["id"] in letters
 

@@ -254,6 +254,8 @@ def test_no_configured_secret_appears_in_any_output(
         assert bridge.post(event).status_code == 202
         [letter] = wait_for(bridge.dead_letters, what="the upstream's refusal")
         assert letter["error"].startswith("POST /fail → 400 Bad Request: boom Bearer **********")
+        # The run's end (with the error) is traced after the dead letter: check it too.
+        wait_for(lambda: bridge.trace_has("s-1", "run"), what="the run's end")
 
         # And records stored by something that did not mask them (an older version).
         raw_entry = {

@@ -66,7 +66,12 @@ def assert_one_digest_of_all(bridge: Bridge, digest_id: str) -> None:
     trace = bridge.trace(digest_id)
     [digest] = [e for e in trace if e["kind"] == "digest"]
     assert sorted(digest["members"]) == sorted(f"o-{n}" for n in range(EVENTS))
-    assert [e["status"] for e in trace if e["kind"] == "run"] == ["succeeded"]
+    # The run's end is traced after its message was posted: wait for it.
+    runs = wait_for(
+        lambda: [e for e in bridge.trace(digest_id) if e["kind"] == "run"],
+        what="the digest run's end",
+    )
+    assert [e["status"] for e in runs] == ["succeeded"]
 
 
 @pytest.mark.timeout(120)

@@ -389,4 +389,6 @@ def test_the_worker_posts_a_message_with_vars_from_the_file_the_project_and_the_
     assert bridge.post(event).status_code == 202
     messages = wait_for(lambda: bridge.slack.received("#creative"), what="a Slack message")
     assert [m["text"] for m in messages] == ["Proof Flyer: https://prod.lytho.example/proofs/7"]
-    assert bridge.trace_has("v-1", "run", rule="proof-link", status="succeeded") is not None
+    # The run's end is traced after its message was posted: wait for it.
+    run = wait_for(lambda: bridge.trace_has("v-1", "run", rule="proof-link"), what="the run's end")
+    assert run["status"] == "succeeded"

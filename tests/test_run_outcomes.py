@@ -74,6 +74,9 @@ def test_a_dead_lettered_run_gives_its_throttle_slot_back(bridge: Bridge) -> Non
     [letter] = wait_for(bridge.dead_letters, what="the first alert's dead letter")
     assert letter["event_id"] == "j-1"
     assert "channel_not_found" in letter["error"]
+    # The run gives its slot back after storing its dead letter, then traces its end.
+    ended = wait_for(lambda: bridge.trace_has("j-1", "run"), what="the first run's end")
+    assert ended["status"] == "dead_lettered"
     # The failed run did not spend the slot: the next failure is alerted.
     bridge.post({"id": "j-2", "type": "shop.job.failed", "data": {"job": 2}})
     messages = wait_for(lambda: bridge.slack.received("#ops"), what="the second alert")
@@ -97,6 +100,9 @@ def test_a_dead_lettered_run_gives_its_dedupe_key_back(bridge: Bridge) -> None:
     order = {"type": "shop.order.paid", "data": {"order": 77}}
     bridge.post({"id": "o-1", **order})
     wait_for(bridge.dead_letters, what="the dead letter")
+    # The run gives its key back after storing its dead letter, then traces its end.
+    ended = wait_for(lambda: bridge.trace_has("o-1", "run"), what="the failed run's end")
+    assert ended["status"] == "dead_lettered"
     # The same order paid again (another event, the same dedupe key) now runs.
     bridge.post({"id": "o-2", **order})
     messages = wait_for(lambda: bridge.slack.received("#sales"), what="the second try")

@@ -456,6 +456,10 @@ actions:
     assert messages[0]["text"] == f"Summary for {local_tick} (missed: True)"
     event_id = f"schedule:daily-summary:{tick.isoformat().replace('+00:00', 'Z')}"
     assert bridge.stored_events() == 1
-    assert bridge.trace_has(event_id, "run", rule="daily-summary", status="succeeded")
+    # The run's end is traced after its message was posted: wait for it.
+    run = wait_for(
+        lambda: bridge.trace_has(event_id, "run", rule="daily-summary"), what="the run's end"
+    )
+    assert run["status"] == "succeeded"
     raw = bridge.redis.hget(f"{bridge.settings.key_prefix}schedule:ticks", "daily-summary")
     assert json.loads(raw)["tick"] == tick.timestamp()  # type: ignore[arg-type]
