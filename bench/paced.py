@@ -697,7 +697,9 @@ def table(rows: Sequence[PacedRow]) -> list[list[str]]:
                 "-" if r.redis_cmds_per_event is None else f"{r.redis_cmds_per_event:.1f}",
                 "-" if r.redis_cpu_ms_per_event is None else f"{r.redis_cpu_ms_per_event:.3f}",
                 f"{sum(r.load_cpu_ms_per_event.values()):.2f}",
-                ("yes" if r.held else "NO") + (" (rerun)" if r.attempts > 1 else ""),
+                ("yes" if r.held else "NO")
+                + (" (rerun)" if r.attempts > 1 else "")
+                + (" (generator late)" if r.send_lag_p99_ms > MAX_SEND_LAG_MS else ""),
             ]
         )
     return out
