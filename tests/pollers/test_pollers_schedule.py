@@ -178,8 +178,16 @@ async def test_a_poll_request_waits_behind_a_busy_limiter_and_gives_way(
     # The clock starts before the first slot is booked: the next one is 0.1 s after it.
     started = time.monotonic()
     assert await budget.slot()  # free now
-    # The next slot is 0.1 s away; an action waiting for it books it first.
+    # The next slot is 0.1 s away; an action waiting for it books it first (wait until it
+    # has: which request reaches Redis first must not depend on the connections' order).
+    booked = shared.keys("lytho", None)[0]
+    before = await context.redis.get(booked)
     action = asyncio.create_task(shared.acquire("lytho"))
+    for _ in range(10_000):
+        if await context.redis.get(booked) != before:
+            break
+        await asyncio.sleep(0.001)  # ok-sleep: a loop turn while the action books
+    assert await context.redis.get(booked) != before
     assert not await budget.slot()
     await action
     assert time.monotonic() - started >= 0.1
