@@ -31,6 +31,8 @@ class Server:
         self.close_after_answer = close_after_answer
         self.silent = silent
         self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+        self.handlers: list[asyncio.Task[None]] = []
 
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_context)
@@ -38,12 +40,19 @@ class Server:
         return port
 
     async def stop(self) -> None:
+        """Stop listening, close every connection and wait for their handlers to end (a
+        connection left open would warn when collected, in whichever test runs then)."""
         assert self.server is not None
         self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
         await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writers.append(writer)
+        self.handlers.append(asyncio.current_task())  # type: ignore[arg-type]
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
