@@ -22,7 +22,7 @@ from bridge.cli.redis_server import EmbeddedRedis
 from bridge.errors import StoreUnavailable
 from bridge.events import Event
 from bridge.queue import scripts
-from bridge.queue.codec import RETRY_KEY_TTL, job_deserializer, job_serializer
+from bridge.queue.codec import FINISH_APPENDS, RETRY_KEY_TTL, job_deserializer, job_serializer
 from bridge.queue.redis_io import FastScript
 from bridge.queue.scripts import WAKE_TOKENS
 from bridge.queue.store import INDEX_TRIM_EVERY_MS, Job, Keys, Store
@@ -378,3 +378,31 @@ async def test_a_claim_reports_the_next_due_job_within_the_horizon(redis: Redis)
     assert await claim(redis, now) == [b"1800000000300"]
     assert await claim(redis, now, horizon_ms=100) == [None]
     assert await claim(redis, now, horizon_ms=3_600_000) == [b"1800000000300"]
+
+
+# --- finish: what a job hands over goes with it ---------------------------------------------
+
+
+async def hands_over(ctx: dict[str, Any], key: str, fail: bool = False) -> str:
+    ctx[FINISH_APPENDS].append((key, 600, [b"first", b"second"]))
+    if fail:
+        raise ValueError("this job fails")
+    return "ok"
+
+
+async def test_what_a_job_hands_over_is_appended_by_its_finish_script(
+    redis: Redis, pool: ArqRedis
+) -> None:
+    store = store_for(redis)
+    await redis.rpush("b:list", b"before")
+    jobs = [Job("hands_over", ("b:list",), "h1"), Job("hands_over", ("b:again", True), "h2")]
+    assert await store.enqueue(jobs) == [True, True]
+    w = worker(pool, func(hands_over, name="hands_over"))
+    await reset(redis)
+    await w.main()
+    assert (w.jobs_complete, w.jobs_failed) == (1, 1)
+    assert await redis.lrange("b:list", 0, -1) == [b"before", b"first", b"second"]
+    assert 0 < await redis.ttl("b:list") <= 600
+    # A job that failed hands its lists over too.
+    assert await redis.lrange("b:again", 0, -1) == [b"first", b"second"]
+    assert (await calls(redis))["rpush"] == 2  # inside the two finish scripts, no more

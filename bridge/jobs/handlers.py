@@ -103,10 +103,15 @@ async def handle_event(
     )
     bridge.tracer.hold(event.id, evaluated)
     if inline:
-        await _run_inline(bridge, event, event_dict, runs, run, started)
-    else:
+        try:
+            await _run_inline(bridge, event, event_dict, runs, run, started)
+        finally:  # what is left of the trace (the runs' ends) goes with the job's finish
+            await bridge.tracer.hand_over(event.id, ctx)
+    elif runs:  # written before the runs start, so that it comes first in the trace
         await bridge.tracer.flush(event.id)
         await bridge.store.enqueue([_run_job(bridge, event_dict, rule.id, run) for rule in runs])
+    else:
+        await bridge.tracer.hand_over(event.id, ctx)
     logger.debug(
         "event %s (%s) matched %d of %d candidate rules%s",
         event.id,
@@ -151,10 +156,7 @@ async def _run_inline(
             )
             await bridge.store.enqueue([_run_job(bridge, event_dict, rule.id, run)])
 
-    try:
-        outcomes = await asyncio.gather(*(one(rule) for rule in rules), return_exceptions=True)
-    finally:
-        await bridge.tracer.flush(event.id)  # what is left of the trace: the runs' ends
+    outcomes = await asyncio.gather(*(one(rule) for rule in rules), return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome

@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bridge.queue.codec import FINISH_APPENDS
 from bridge.queue.redis_io import FastScript
 from bridge.queue.store import Keys, dumps, loads
 from bridge.redaction import MASK, displayable, redact, valid_text
@@ -61,7 +62,8 @@ class Tracer:
     """Append-only trace entries per event, kept as long as the event.
 
     An entry may be held back (`hold`) to go with the event's next write, in the same round
-    trip and in order: a run's step counter or result (`count`, `put`) or `flush`.
+    trip and in order: a run's step counter or result (`count`, `put`), `flush`, or the
+    job's finish (`hand_over`).
     """
 
     def __init__(self, redis: Redis, keys: Keys, ttl: int, secrets: Iterable[str] = ()) -> None:
@@ -103,6 +105,19 @@ class Tracer:
     def hold(self, event_id: str, entry: bytes) -> None:
         """Keep an encoded entry back until the event's next write (or `flush`)."""
         self._held.setdefault(event_id, []).append(entry)
+
+    async def hand_over(self, event_id: str, ctx: dict[str, Any]) -> None:
+        """Give what is held back for the event to the job's finish (one script with it,
+        bridge/queue/worker.py); written now when the job runs elsewhere (no such hand)."""
+        appends = ctx.get(FINISH_APPENDS)
+        held = self._held.pop(event_id, None)
+        if not held:
+            return
+        if isinstance(appends, list):
+            appends.append((self.keys.trace(event_id), self.ttl, held))
+            return
+        self._held[event_id] = held
+        await self.flush(event_id)
 
     async def flush(self, event_id: str) -> None:
         """Write what is held back for the event, if anything."""

@@ -21,6 +21,9 @@ RETRY_KEY_TTL = 88_400
 # A finished job's result is kept this long (seconds): `bridge trace`, arq's Job.result()
 # and the idempotent enqueue (a job id with a kept result is not queued again) rely on it.
 RESULT_TTL = 3600
+# A job may hand its worker lists to append to with its finish, in the same script (its
+# trace's last entries): `ctx[FINISH_APPENDS]`, a list of (key, ttl s, [values]).
+FINISH_APPENDS = "finish_appends"
 # A cron job keeps its in-progress key this long (seconds) after it ran, so that no other
 # worker runs the same slot.
 CRON_KEEP_IN_PROGRESS: float = keep_cronjob_progress

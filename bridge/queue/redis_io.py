@@ -21,9 +21,9 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.lua import Arg, FastScript, pack
+from bridge.lua import Arg, FastScript, fast_command, pack
 
-__all__ = ["Arg", "FastScript", "direct_send", "pack"]
+__all__ = ["Arg", "FastScript", "direct_send", "fast_command", "pack"]
 
 
 class _DirectSend(AbstractConnection):

@@ -281,6 +281,15 @@ return out
 # a cancelled job is due at once, a retry `defer` after now, as with arq's ZINCRBY.
 FINISH = (
     """
+-- The lists the job hands over (KEYS[6…]): per list, in ARGV from 8 on, its ttl s, how
+-- many values, the values.
+local a = 8
+for k = 6, #KEYS do
+  local n = tonumber(ARGV[a + 1])
+  redis.call('RPUSH', KEYS[k], unpack(ARGV, a + 2, a + 1 + n))
+  redis.call('EXPIRE', KEYS[k], ARGV[a])
+  a = a + 2 + n
+end
 local keep = ARGV[6] ~= '0'
 if keep then
   redis.call('PEXPIRE', KEYS[2], ARGV[6])

@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 
 from bridge.errors import ConfigError
 from bridge.queue import scripts
-from bridge.queue.codec import CRON_KEEP_IN_PROGRESS, RETRY_KEY_TTL
+from bridge.queue.codec import CRON_KEEP_IN_PROGRESS, FINISH_APPENDS, RETRY_KEY_TTL
 from bridge.queue.contract import refused_options, require_worker_names
 from bridge.queue.keys import (
     ARQ_IN_PROGRESS_PREFIX,
@@ -52,7 +52,7 @@ from bridge.queue.keys import (
     ARQ_RETRY_PREFIX,
     Keys,
 )
-from bridge.queue.redis_io import FastScript
+from bridge.queue.redis_io import FastScript, fast_command
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +169,7 @@ class BridgeWorker(Worker):
         # BLPOP takes seconds as a decimal (Redis 6+); the read timeout of the connection
         # (5 s) must not cut it short.
         wait = min(max(seconds, MIN_WAIT), MAX_WAIT)
-        await self.pool.execute_command(  # type: ignore[no-untyped-call]
-            "BLPOP", Keys.wake(self.queue_name), wait
-        )
+        await fast_command(self.pool, "BLPOP", Keys.wake(self.queue_name), wait)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -282,7 +280,10 @@ class BridgeWorker(Worker):
             logger.warning("%s: more than %d tries, giving up", ref, max_tries)
             return await failed(JobExecutionFailed(f"max {max_tries} retries exceeded"))
 
-        outcome = await self._call(function, job_id, job_try, enqueue_ms, score, args, kwargs)
+        appends: list[tuple[str, int, list[bytes]]] = []  # ctx[FINISH_APPENDS]
+        outcome = await self._call(
+            function, job_id, job_try, enqueue_ms, score, args, kwargs, appends
+        )
         result, finish, success, incr_score, start_ms, finished_ms = outcome
 
         keep_s = self.keep_result_s if function.keep_result_s is None else function.keep_result_s
@@ -303,11 +304,8 @@ class BridgeWorker(Worker):
                 job_id=job_id,
                 serializer=self.job_serializer,
             )
-        await asyncio.shield(
-            self._finish(
-                job_id, score, finish, result_data, keep_s, incr_score or 0, keep_in_progress
-            )
-        )
+        then = (incr_score or 0, keep_in_progress, appends)
+        await asyncio.shield(self._finish(job_id, score, finish, result_data, keep_s, *then))
 
     async def _call(
         self,
@@ -318,14 +316,17 @@ class BridgeWorker(Worker):
         score: int,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        appends: list[tuple[str, int, list[bytes]]],
     ) -> tuple[Any, bool, bool, int | None, int, int]:
-        """Run the job's coroutine: (result, finish, success, score increment, start, end)."""
+        """Run the job's coroutine: (result, finish, success, score increment, start, end);
+        what it puts in `appends` goes with its finish."""
         ctx = {
             **self.ctx,
             "job_id": job_id,
             "job_try": job_try,
             "enqueue_time": ms_to_datetime(enqueue_ms),
             "score": score,
+            FINISH_APPENDS: appends,
         }
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
         result: Any = _NO_RESULT
@@ -366,9 +367,13 @@ class BridgeWorker(Worker):
         keep_result_s: float,
         incr_score: int,
         keep_in_progress: float | None,
+        appends: Sequence[tuple[str, int, list[bytes]]] = (),
     ) -> None:
         _, finish_script = self._scripts()
         keep_ms = int(keep_result_s * 1000)
+        handed: list[bytes | int] = []
+        for _key, ttl, values in appends:
+            handed += [ttl, len(values), *values]
         await finish_script(
             keys=[
                 self.queue_name,
@@ -376,6 +381,7 @@ class BridgeWorker(Worker):
                 Keys.job(job_id),
                 Keys.retry(job_id),
                 Keys.result(job_id),
+                *(key for key, _ttl, _values in appends),
             ],
             args=[
                 job_id,
@@ -385,5 +391,6 @@ class BridgeWorker(Worker):
                 incr_score,
                 int((keep_in_progress or 0) * 1000),
                 score,
+                *handed,
             ],
         )
