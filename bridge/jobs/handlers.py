@@ -61,7 +61,8 @@ def _bridge(ctx: dict[str, Any]) -> Context:
 async def handle_event(
     ctx: dict[str, Any], event_dict: dict[str, Any], run: str = ""
 ) -> dict[str, Any]:
-    """Match the event against the rules, record why, and enqueue one run per matched rule.
+    """Match the event against the rules, record why, and run each matched rule: here on
+    the first try (a run that must wait goes on as its own job), as run_rule jobs after.
 
     `run` names a replay: its rule runs are new runs, not resumptions of the first ones.
     """
