@@ -384,6 +384,7 @@ async def test_a_claim_reports_the_next_due_job_within_the_horizon(redis: Redis)
 
 
 async def hands_over(ctx: dict[str, Any], key: str, fail: bool = False) -> str:
+    ctx[FINISH_APPENDS].append(("b:nothing", 600, []))  # an empty hand is no error
     ctx[FINISH_APPENDS].append((key, 600, [b"first", b"second"]))
     if fail:
         raise ValueError("this job fails")
@@ -406,3 +407,4 @@ async def test_what_a_job_hands_over_is_appended_by_its_finish_script(
     # A job that failed hands its lists over too.
     assert await redis.lrange("b:again", 0, -1) == [b"first", b"second"]
     assert (await calls(redis))["rpush"] == 2  # inside the two finish scripts, no more
+    assert await redis.exists("b:nothing") == 0

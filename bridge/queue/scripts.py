@@ -286,8 +286,10 @@ FINISH = (
 local a = 8
 for k = 6, #KEYS do
   local n = tonumber(ARGV[a + 1])
-  redis.call('RPUSH', KEYS[k], unpack(ARGV, a + 2, a + 1 + n))
-  redis.call('EXPIRE', KEYS[k], ARGV[a])
+  if n > 0 then
+    redis.call('RPUSH', KEYS[k], unpack(ARGV, a + 2, a + 1 + n))
+    redis.call('EXPIRE', KEYS[k], ARGV[a])
+  end
   a = a + 2 + n
 end
 local keep = ARGV[6] ~= '0'
