@@ -103,10 +103,8 @@ class StepWalk:
                 step, run.event, run.bridge.rules.templates, run.rule, run.context(self.results)
             )
             choice = decided.result
-            ttl = run.bridge.settings.trace_ttl_seconds
-            await run.bridge.store.put(run.steps_key, step.key, run.mask.dumps(choice), ttl)
-            await run.bridge.tracer.record(
-                run.event.id,
+            ttl, tracer = run.bridge.settings.trace_ttl_seconds, run.bridge.tracer
+            entry = tracer.encode(
                 "step",
                 **run.who,
                 step=step.key,
@@ -115,6 +113,8 @@ class StepWalk:
                 params={"branches": decided.tried},
                 result=choice,
             )
+            value = run.mask.dumps(choice)
+            await tracer.put(run.event.id, run.steps_key, step.key, value, ttl, entry)
         self.results[step.key] = choice
         return await self.steps(chosen_steps(step, choice))
 
@@ -134,10 +134,8 @@ class StepWalk:
             outcomes.append(outcome)
             await self.progressed()
         result = loop_result(outcomes)
-        ttl = run.bridge.settings.trace_ttl_seconds
-        await run.bridge.store.put(run.steps_key, step.key, run.mask.dumps(result), ttl)
-        await run.bridge.tracer.record(
-            run.event.id,
+        ttl, tracer = run.bridge.settings.trace_ttl_seconds, run.bridge.tracer
+        entry = tracer.encode(
             "loop",
             **run.who,
             step=step.key,
@@ -147,6 +145,8 @@ class StepWalk:
             failed=result["failed"],
             skipped=result["skipped"],
         )
+        value = run.mask.dumps(result)
+        await tracer.put(run.event.id, run.steps_key, step.key, value, ttl, entry)
         self.keep(step, result)
         return True
 
@@ -173,7 +173,7 @@ class StepWalk:
                 items = loop_items(step, templates, run.context(self.results), deadline=deadline)
         except TemplateError as exc:
             # The same list renders the same way on every try: failed for good.
-            attempt = await bridge.store.count(run.attempts_key, step.key, 1, ttl)
+            attempt = await bridge.tracer.count(run.event.id, run.attempts_key, step.key, 1, ttl)
             trace = {**run.who, "step": step.key, "uses": step.uses, "attempt": attempt}
             outcome = await run._failed(step, str(exc), attempt, trace, begun, final=True)
             if outcome is None:
@@ -182,16 +182,10 @@ class StepWalk:
                 self.keep(step, outcome)  # continue_on_error: the error is its result
             return None
         encoded = run.mask.dumps(items)
-        await bridge.store.put(run.steps_key, items_key(step), encoded, ttl)
-        await bridge.tracer.record(
-            run.event.id,
-            "loop",
-            **run.who,
-            step=step.key,
-            uses=step.uses,
-            status="started",
-            items=len(items),
+        entry = bridge.tracer.encode(
+            "loop", **run.who, step=step.key, uses=step.uses, status="started", items=len(items)
         )
+        await bridge.tracer.put(run.event.id, run.steps_key, items_key(step), encoded, ttl, entry)
         found: list[Any] = loads(encoded)
         return found
 

@@ -56,6 +56,7 @@ if #ARGV > 5 then
 end
 return n
 """
+_NO_HASH_OP = ("", "", 0, 0)  # a write of trace entries only
 
 
 class Tracer:
@@ -100,7 +101,7 @@ class Tracer:
 
     async def record(self, event_id: str, kind: str, **fields: Any) -> None:
         """Append one entry to the event's trace now (after any held back)."""
-        await self._send(event_id, [self.encode(kind, **fields)], ("", "", 0, 0), None)
+        await self._send(event_id, [self.encode(kind, **fields)], _NO_HASH_OP, None)
 
     def hold(self, event_id: str, entry: bytes) -> None:
         """Keep an encoded entry back until the event's next write (or `flush`)."""
@@ -122,7 +123,7 @@ class Tracer:
     async def flush(self, event_id: str) -> None:
         """Write what is held back for the event, if anything."""
         if event_id in self._held:
-            await self._send(event_id, [], ("", "", 0, 0), None)
+            await self._send(event_id, [], _NO_HASH_OP, None)
 
     async def count(self, event_id: str, key: str, field: str, by: int, ttl: int) -> int:
         """Add `by` to a counter in a hash kept `ttl` s (what is held back goes along)."""

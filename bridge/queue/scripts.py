@@ -185,13 +185,6 @@ return out
 )
 
 
-# KEYS[1]: a hash. ARGV: field, increment, ttl s. Returns the new count.
-COUNT = """
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return n
-"""
-
 # KEYS[1]: a hash. ARGV: field, value, ttl s.
 PUT = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])

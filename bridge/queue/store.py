@@ -92,7 +92,6 @@ class Store:
         self.event_ttl = event_ttl
         self._ingest = FastScript(redis, scripts.INGEST)
         self._enqueue = FastScript(redis, scripts.ENQUEUE)
-        self._count = FastScript(redis, scripts.COUNT)
         self._put = FastScript(redis, scripts.PUT)
         # The group commit of ingest(): calls waiting for the next script call.
         self._waiting: deque[tuple[Sequence[Event], asyncio.Future[list[Admission]]]] = deque()
@@ -213,10 +212,6 @@ class Store:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis cannot enqueue jobs: {type(exc).__name__}") from exc
         return [bool(flag) for flag in result]
-
-    async def count(self, key: str, field: str, by: int, ttl: int) -> int:
-        """Add `by` to a counter in a hash kept `ttl` seconds; the new count."""
-        return int(await self._count([key], [field, by, ttl]))
 
     async def put(self, key: str, field: str, value: bytes, ttl: int) -> None:
         """Set one field of a hash kept `ttl` seconds."""
