@@ -68,5 +68,5 @@ def test_a_dry_run_names_the_loops_item_too(
         "asset_id expects a string or integer, but data.asset_ids is a list (lytho.tag_asset); "
         "this step loops already: each item is `item` here, use {{ item }}"
     )
-    assert f"(error: {message})" in out, out
+    assert f"(error: rules/c.yaml:8:22: {message})" in out, out
     assert "use for_each" not in out

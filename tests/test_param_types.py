@@ -172,9 +172,10 @@ def test_dry_run_reports_the_rendered_wrong_type(
     capsys.readouterr()
     assert main(["fire", "event.json", "--dry-run"]) == 1
     out = capsys.readouterr().out
+    # The place of the value in the rule file, as `bridge validate` names a parameter's.
     assert (
         '      → tag: lytho.tag_asset {"asset_id": [1001, 1002], "tags": ["campaign"]} '
-        f"(error: {RENDERED_LIST})"
+        f"(error: rules/campaign.yaml:6:22: {RENDERED_LIST})"
     ) in out.splitlines()
 
 
@@ -205,9 +206,50 @@ def test_bridge_test_fails_the_case_with_the_same_message(
     assert main(["test"]) == 1
     out = capsys.readouterr().out
     assert (
-        f"      step tag of rule 'tag-campaign' renders: expected 'no error', got {RENDERED_LIST!r}"
+        "      step tag of rule 'tag-campaign' renders: expected 'no error', got "
+        f"{'rules/campaign.yaml:6:22: ' + RENDERED_LIST!r}"
     ) in out.splitlines()
     assert out.splitlines()[-1] == "0 passed, 1 failed"
+
+
+BRANCHED = """\
+rules:
+  - id: other-rule
+    on: shop.campaign.ready
+    actions:
+      - uses: lytho.tag_asset
+        with: {asset_id: "{{ data.asset_ids | first }}", tags: [campaign]}
+  - id: tag-campaign
+    on: shop.campaign.ready
+    actions:
+      - choose:
+          - when: "data.asset_ids | length > 1"
+            steps:
+              - id: tag
+                uses: lytho.tag_asset
+                with:
+                  tags: [campaign]
+                  asset_id:   "{{ data.asset_ids }}"
+"""
+
+
+def test_the_place_is_the_values_own_in_a_branch_and_a_block_mapping(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "rules" / "campaign.yaml").write_text(BRANCHED)
+    (project / "rules" / "tests" / "campaign.test.yaml").write_text(
+        "cases:\n"
+        "  - name: a campaign tags its assets\n"
+        f"    event: {json.dumps(CAMPAIGN_EVENT)}\n"
+        "    expect: {matched: [other-rule, tag-campaign]}\n"
+    )
+    (project / "event.json").write_text(json.dumps(CAMPAIGN_EVENT))
+    assert main(["fire", "event.json", "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    assert f"(error: rules/campaign.yaml:17:31: {RENDERED_LIST})" in out, out
+    assert main(["test"]) == 1
+    out = capsys.readouterr().out
+    assert f"got {'rules/campaign.yaml:17:31: ' + RENDERED_LIST!r}" in out, out
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from bridge.rules.choose import CHOOSE, decide
 from bridge.rules.digests import digest_context, digest_event, is_digest_run, rollup_context
 from bridge.rules.loops import checked_items, item_context, item_step
 from bridge.rules.model import Rule, Step, event_context
-from bridge.rules.param_types import ParamTypeError
+from bridge.rules.param_types import ParamTypeError, value_place
 from bridge.rules.template_analysis import names_read, step_references
 from bridge.rules.waits import current_of
 from bridge.templates.environment import SlackText, Templates
@@ -236,10 +236,15 @@ def _render_step(
     try:
         # Errors surface here, not in Slack: a template file is rendered too.
         done = step.render(templates, context)
+    except ParamTypeError as exc:
+        # A value of the wrong type is shown with what rendered, told where it is written
+        # as `bridge validate` tells it (`rules/shop.yaml:6:22: asset_id expects …`).
+        written = step.with_.get(exc.key)
+        place = value_place(rule.file, step.line, step.uses, exc.key, written)
+        error = f"{place}: {exc}" if place else str(exc)
+        return RenderedAction(rule.id, step.key, step.uses, exc.params, error=error, note=note)
     except TemplateError as exc:
-        # A value of the wrong type (ParamTypeError) is shown with what rendered.
-        shown = exc.params if isinstance(exc, ParamTypeError) else {}
-        return RenderedAction(rule.id, step.key, step.uses, shown, error=str(exc), note=note)
+        return RenderedAction(rule.id, step.key, step.uses, {}, error=str(exc), note=note)
     return RenderedAction(
         rule.id,
         step.key,

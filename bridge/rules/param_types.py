@@ -7,16 +7,21 @@ value rendered for the given event), and the worker (the value rendered at run t
 
     asset_id expects a string or integer, but data.tags is a list (lytho.tag_asset);
     to act on each item use for_each (docs/rules.md#loops)
+
+`bridge validate`, the dry run and rule tests put the value's place first
+(`rules/shop.yaml:6:22: asset_id expects …`); the worker, with no rule file at hand, does not.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from bridge.errors import TemplateError
+from bridge.rules.source import Node, parse
 from bridge.rules.template_analysis import step_references
 from bridge.schema import ActionSchema, Param, type_name
 
@@ -38,11 +43,12 @@ _PLACEHOLDER = re.compile(r"\A<steps\.[^<>]*>\Z")
 
 
 class ParamTypeError(TemplateError):
-    """A rendered parameter has a type its action does not take; `params` as rendered."""
+    """A rendered parameter (`key`) has a type its action does not take; `params` as rendered."""
 
-    def __init__(self, message: str, params: Mapping[str, Any]) -> None:
+    def __init__(self, message: str, params: Mapping[str, Any], key: str = "") -> None:
         super().__init__(message)
         self.params = dict(params)
+        self.key = key
 
 
 def word(kind: str) -> str:
@@ -166,7 +172,45 @@ def check_rendered(
             continue
         kind = type_name(value)
         if not fits(param.types, kind):
-            raise ParamTypeError(type_problem(schema, key, kind, source, item=item), params)
+            raise ParamTypeError(type_problem(schema, key, kind, source, item=item), params, key)
+
+
+def value_place(file: str, step_line: int, uses: str, key: str, written: Any) -> str | None:
+    """`file:line:col` of parameter `key`'s value (`written`, as the rule has it) in the step
+    at `step_line` with that `uses`: the place `bridge validate` names for it; None if the
+    file no longer holds it.
+
+    A loaded rule keeps its file and each step's line, not every value's place: the file is
+    read again as the loader reads it (source.parse), only when a value is refused.
+    """
+    if not file:  # a rule built in code, not read from a file
+        return None
+    try:
+        root, _ = parse(Path(file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+    for node in _mappings(root):
+        if node.line != step_line or _scalar(node.value.get("uses")) != uses:
+            continue
+        given = node.value.get("with")
+        value = given.value.get(key) if given is not None and given.is_mapping else None
+        if value is not None and value.plain() == written:
+            return f"{file}:{value.line}:{value.column}"
+    return None
+
+
+def _mappings(node: Node | None) -> Iterator[Node]:
+    if node is None:
+        return
+    if node.is_mapping:
+        yield node
+    children = node.value.values() if node.is_mapping else node.value if node.is_sequence else ()
+    for child in children:
+        yield from _mappings(child)
+
+
+def _scalar(node: Node | None) -> Any:
+    return node.value if node is not None else None
 
 
 def _templated(source: Any) -> bool:
