@@ -84,6 +84,8 @@ TARGETS = {
     "web_peak_mb": 80,
     "worker_peak_mb": 120,
     "rules_1000_eps": 50_000,
+    # plain rules beside new-feature rules, over beside as many plain ones (issue 16)
+    "rules_beside_ratio": 0.9,
 }
 
 
@@ -873,6 +875,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="some of ingest,e2e,rules,idle,extras,paced (default: all but paced)",
     )
     parser.add_argument("--rules-counts", help="rule counts (default 10,100,1000,10000)")
+    parser.add_argument(
+        "--rules-beside",
+        type=int,
+        help="rules: plain rules beside new-feature rules (default 1000, --quick 100; 0: skip)",
+    )
     parser.add_argument("--poll-delay", help="BRIDGE_WORKER_POLL_DELAY for the workers")
     parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw")
     parser.add_argument("--no-baselines", action="store_true", help="skip the bare baselines")
@@ -904,6 +911,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.settle = 0.3 if args.quick else 1.0
     args.idle_seconds = 1.0 if args.quick else 5.0
     args.rules_seconds = 0.2 if args.quick else 1.0
+    if args.rules_beside is None:
+        args.rules_beside = 100 if args.quick else 1000
+    # plain rules beside new-feature rules: seconds per timing, interleaved repeats
+    args.rules_beside_seconds, args.rules_beside_repeats = (0.04, 5) if args.quick else (0.2, 9)
     if args.quick and args.sections == ",".join(DEFAULT_SECTIONS):
         # extras: ~40 s on its own; paced: a smoke of two short rates
         args.sections = ",".join(s for s in SECTIONS if s != "extras")
@@ -943,6 +954,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables.append(
             ("Rules: events/s matched (in process, one core)", rules_bench.table(measures))
         )
+        if args.rules_beside:
+            # Issue 16: do rules that use no new feature pay for the ones that do? Same run,
+            # interleaved (bench/rules.py beside() says what it can and cannot tell).
+            log("rules: plain rules beside new-feature rules")
+            beside = rules_bench.beside(
+                args.rules_beside, args.rules_beside_seconds, args.rules_beside_repeats
+            )
+            results["rules_beside"] = [asdict(b) for b in beside]
+            tables.append(
+                (
+                    "Rules that use no new feature, beside ones that do (issues 15/16; "
+                    f"median of {args.rules_beside_repeats} interleaved timings)",
+                    rules_bench.beside_table(beside),
+                )
+            )
 
     if sections & (PROCESS_SECTIONS | {"paced"}):
         with tempfile.TemporaryDirectory(prefix="lytbridge-bench-") as tmp_name:
@@ -1320,6 +1346,20 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
                     f"rules 1,000 ({m['layout']}) evaluate+trace (no target)",
                     f"{m['trace_eps']:,.1f} ev/s",
                     "-",
+                ]
+            )
+    # Issue 16: plain rules cost no more beside new-feature rules than beside plain ones
+    # (same types), nor beside new-feature rules of other types than alone. Printed, never
+    # fatal: a ratio of medians on a shared machine.
+    beside = [rules_bench.Beside(**b) for b in results.get("rules_beside", [])]
+    for variant, ratios in rules_bench.beside_ratios(beside).items():
+        for kind, ratio in zip(("evaluate", "+trace"), ratios, strict=True):
+            limit = TARGETS["rules_beside_ratio"]
+            rows.append(
+                [
+                    f"rules {variant} {kind} ≥ {limit:g} x {rules_bench.REFERENCE[variant]}",
+                    f"{ratio:.3f} x",
+                    "yes" if ratio >= limit else "NO",
                 ]
             )
     return rows
