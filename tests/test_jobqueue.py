@@ -429,3 +429,51 @@ async def test_a_job_queued_without_a_token_is_found_by_the_poll(
     async with running(w):
         await enqueue(pool, key_prefix, "ping", 1)  # arq's client pushes no wake-up token
         await asyncio.wait_for(done.wait(), 10)
+
+
+async def test_a_stopping_worker_cuts_a_cron_job_short_and_waits_for_the_rest(
+    pool: ArqRedis, key_prefix: str
+) -> None:
+    """A poll pass (a cron job) is redone by the next tick, so a stop does not wait for it;
+    a job that acts (a rule's run) still gets its time to finish."""
+    from arq.cron import cron
+
+    run_started, pass_started, pass_cut, release = (asyncio.Event() for _ in range(4))
+
+    async def act(ctx: dict[str, Any]) -> str:
+        run_started.set()
+        await release.wait()
+        return "acted"
+
+    async def poll_pass(ctx: dict[str, Any]) -> None:
+        pass_started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass_cut.set()
+            raise
+
+    [job_id] = await enqueue(pool, key_prefix, "act", 1)
+    w = worker(
+        pool,
+        key_prefix,
+        func(act, name="act"),
+        burst=False,
+        cron_jobs=[cron(poll_pass, name=f"{key_prefix}tick", second=set(range(60)), unique=True)],
+    )
+    main = asyncio.create_task(w.main())
+    await asyncio.wait_for(run_started.wait(), 30)
+    await asyncio.wait_for(pass_started.wait(), 30)
+
+    draining = asyncio.create_task(w.drain(completion_wait=600))
+    await asyncio.wait_for(pass_cut.wait(), 30)
+    # The pass is cut short while the run still runs, and the stop waits for the run.
+    assert not release.is_set() and not draining.done()
+    release.set()
+    await asyncio.wait_for(draining, 30)
+    main.cancel()
+    await asyncio.gather(main, return_exceptions=True)
+
+    job = Job(job_id, pool, _queue_name=f"{key_prefix}queue", _deserializer=job_deserializer)
+    assert await job.result() == "acted"
+    assert w.jobs_complete == 1 and w.jobs_retried == 1  # the pass: back for the next tick
