@@ -46,7 +46,7 @@ from bridge.sandbox.lytho import create_lytho_app
 from bridge.sandbox.lytho_dialect import LythoDialect
 from bridge.sandbox.lytho_workflow import create_lytho_workflow_app
 from bridge.sandbox.lytics import create_lytics_app
-from bridge.sandbox.server import ThreadedServer
+from bridge.sandbox.server import ThreadedServer, stop_all
 from bridge.sandbox.slack import DEFAULT_TOKEN, SlackSandbox, create_slack_app
 from bridge.sandbox.slack_press import buttons
 from bridge.settings import Secret, Settings
@@ -143,11 +143,14 @@ def dev_services(settings: Settings, data_dir: Path = REDIS_DIR) -> Iterator[Set
                 f"{data_dir}/ (kept between runs{_kept(embedded.url)}; "
                 "bridge dev --reset starts clean)"
             )
+        # The sandboxes stop side by side (a fifth of a second each, one after another).
+        sandboxes: list[ThreadedServer] = []
+        stack.callback(stop_all, sandboxes)
         if settings.slack_bot_token is None:
             sandbox = dev_slack_sandbox()
             server = ThreadedServer(create_slack_app(sandbox))
             server.start()
-            stack.callback(server.stop)
+            sandboxes.append(server)
             settings = replace(
                 settings, slack_api_url=f"{server.url}/api/", slack_bot_token=Secret(DEFAULT_TOKEN)
             )
@@ -159,14 +162,14 @@ def dev_services(settings: Settings, data_dir: Path = REDIS_DIR) -> Iterator[Set
         # written for a tenant can be tried locally first (docs/lytho-api.md).
         dialect = _dialect(settings)
         if settings.lytho_api_key is None:
-            url = _sandbox(stack, create_lytho_app(DEV_LYTHO_KEY, dialect=dialect))
+            url = _sandbox(sandboxes, create_lytho_app(DEV_LYTHO_KEY, dialect=dialect))
             settings = replace(
                 settings, lytho_api_url=f"{url}/v1/", lytho_api_key=Secret(DEV_LYTHO_KEY)
             )
             print(f"[dev] no LYTHO_API_KEY: Lytho DAM sandbox at {url}/v1/")
         if settings.lytho_workflow_client_missing:
             url = _sandbox(
-                stack,
+                sandboxes,
                 create_lytho_workflow_app(DEV_CLIENT_ID, DEV_CLIENT_SECRET, dialect=dialect),
             )
             settings = replace(
@@ -178,7 +181,7 @@ def dev_services(settings: Settings, data_dir: Path = REDIS_DIR) -> Iterator[Set
             )
             print(f"[dev] no LYTHO_CLIENT_ID: Lytho Workflow sandbox at {url}/v1/")
         if settings.lytics_api_token is None:
-            url = _sandbox(stack, create_lytics_app(DEV_LYTICS_TOKEN))
+            url = _sandbox(sandboxes, create_lytics_app(DEV_LYTICS_TOKEN))
             settings = replace(
                 settings, lytics_api_url=url, lytics_api_token=Secret(DEV_LYTICS_TOKEN)
             )
@@ -209,11 +212,11 @@ def _dialect(settings: Settings) -> LythoDialect | None:
         ) from None
 
 
-def _sandbox(stack: contextlib.ExitStack, app: Any) -> str:
-    """Start a sandbox app on a free loopback port until the stack closes; its base URL."""
+def _sandbox(sandboxes: list[ThreadedServer], app: Any) -> str:
+    """Start a sandbox app on a free loopback port, stopped with `sandboxes`; its base URL."""
     server = ThreadedServer(app)
     server.start()
-    stack.callback(server.stop)
+    sandboxes.append(server)
     return server.url
 
 
