@@ -67,7 +67,9 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} has value {raw!r}; use 0 or 1")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -77,19 +79,17 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
         raise ConfigError(f"{name} has value {raw!r}; expected a whole number") from None
     if value < minimum:
         raise ConfigError(f"{name} has value {value}; the minimum is {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} has value {value}; the maximum is {maximum}")
     return value
 
 
 MAX_WEB_CONCURRENCY = 64
+MAX_PORT = 65535
 
 
 def _web_concurrency(env: Mapping[str, str]) -> int:
-    value = _int(env, "WEB_CONCURRENCY", 1, minimum=1)
-    if value > MAX_WEB_CONCURRENCY:
-        raise ConfigError(
-            f"WEB_CONCURRENCY has value {value}; the maximum is {MAX_WEB_CONCURRENCY}"
-        )
-    return value
+    return _int(env, "WEB_CONCURRENCY", 1, minimum=1, maximum=MAX_WEB_CONCURRENCY)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
@@ -273,7 +273,7 @@ class Settings:
         return cls(
             redis_url=redis_url,
             redis_url_set=bool(env.get("REDIS_URL")),
-            port=_int(env, "PORT", 8000, minimum=0),
+            port=_int(env, "PORT", 8000, minimum=0, maximum=MAX_PORT),
             web_concurrency=_web_concurrency(env),
             host=env.get("HOST") or "0.0.0.0",  # noqa: S104
             host_set=bool(env.get("HOST")),

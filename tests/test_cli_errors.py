@@ -245,3 +245,21 @@ def test_trace_outside_the_dev_folder_names_the_redis_it_asked(
     assert capsys.readouterr().err == (
         "no event 'evt_not_here' is stored (unknown, or older than BRIDGE_TRACE_TTL)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("port", "message"),
+    [
+        ("99999", "argument --port: 99999 is no port number (0 to 65535)"),
+        ("-1", "argument --port: -1 is no port number (0 to 65535)"),
+        ("web", "argument --port: 'web' is no port number (0 to 65535)"),
+    ],
+)
+def test_bridge_dev_refuses_a_port_out_of_range_before_starting_anything(
+    folder: Path, capsys: pytest.CaptureFixture[str], port: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["dev", "--port", port])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"bridge dev: error: {message}"
+    assert not (folder / ".bridge").exists()  # no Redis, no state: nothing was started

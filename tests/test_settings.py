@@ -46,6 +46,8 @@ def test_per_source_secret_wins_over_the_default() -> None:
     [
         ({"BRIDGE_ALLOW_UNSIGNED": "yes"}, "BRIDGE_ALLOW_UNSIGNED has value 'yes'; use 0 or 1"),
         ({"PORT": "eighty"}, "PORT has value 'eighty'; expected a whole number"),
+        ({"PORT": "99999"}, "PORT has value 99999; the maximum is 65535"),
+        ({"PORT": "-1"}, "PORT has value -1; the minimum is 0"),
         ({"BRIDGE_POLL_INTERVAL": "2"}, "BRIDGE_POLL_INTERVAL has value 2; the minimum is 5"),
         ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY has value 0; the minimum is 1"),
         ({"WEB_CONCURRENCY": "65"}, "WEB_CONCURRENCY has value 65; the maximum is 64"),

@@ -19,6 +19,17 @@ from bridge.cli.rules import cmd_fire, cmd_test, cmd_validate
 from bridge.errors import BridgeError, RuleError
 
 
+def _port(text: str) -> int:
+    """A TCP port for --port: 0 (a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is no port number (0 to 65535)") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is no port number (0 to 65535)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge",
@@ -30,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = sub.add_parser("dev", help="web + worker in one process, with sandboxes where needed")
-    dev.add_argument("--port", type=int, default=None, help="web port (default: $PORT or 8000)")
+    dev.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="web port, 0 for a free one (default: $PORT or 8000)",
+    )
     dev.add_argument(
         "--reset", action="store_true", help="start clean: remove the data kept in .bridge/redis"
     )
