@@ -122,20 +122,7 @@ def rate(
     """
     for event in events[:50]:
         work(event)  # warm the per-type plans
-    best = 0.0
-    for _ in range(rounds):
-        done = 0
-        start = time.perf_counter()
-        deadline = start + seconds / rounds
-        while True:
-            for event in events:
-                work(event)
-            done += len(events)
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        best = max(best, done / (now - start))
-    return best
+    return max(rate_once(work, events, seconds / rounds) for _ in range(rounds))
 
 
 def measure(layout: str, count: int, seconds: float) -> Measure:
