@@ -353,3 +353,27 @@ def test_commands_beside_bridge_dev_find_it_where_nothing_answers_on_6379(
     )
     assert results["dev_code"] == 0
     assert results["state_after"] is False
+
+
+def test_dev_says_when_its_lytho_sandboxes_speak_an_override_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lytho.yaml").write_text("dam:\n  pages: {first_page: 1}\n")
+    env = {"BRIDGE_LYTHO_PROFILE": "lytho.yaml"}
+    with dev.dev_services(Settings.from_env(env)) as settings:
+        assert settings.lytho_api_key is not None
+        # The sandbox does speak it: its pages count from 1.
+        first = httpx.get(
+            f"{settings.lytho_api_url}assets",
+            params={"page": 1, "size": 1},
+            headers={"x-api-key": settings.lytho_api_key.get()},
+        )
+        assert first.status_code == 200 and first.json()["first"] is True, first.json()
+    lines = capsys.readouterr().out.splitlines()
+    speaking = ", speaking the dialect of lytho.yaml (BRIDGE_LYTHO_PROFILE)"
+    assert [line for line in lines if line.endswith(speaking)] == [
+        f"[dev] no LYTHO_API_KEY: Lytho DAM sandbox at {settings.lytho_api_url}{speaking}",
+        f"[dev] no LYTHO_CLIENT_ID: Lytho Workflow sandbox at "
+        f"{settings.lytho_workflow_api_url}{speaking}",
+    ]

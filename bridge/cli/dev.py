@@ -166,7 +166,7 @@ def dev_services(settings: Settings, data_dir: Path = REDIS_DIR) -> Iterator[Set
             settings = replace(
                 settings, lytho_api_url=f"{url}/v1/", lytho_api_key=Secret(DEV_LYTHO_KEY)
             )
-            print(f"[dev] no LYTHO_API_KEY: Lytho DAM sandbox at {url}/v1/")
+            print(f"[dev] no LYTHO_API_KEY: Lytho DAM sandbox at {url}/v1/{_speaking(settings)}")
         if settings.lytho_workflow_client_missing:
             url = _sandbox(
                 sandboxes,
@@ -179,7 +179,10 @@ def dev_services(settings: Settings, data_dir: Path = REDIS_DIR) -> Iterator[Set
                 lytho_client_id=DEV_CLIENT_ID,
                 lytho_client_secret=Secret(DEV_CLIENT_SECRET),
             )
-            print(f"[dev] no LYTHO_CLIENT_ID: Lytho Workflow sandbox at {url}/v1/")
+            print(
+                f"[dev] no LYTHO_CLIENT_ID: Lytho Workflow sandbox at {url}/v1/"
+                f"{_speaking(settings)}"
+            )
         if settings.lytics_api_token is None:
             url = _sandbox(sandboxes, create_lytics_app(DEV_LYTICS_TOKEN))
             settings = replace(
@@ -199,6 +202,13 @@ def _kept(url: str) -> str:
     finally:
         client.close()
     return f", {keys} key{'s' if keys > 1 else ''} from earlier runs" if keys else ""
+
+
+def _speaking(settings: Settings) -> str:
+    """What a Lytho sandbox's line adds when it speaks an override profile's dialect."""
+    if settings.lytho_profile is None:
+        return ""
+    return f", speaking the dialect of {settings.lytho_profile} (BRIDGE_LYTHO_PROFILE)"
 
 
 def _dialect(settings: Settings) -> LythoDialect | None:
