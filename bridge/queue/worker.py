@@ -78,11 +78,7 @@ def _wait_for(next_due_ms: int | None, poll_delay: float) -> float:
 class BridgeWorker(Worker):
     """An arq Worker that claims jobs in batches and finishes each in one round trip."""
 
-    def __init__(
-        self,
-        functions: Sequence[Function | Any] = (),
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, functions: Sequence[Function | Any] = (), **kwargs: Any) -> None:
         refused = refused_options(kwargs, [*functions, *(kwargs.get("cron_jobs") or ())])
         if kwargs.get("redis_pool") is None:
             refused.insert(0, "redis_pool is required (the worker runs on a given ArqRedis)")
@@ -93,7 +89,6 @@ class BridgeWorker(Worker):
         self._claim_script: FastScript | None = None
         self._finish_script: FastScript | None = None
         self._slot_free = asyncio.Event()
-        self._cron_running: set[str] = set()  # ids of the cron jobs running now
 
     def _scripts(self) -> tuple[FastScript, FastScript]:
         if self._claim_script is None or self._finish_script is None:
@@ -132,18 +127,18 @@ class BridgeWorker(Worker):
         remove the heartbeat."""
         self.allow_pick_jobs = False
         running = [t for t in self.tasks.values() if not t.done()]
-        # A cron job (a poll pass, the schedule's tick) is cut short at once: the next tick
-        # runs it again, as after a crash, so a stop or a deploy never waits for one.
-        passes = [t for j, t in self.tasks.items() if j in self._cron_running and not t.done()]
+        # A cron job (a poll pass, the schedule's tick; its id is arq's `<name>:<slot>`) is
+        # cut short at once: the next tick runs it again, as after a crash.
+        slots = tuple(f"{job.name}:" for job in self.cron_jobs)
+        passes = [t for j, t in self.tasks.items() if j.startswith(slots) and not t.done()]
         for task in passes:
             task.cancel()
         logger.info(
-            "worker stopping: waiting up to %.0f s for %d running jobs",
+            "worker stopping: waiting up to %.0f s for %d running jobs%s",
             completion_wait,
             len(running) - len(passes),
+            f"; {len(passes)} cron jobs cut short, for the next tick" if passes else "",
         )
-        if passes:
-            logger.info("worker stopping: %d cron jobs cut short, for the next tick", len(passes))
         if running:
             await asyncio.wait(running, timeout=completion_wait)
         await self.cancel_running()
@@ -289,14 +284,9 @@ class BridgeWorker(Worker):
             return await failed(JobExecutionFailed(f"max {max_tries} retries exceeded"))
 
         appends: list[tuple[str, int, list[bytes]]] = []  # ctx[FINISH_APPENDS]
-        if is_cron:
-            self._cron_running.add(job_id)
-        try:
-            outcome = await self._call(
-                function, job_id, job_try, enqueue_ms, score, args, kwargs, appends
-            )
-        finally:
-            self._cron_running.discard(job_id)
+        outcome = await self._call(
+            function, job_id, job_try, enqueue_ms, score, args, kwargs, appends
+        )
         result, finish, success, incr_score, start_ms, finished_ms = outcome
 
         keep_s = self.keep_result_s if function.keep_result_s is None else function.keep_result_s
