@@ -312,6 +312,21 @@ async def test_every_refused_option_is_named_at_once(pool: ArqRedis, key_prefix:
     )
 
 
+@pytest.mark.parametrize("options", [{"unique": False}, {"job_id": "mine"}])
+async def test_a_cron_job_a_stop_could_not_tell_is_refused(
+    pool: ArqRedis, key_prefix: str, options: dict[str, Any]
+) -> None:
+    from arq.cron import cron
+
+    tick = cron(noop, name="tick", second=0, **options)
+    with pytest.raises(ConfigError) as raised:
+        worker(pool, key_prefix, func(noop, name="noop"), cron_jobs=[tick])
+    assert str(raised.value) == (
+        "BridgeWorker: cron job 'tick' must be unique=True without job_id (a stopping worker"
+        " cuts a cron job short by the id arq gives its slot)"
+    )
+
+
 async def test_options_at_the_value_the_worker_honours_are_accepted(
     pool: ArqRedis, key_prefix: str
 ) -> None:
@@ -439,6 +454,7 @@ async def test_a_stopping_worker_cuts_a_cron_job_short_and_waits_for_the_rest(
     from arq.cron import cron
 
     run_started, pass_started, pass_cut, release = (asyncio.Event() for _ in range(4))
+    slots: list[str] = []  # the cron slots that started
 
     async def act(ctx: dict[str, Any]) -> str:
         run_started.set()
@@ -446,6 +462,7 @@ async def test_a_stopping_worker_cuts_a_cron_job_short_and_waits_for_the_rest(
         return "acted"
 
     async def poll_pass(ctx: dict[str, Any]) -> None:
+        slots.append(ctx["job_id"])
         pass_started.set()
         try:
             await asyncio.Event().wait()
@@ -476,4 +493,10 @@ async def test_a_stopping_worker_cuts_a_cron_job_short_and_waits_for_the_rest(
 
     job = Job(job_id, pool, _queue_name=f"{key_prefix}queue", _deserializer=job_deserializer)
     assert await job.result() == "acted"
-    assert w.jobs_complete == 1 and w.jobs_retried == 1  # the pass: back for the next tick
+    # A slot cut short ends there: not queued again (its next slot is its retry), and no
+    # other worker runs it (its in-progress key stays, as for a slot that finished).
+    assert slots and all(s.startswith(f"{key_prefix}tick:") for s in slots)
+    for slot in slots:
+        assert await pool.zscore(f"{key_prefix}queue", slot) is None
+        assert await job_keys(pool, slot) == ["arq:in-progress:"]
+    assert w.jobs_retried == 0 and w.jobs_failed == 0

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from arq.cron import CronJob
+
 from bridge.queue.codec import JOB_EXPIRY_MS
 
 # The arq release lytbridge is built and tested against.
@@ -172,5 +174,11 @@ def refused_options(options: dict[str, Any], functions: Sequence[Any]) -> list[s
             refused.append(
                 f"arq option keep_result_forever=True of function {function.name!r} is not"
                 " supported (results are kept for keep_result seconds); leave it unset"
+            )
+        if isinstance(function, CronJob) and (not function.unique or function.job_id):
+            # A stopping worker tells a cron job by arq's id for a slot, `<name>:<slot>`.
+            refused.append(
+                f"cron job {function.name!r} must be unique=True without job_id (a stopping"
+                " worker cuts a cron job short by the id arq gives its slot)"
             )
     return refused

@@ -126,11 +126,11 @@ class BridgeWorker(Worker):
         re-queue) the rest, stop the loop (and `runner`, the task awaiting async_run) and
         remove the heartbeat."""
         self.allow_pick_jobs = False
-        running = [t for t in self.tasks.values() if not t.done()]
+        running = {j: t for j, t in self.tasks.items() if not t.done()}
         # A cron job (a poll pass, the schedule's tick; its id is arq's `<name>:<slot>`) is
         # cut short at once: the next tick runs it again, as after a crash.
-        slots = tuple(f"{job.name}:" for job in self.cron_jobs)
-        passes = [t for j, t in self.tasks.items() if j.startswith(slots) and not t.done()]
+        names = {job.name for job in self.cron_jobs}
+        passes = [t for j, t in running.items() if j.rpartition(":")[0] in names]
         for task in passes:
             task.cancel()
         logger.info(
@@ -140,7 +140,7 @@ class BridgeWorker(Worker):
             f"; {len(passes)} cron jobs cut short, for the next tick" if passes else "",
         )
         if running:
-            await asyncio.wait(running, timeout=completion_wait)
+            await asyncio.wait(running.values(), timeout=completion_wait)
         await self.cancel_running()
         # Cancel the poll loop as well as the task around it, and wait for both: a loop left
         # running would keep polling (and beating) after the worker said it stopped.
@@ -347,9 +347,10 @@ class BridgeWorker(Worker):
             self.jobs_retried += 1
             logger.debug("job %s retrying in %.2f s", job_id, (exc.defer_score or 0) / 1000)
         except (asyncio.CancelledError, RetryJob):
-            # Cancelled (the worker is stopping): back to the queue as it stands.
-            self.jobs_retried += 1
-            logger.debug("job %s cancelled, will run again", job_id)
+            # Cancelled (stopping): back to the queue; a cron slot ends (the next one retries).
+            finish = isinstance(function, CronJob)
+            self.jobs_retried += not finish
+            logger.debug("job %s cancelled%s", job_id, "" if finish else ", will run again")
         except Exception as exc:
             logger.exception("job %s failed: %s: %s", job_id, type(exc).__name__, exc)
             result, finish = exc, True
