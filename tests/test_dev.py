@@ -377,3 +377,18 @@ def test_dev_says_when_its_lytho_sandboxes_speak_an_override_profile(
         f"[dev] no LYTHO_CLIENT_ID: Lytho Workflow sandbox at "
         f"{settings.lytho_workflow_api_url}{speaking}",
     ]
+
+
+def test_the_sandboxes_stop_together_even_one_that_never_started() -> None:
+    from starlette.applications import Starlette
+
+    from bridge.sandbox.server import ThreadedServer, stop_all
+
+    started = [ThreadedServer(Starlette()) for _ in range(3)]
+    for server in started:
+        server.start()
+    never = ThreadedServer(Starlette())  # its start timed out before it ran, say
+    stop_all([*started, never])
+    for server in started:
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(server.url)

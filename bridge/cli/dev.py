@@ -149,8 +149,8 @@ def dev_services(settings: Settings, data_dir: Path = REDIS_DIR) -> Iterator[Set
         if settings.slack_bot_token is None:
             sandbox = dev_slack_sandbox()
             server = ThreadedServer(create_slack_app(sandbox))
+            sandboxes.append(server)  # stopped even when its start times out
             server.start()
-            sandboxes.append(server)
             settings = replace(
                 settings, slack_api_url=f"{server.url}/api/", slack_bot_token=Secret(DEFAULT_TOKEN)
             )
@@ -225,8 +225,8 @@ def _dialect(settings: Settings) -> LythoDialect | None:
 def _sandbox(sandboxes: list[ThreadedServer], app: Any) -> str:
     """Start a sandbox app on a free loopback port, stopped with `sandboxes`; its base URL."""
     server = ThreadedServer(app)
+    sandboxes.append(server)  # stopped even when its start times out
     server.start()
-    sandboxes.append(server)
     return server.url
 
 

@@ -54,6 +54,8 @@ class ThreadedServer:
     def stop(self, timeout: float = 10.0, grace: float = 1.0) -> None:
         """Stop serving; requests still open after `grace` seconds are cut off."""
         self._server.should_exit = True
+        if self._thread.ident is None:
+            return  # never started
         self._thread.join(grace)
         if self._thread.is_alive():
             self._server.force_exit = True
