@@ -184,7 +184,7 @@ def test_recipe_9_routes_each_verdict_to_its_branch(dam: tuple[Bridge, Any]) -> 
     before_1003 = tag_names(lytho, 1003)
 
     events = [
-        proof("pv-7", 7, "Hero visual v3", "approved", 1, 1001),
+        proof("pv-7", 7, "Hero visual v3", "approved", 3, 1001),
         proof("pv-10", 10, "Banner set v1", "approved", 1, 1004),
         proof("pv-8a", 8, "Story video v1", "changes_requested", 1, 1002),
         proof("pv-9", 9, "Flyer A5 v2", "rejected", 1, 1003),
@@ -214,7 +214,7 @@ def test_recipe_9_routes_each_verdict_to_its_branch(dam: tuple[Bridge, Any]) -> 
     assert marketing == [
         ":white_check_mark: *Brand logo* is approved and ready to use (proof Banner set v1, v1)",
         ":white_check_mark: *Spring campaign hero* is approved and ready to use "
-        "(proof Hero visual v3, v1)",
+        "(proof Hero visual v3, v3)",
     ]
     # Changes requested: the first message starts the proof's thread, the next replies in it.
     first, reply = b.slack.received("#creative")
