@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import test_rule_loops as rule_loops
 from tests.helpers import Bridge, running_bridge, wait_for
 from tests.test_rule_loops import Sink
 
@@ -67,17 +67,8 @@ def succeeded_steps(bridge: Bridge, event_id: str) -> Counter[str]:
     )
 
 
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    with Sink() as s:
-        yield s
-
-
-@pytest.fixture
-def bridge(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Bridge]:
-    with running_bridge(redis_url, key_prefix, tmp_path, BRIDGE_HTTP_ALLOW="127.0.0.1") as b:
-        b.start_web()
-        yield b
+# The loop tests' sink and bridge (web up, the sink's loopback address allowed).
+sink, bridge = rule_loops.sink, rule_loops.bridge
 
 
 def test_a_matched_event_runs_in_its_handle_event_job_with_one_trace_in_order(

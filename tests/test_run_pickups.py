@@ -6,27 +6,13 @@ up that many times already, rather than running hundreds of pickups."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from bridge.jobs.handlers import MAX_PICKUPS, MAX_RUN_PICKUPS
-from tests.helpers import Bridge, running_bridge, wait_for
+from tests import test_rule_loops as rule_loops
+from tests.helpers import Bridge, wait_for
 from tests.test_rule_loops import LOOP, Sink, order
 
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    with Sink() as s:
-        yield s
-
-
-@pytest.fixture
-def bridge(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Bridge]:
-    with running_bridge(redis_url, key_prefix, tmp_path, BRIDGE_HTTP_ALLOW="127.0.0.1") as b:
-        b.start_web()
-        yield b
+# The loop tests' sink and bridge (web up, the sink's loopback address allowed).
+sink, bridge = rule_loops.sink, rule_loops.bridge
 
 
 def picked_up(bridge: Bridge, times: int, progress: int) -> None:
