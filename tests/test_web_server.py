@@ -156,9 +156,11 @@ def test_trickling_and_silent_connections_are_closed_while_others_are_served(web
     blank_trickle = web.connect()  # blank lines, which the parser skips, count too
     blanks = Trickle(blank_trickle, b"", b"\r\n")
     blanks.start()
-    raw = json.dumps({"id": "slow-body", "type": "a.b"}).encode()
+    # The body's last 200 bytes (JSON's trailing blanks) come one per 0.1 s: 20 s to finish,
+    # far past the 1 s timeout even on a loaded machine (10 bytes could finish first).
+    raw = json.dumps({"id": "slow-body", "type": "a.b"}).encode() + b" " * 200
     body_trickle = web.connect()
-    body = Trickle(body_trickle, raw_request(raw, signed_headers(raw))[:-10], b" ")
+    body = Trickle(body_trickle, raw_request(raw, signed_headers(raw))[:-200], b" ")
     body.start()
     silent = web.connect()  # never sends a byte
     try:
