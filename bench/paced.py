@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from bench import loadgen, nodered
+from bench import floors, loadgen, nodered
 from bench.procs import Process, children, cpu_seconds, free_port, http_ok, wait_until
 
 if TYPE_CHECKING:
@@ -517,6 +517,7 @@ def run_section(
     redis_pid = stack.redis_server.pid
     all_cores = os.sched_getaffinity(0)
     rows: list[PacedRow] = []
+    floor_rows: list[floors.FloorRow] = []
     notes: list[str] = []
     with on_cores(cores.load):
         if cores.pinned and redis_pid is not None:
@@ -544,6 +545,9 @@ def run_section(
                 rows += node_red_series(stack, sink_url, setup, notes)
             elif not args.no_node_red:
                 notes.append("Node-RED runs with the http action only (--paced-actions http)")
+            if args.paced_floors:
+                rates = [float(r) for r in args.paced_floor_rates or setup.rates]
+                floor_rows = floors.series(stack, sink_url, setup, rates)
         finally:
             if cores.pinned and redis_pid is not None:
                 pin(redis_pid, all_cores)
@@ -553,6 +557,7 @@ def run_section(
         "rows": [asdict(r) | {"held": r.held} for r in rows],
         "capacity": capacities(rows, setup.rates),
         "notes": notes,
+        "floors": floors.as_json(floor_rows),
     }
     where = (
         f"SUT on core {_cpus(cores.sut)}, load generator, Redis, sink and sandbox on "
@@ -561,6 +566,19 @@ def run_section(
         else "one core: not pinned"
     )
     tables.append((f"Paced, open loop ({where}; latency from due to receipt)", table(rows)))
+    if floor_rows:
+        # The bridge's own figure beside each floor: 1 worker, http.post, CPU per event.
+        measured = {
+            r.rate: r.cpu_ms_per_event_total * 1000
+            for r in rows
+            if r.system == "lytbridge" and r.action == "http.post" and r.workers == 1
+        }
+        tables.append(
+            (
+                f"Paced: floors of the libraries on the pinned core ({where})",
+                floors.table(floor_rows, measured, TARGETS["cpu_us_per_event"]),
+            )
+        )
     tables.append(
         (
             "Paced: capacity",

@@ -896,6 +896,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="paced: most keep-alive connections the load generator opens (default 1000)",
     )
     parser.add_argument("--no-node-red", action="store_true", help="paced: without Node-RED")
+    parser.add_argument(
+        "--paced-floors",
+        action="store_true",
+        help="paced: also the libraries' floors on the pinned core (bench/floors.py)",
+    )
     parser.add_argument("--profile", type=Path, help="write py-spy profiles to this folder")
     parser.add_argument("--json", type=Path, help="also write every result as JSON here")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
@@ -926,6 +931,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.paced_workers = args.paced_workers or ("1" if args.quick else "1,2")
     args.paced_actions = args.paced_actions or ("http" if args.quick else "http,slack")
     args.no_node_red = args.no_node_red or args.quick
+    # The libraries' floors (bench/floors.py): --quick keeps them working at its last rate.
+    args.paced_floors = args.paced_floors or args.quick
+    args.paced_floor_rates = args.paced_rates.split(",")[-1:] if args.quick else None
     if args.quick and args.e2e_rate == 200.0:
         args.e2e_rate = 0.0
     return args
