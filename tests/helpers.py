@@ -28,8 +28,16 @@ T = TypeVar("T")
 SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLWx5dGJyaWRnZS10ZXN0cw=="
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+# How long a wait on a condition may take before the test fails as hung. Not a speed
+# limit: a loaded machine may take many times the usual; only a wait that never ends
+# should trip it. Below the 60 s pytest-timeout, so that the failure names what it awaited.
+HANG_GUARD_SECONDS = 50.0
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float = HANG_GUARD_SECONDS, what: str = "condition"
+) -> T:
+    """Poll `predicate` until it returns something truthy; fail (as hung) after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

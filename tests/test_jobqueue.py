@@ -21,6 +21,7 @@ from bridge.queue.codec import job_deserializer, job_serializer
 from bridge.queue.store import Job as StoreJob
 from bridge.queue.store import Keys, Store
 from bridge.queue.worker import BridgeWorker
+from tests.helpers import HANG_GUARD_SECONDS
 
 
 @pytest.fixture
@@ -401,7 +402,7 @@ async def test_a_new_job_wakes_an_idle_worker_at_once(
     w = worker(pool, key_prefix, func(ping, name="ping"), burst=False)
     w.poll_delay_s = no_polling
     async with running(w):
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG_GUARD_SECONDS
         while not await blocked_on_wake(pool):  # idle, waiting on the wake list
             assert time.monotonic() < deadline, "the worker never waited for a wake-up"
             await asyncio.sleep(0.01)  # ok-sleep: polling interval of a bounded wait

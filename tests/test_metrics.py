@@ -119,7 +119,7 @@ def test_web_and_worker_counts_reach_the_scrape(bridge: Bridge) -> None:
         return found if done else None
 
     # The worker flushes every 2 s: wait for its counts to arrive.
-    found = wait_for(settled, timeout=20, what="the worker's counts in /metrics")
+    found = wait_for(settled, what="the worker's counts in /metrics")
 
     assert found['lytbridge_webhook_requests_total{source="demo",status="202"}'] == 2
     assert found['lytbridge_webhook_requests_total{source="demo",status="200"}'] == 1

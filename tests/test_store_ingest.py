@@ -19,6 +19,7 @@ from bridge.events import Event
 from bridge.operate.context import create_redis
 from bridge.queue.store import MAX_INGEST_BATCH, Keys, Store
 from bridge.settings import Settings
+from tests.helpers import HANG_GUARD_SECONDS
 
 
 @pytest.fixture
@@ -56,8 +57,8 @@ def counted(redis: Redis, key_prefix: str) -> tuple[Store, Counting]:
 
 
 async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Let the other tasks run until `predicate` holds (at most 5 s)."""
-    deadline = time.monotonic() + 5
+    """Let the other tasks run until `predicate` holds (a hung one fails)."""
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0)

@@ -16,6 +16,7 @@ from bridge.events import Event
 from bridge.ingress.pollers import Poller, PollResult
 from bridge.operate.context import Context, build_context, create_redis
 from bridge.settings import Settings
+from tests.helpers import HANG_GUARD_SECONDS
 
 T = TypeVar("T")
 
@@ -169,9 +170,11 @@ async def stored_events(context: Context) -> list[Event]:
 
 
 async def async_wait_for(
-    predicate: Callable[[], Awaitable[T]], timeout: float = 15.0, what: str = "condition"
+    predicate: Callable[[], Awaitable[T]],
+    timeout: float = HANG_GUARD_SECONDS,
+    what: str = "condition",
 ) -> T:
-    """Await `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    """Await `predicate` until it returns something truthy; fail (as hung) after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = await predicate()

@@ -204,7 +204,7 @@ async def test_pollers_and_50_tag_actions_stay_within_the_lytho_limit(
             worker = asyncio.create_task(
                 bridge.operate.worker.run_worker(ctx, stop, completion_wait=5)
             )
-            await async_wait_for(passes, timeout=10, what="the poller's first (seeding) pass")
+            await async_wait_for(passes, what="the poller's first (seeding) pass")
             events = [
                 Event(f"tag-{n}", "test", "test.tag", data={"asset_id": 1001 + n % 12})
                 for n in range(50)
@@ -216,7 +216,7 @@ async def test_pollers_and_50_tag_actions_stay_within_the_lytho_limit(
                 return tag_posts() >= 50 and await passes() >= 2
 
             try:
-                await async_wait_for(done, timeout=25, what="50 tag actions and a second pass")
+                await async_wait_for(done, what="50 tag actions and a second pass")
             except AssertionError as exc:
                 raise AssertionError(
                     f"{exc}: {tag_posts()} posts, {await passes()} passes"
