@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from bench.run import Stack
 
 FLOOR_SECONDS = 10.0  # per rate; a floor's CPU per request settles well within it
+ANSWER_TIMEOUT = 10.0  # seconds an echo or a POST may take before the floor's run fails
 ECHO_REQUEST = b"x" * 64
 POST_BODY = {"event": "ev-floor-000000", "text": "Asset ev-floor-000000 was approved"}
 
@@ -86,7 +87,7 @@ async def _post(url: str, rate: float, count: int) -> dict[str, Any]:
     body = json.dumps(POST_BODY).encode()
     headers = {"content-type": "application/json"}
     latencies: list[float] = []
-    async with httpx.AsyncClient(transport=http_transport(), timeout=10) as client:
+    async with httpx.AsyncClient(transport=http_transport(), timeout=ANSWER_TIMEOUT) as client:
         await client.post(url, content=body, headers=headers)  # the connection, opened
         cpu0, start = time.process_time(), time.perf_counter()
         for i in range(count):
@@ -128,7 +129,8 @@ async def _echo_open_loop(port: int, rate: float, count: int) -> tuple[int, list
             if delay > 0:
                 await asyncio.sleep(delay)
             writer.write(ECHO_REQUEST)
-            await reader.readexactly(len(ECHO_REQUEST))
+            # Bounded: an echo that stopped answering ends the run with an error.
+            await asyncio.wait_for(reader.readexactly(len(ECHO_REQUEST)), ANSWER_TIMEOUT)
             latencies.append(time.perf_counter() - due)
     finally:
         writer.close()
