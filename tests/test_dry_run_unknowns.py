@@ -180,3 +180,36 @@ def test_a_choice_on_a_count_is_shown_with_a_note(
         '      → decide.0.step0: slack.post {"channel": "#x", "text": "<steps.find.count - 1> '
         'more, <-steps.find.count>"}',
     ]
+
+
+def test_a_list_from_an_earlier_step_joins_as_one_placeholder_not_its_letters(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Cookbook recipe 6 names the reviewers with `steps.proof.user_names | join(', ')`: a
+    # dry run must show the list as a placeholder, and a loop over it runs once, for "each".
+    (project / "rules" / "reviewers.yaml").write_text(
+        """\
+id: reviewers
+on: lytho.proof.status_changed
+actions:
+  - id: proof
+    uses: lytho_workflow.get
+    with: {kind: proof, id: "{{ subject }}"}
+  - uses: slack.post
+    with:
+      channel: "#creative"
+      text: >-
+        Reviewers: {{ steps.proof.user_names | join(', ') | slack_escape }};
+        {% for user in steps.proof.users %}{{ user.name }}/{% endfor %}
+        first {{ steps.proof.user_names | first }}
+"""
+    )
+    event = {"type": "lytho.proof.status_changed", "subject": "8", "data": {"id": 8}}
+    (project / "proof.json").write_text(json.dumps(event))
+    code, out, _ = run(capsys, "fire", "--dry-run", "proof.json")
+    assert code == 0, out
+    assert out.splitlines()[-1] == (
+        '      → step1: slack.post {"channel": "#creative", "text": "Reviewers: '
+        "<steps.proof.user_names[*]>; <steps.proof.users[*].name>/ "
+        'first <steps.proof.user_names[*]>"}'
+    )

@@ -14,7 +14,7 @@ An `if:` or `when:` that reads a placeholder cannot be told: the step is shown a
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -77,6 +77,13 @@ class _StepResult(SlackText, Unknown):
         found = super().__new__(cls, f"<{path}>")
         found.unknown_path = path
         return found
+
+    def __iter__(self) -> Iterator[_StepResult]:
+        """Its items, as a loop over it shows them: one placeholder standing for each
+        (`steps.proof.user_names[*]`), never the letters of its text (`join`, `for`)."""
+        item = self.each()
+        assert isinstance(item, _StepResult)
+        yield item
 
 
 class _Steps(dict[str, Any]):

@@ -7,10 +7,11 @@ Slack-escaped (``&``, ``<``, ``>``), so event data can neither break the JSON no
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from bridge.templates.bounds import BoundedNamespace, bounded_filter, bounded_ra
 from bridge.templates.budget import budgeted_filter, budgeted_test
 from bridge.templates.messages import NamedUndefined
 from bridge.templates.sandbox import BoundedSandbox
+from bridge.templates.unknown import Unknown
 
 _SLUG_STRIP = re.compile(r"[^\w\s-]")
 _SLUG_JOIN = re.compile(r"[-\s_]+")
@@ -127,6 +129,7 @@ def build_env(
     )
     for name in ("center", "indent", "truncate", "wordwrap", "replace", "join", "format"):
         env.filters[name] = bounded_filter(env.filters[name], check_format=name == "format")
+    env.filters["join"] = _joined_placeholder(env.filters["join"])
     env.filters.update(
         {
             "tojson": _tojson_for_slack if for_json else tojson,
@@ -141,6 +144,18 @@ def build_env(
     for name, test in env.tests.items():
         env.tests[name] = budgeted_test(test)
     return env
+
+
+def _joined_placeholder(join: Callable[..., Any]) -> Callable[..., Any]:
+    """`join`, but a placeholder (a dry run's earlier step result) joins as the placeholder
+    of its items, still a placeholder (`<steps.proof.user_names[*]>`), not as text."""
+
+    def joined(eval_ctx: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, Unknown):
+            return value.each()
+        return join(eval_ctx, value, *args, **kwargs)
+
+    return functools.wraps(join)(joined)  # keeps Jinja's pass_eval_context marker
 
 
 def finalize_slack(value: Any) -> Any:

@@ -49,6 +49,11 @@ class Unknown:
         """Its attribute or item `name`: another placeholder."""
         return self.derive(f"{self.unknown_path}.{name}")
 
+    def each(self) -> Unknown:
+        """The placeholder of each of its items (`steps.proof.user_names[*]`), as a loop
+        over it or a `join` of it shows them."""
+        return self.derive(f"{self.unknown_path}[*]")
+
     def __bool__(self) -> bool:
         noted(self)
         return True
