@@ -220,7 +220,7 @@ def test_trace_and_dlq_list_never_print_a_configured_secret(
         assert value not in listed
 
 
-def test_trace_outside_the_dev_folder_names_the_redis_it_asked(
+def test_trace_replay_and_dlq_outside_the_dev_folder_name_the_redis_they_asked(
     redis_url: str,
     key_prefix: str,
     tmp_path: Path,
@@ -239,12 +239,36 @@ def test_trace_outside_the_dev_folder_names_the_redis_it_asked(
         "no event 'evt_not_here' in the Redis at redis://localhost:6379/0 (REDIS_URL unset); "
         "run bridge trace in the folder of `bridge dev`, or set REDIS_URL\n"
     )
+    # So do replay and the dead letters: "none" there may only mean "not this Redis".
+    assert main(["replay", "evt_not_here"]) == 1
+    assert capsys.readouterr().err == (
+        "no event 'evt_not_here' in the Redis at redis://localhost:6379/0 (REDIS_URL unset); "
+        "run bridge replay in the folder of `bridge dev`, or set REDIS_URL\n"
+    )
+    assert main(["dlq", "list"]) == 0
+    assert capsys.readouterr().out == (
+        "no dead letters in the Redis at redis://localhost:6379/0 (REDIS_URL unset); "
+        "run bridge dlq list in the folder of `bridge dev`, or set REDIS_URL\n"
+    )
+    for action in ("retry", "drop"):
+        assert main(["dlq", action, "dl_not_here"]) == 1
+        assert capsys.readouterr().err == (
+            "no dead letter 'dl_not_here' in the Redis at redis://localhost:6379/0 "
+            f"(REDIS_URL unset); run bridge dlq {action} in the folder of `bridge dev`, "
+            "or set REDIS_URL\n"
+        )
     # With REDIS_URL set, the Redis is the one asked for: the message says only not stored.
     monkeypatch.setenv("REDIS_URL", redis_url)
     assert main(["trace", "evt_not_here"]) == 1
     assert capsys.readouterr().err == (
         "no event 'evt_not_here' is stored (unknown, or older than BRIDGE_TRACE_TTL)\n"
     )
+    assert main(["replay", "evt_not_here"]) == 1
+    assert capsys.readouterr().err == "no event 'evt_not_here' is stored\n"
+    assert main(["dlq", "list"]) == 0
+    assert capsys.readouterr().out == "no dead letters\n"
+    assert main(["dlq", "drop", "dl_not_here"]) == 1
+    assert capsys.readouterr().err == "no dead letter 'dl_not_here'\n"
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,15 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.cli.config import DEV_WEBHOOK_SECRET, companion_settings, redacted
 from bridge.cli.event_files import as_cloudevents, payload_kind, read_json
 from bridge.cli.loop import with_context
+
+if TYPE_CHECKING:
+    from bridge.cli.dev_state import DevState
+    from bridge.settings import Settings
 
 DEFAULT_SOURCE = "demo"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -113,20 +118,29 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 1
 
 
-def cmd_trace(args: argparse.Namespace) -> int:
+def _elsewhere(settings: Settings, state: DevState | None, command: str) -> str:
+    """What to add when a look-up found nothing: not beside `bridge dev` and no REDIS_URL,
+    the default Redis asked may be another bridge's (or none), so say which it was and what
+    to do; '' when the Redis is the one meant (dev's, or REDIS_URL)."""
     from bridge.cli.dev_state import shown_url
+
+    if state is not None or settings.redis_url_set:
+        return ""
+    return (
+        f" in the Redis at {shown_url(settings.redis_url)} (REDIS_URL unset); "
+        f"run bridge {command} in the folder of `bridge dev`, or set REDIS_URL"
+    )
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
     from bridge.cli.report import trace_lines
     from bridge.operate.admin import event_with_trace
 
     settings, state = companion_settings()
     found = with_context(lambda ctx: event_with_trace(ctx, args.event_id), settings)
-    if found is None and state is None and not settings.redis_url_set:
-        # Not beside `bridge dev` and no REDIS_URL: the default Redis may be another bridge's.
-        print(
-            f"no event {args.event_id!r} in the Redis at {shown_url(settings.redis_url)} "
-            "(REDIS_URL unset); run bridge trace in the folder of `bridge dev`, or set REDIS_URL",
-            file=sys.stderr,
-        )
+    elsewhere = _elsewhere(settings, state, "trace")
+    if found is None and elsewhere:
+        print(f"no event {args.event_id!r}{elsewhere}", file=sys.stderr)
         return 1
     if found is None:
         print(
@@ -141,10 +155,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from bridge.operate.admin import replay
 
-    settings, _ = companion_settings()
+    settings, state = companion_settings()
     run = with_context(lambda ctx: replay(ctx, args.event_id), settings)
     if run is None:
-        print(f"no event {args.event_id!r} is stored", file=sys.stderr)
+        elsewhere = _elsewhere(settings, state, "replay")
+        print(f"no event {args.event_id!r}{elsewhere or ' is stored'}", file=sys.stderr)
         return 1
     print(f"event {args.event_id} queued again as run {run}; see: bridge trace {args.event_id}")
     return 0
@@ -154,11 +169,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     from bridge.cli.report import table
     from bridge.operate import admin
 
-    settings, _ = companion_settings()
+    settings, state = companion_settings()
+    elsewhere = _elsewhere(settings, state, f"dlq {args.action}")
     if args.action == "list":
         letters = with_context(lambda ctx: admin.dead_letters(ctx, args.limit), settings)
         if not letters:
-            print("no dead letters")
+            print(f"no dead letters{elsewhere}")
             return 0
         rows = [
             (
@@ -183,14 +199,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     if args.action == "retry":
         letter = with_context(lambda ctx: admin.retry_dead_letter(ctx, args.id), settings)
         if letter is None:
-            print(f"no dead letter {args.id!r}", file=sys.stderr)
+            print(f"no dead letter {args.id!r}{elsewhere}", file=sys.stderr)
             return 1
         shown = f"retrying {letter.rule_id} for event {letter.event_id} from step {letter.step}"
         print(redacted(shown, settings))
         return 0
     dropped = with_context(lambda ctx: admin.drop_dead_letter(ctx, args.id), settings)
     if not dropped:
-        print(f"no dead letter {args.id!r}", file=sys.stderr)
+        print(f"no dead letter {args.id!r}{elsewhere}", file=sys.stderr)
         return 1
     print(f"dropped {args.id}")
     return 0
