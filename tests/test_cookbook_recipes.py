@@ -75,6 +75,7 @@ def project(tmp_path: Path, files: dict[str, str]) -> Path:
                 "approved, so the asset is tagged and #marketing is told",
                 "an asset already tagged approved is announced, not tagged again",
                 "changes requested, so a message in the proof's thread",
+                "a proof without a version (a hand-made event) is answered without one",
                 "back in review, so nothing happens",
             ],
         ),
