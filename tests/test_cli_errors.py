@@ -52,7 +52,7 @@ FAILURES = [
     ),
     (
         ["send", "broken.json"],
-        "ConfigError: broken.json is not a JSON event file (malformed JSON at line 1 column 1:"
+        "bridge send: broken.json is not a JSON event file (malformed JSON at line 1 column 1:"
         " Expecting value); expected an event object or an array\n",
     ),
     (
@@ -77,7 +77,7 @@ FAILURES = [
     ),
     (
         ["fire", "--dry-run", "broken.json"],
-        "ConfigError: broken.json is not a JSON event file (malformed JSON at line 1 column 1:"
+        "bridge fire: broken.json is not a JSON event file (malformed JSON at line 1 column 1:"
         " Expecting value); expected an event object or an array\n",
     ),
 ]
@@ -99,7 +99,7 @@ def test_reset_with_redis_url_says_why_it_cannot(
 ) -> None:
     assert main(["dev", "--reset"]) == 1
     assert capsys.readouterr().err == (
-        "ConfigError: bridge dev --reset clears the data of its own Redis in .bridge/redis, "
+        "bridge dev --reset clears the data of its own Redis in .bridge/redis, "
         "but REDIS_URL is set; unset REDIS_URL, or clear that Redis yourself\n"
     )
 

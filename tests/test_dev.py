@@ -316,7 +316,7 @@ def test_commands_beside_bridge_dev_find_it_where_nothing_answers_on_6379(
     assert state["env"]["BRIDGE_ADMIN_TOKEN"].startswith("dev-")
     assert results["second_dev"]["code"] == 1
     assert results["second_dev"]["err"] == (
-        f"ConfigError: bridge dev is already running in this folder (pid {state['pid']}, "
+        f"bridge dev is already running in this folder (pid {state['pid']}, "
         f"{state['url']}); stop it first (Ctrl-C in its terminal), or use its commands beside it\n"
     )
     assert results["send"]["code"] == 0 and results["send"]["err"] == ""

@@ -271,7 +271,7 @@ def test_a_process_with_a_broken_override_file_does_not_start(
     monkeypatch.setenv("BRIDGE_LYTHO_PROFILE", str(path))
     assert main([command]) == 1
     assert capsys.readouterr().err == (
-        "ConfigError: the Lytho profile override has problems:\n"
+        f"bridge {command}: the Lytho profile override has problems:\n"
         f"{path}:3:17: dam.pages.first_page must be a whole number of at least 0\n"
     )
 

@@ -168,7 +168,9 @@ def _error_message(args: argparse.Namespace, exc: BaseException) -> str:
     ):
         exc = cause  # the store's "cannot store events" is, here, an unreachable Redis
     if isinstance(exc, BridgeError):
-        text = f"{type(exc).__name__}: {exc}"
+        # Our own errors are written for the user: the command's name, not an exception's
+        # (a message that names its command already stands as it is).
+        text = str(exc) if str(exc).startswith("bridge ") else f"{name}: {exc}"
     elif isinstance(exc, FileNotFoundError):
         text = f"{name}: no file {exc.filename}; give the path of a JSON file"
         if Path("examples/events").is_dir():
