@@ -95,10 +95,11 @@ async def backfill(context: Context, source: str, progress: ProgressBar) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    from bridge.cli.config import companion_settings
     from bridge.operate.context import build_context
-    from bridge.settings import Settings
 
-    settings: Settings = Settings.from_env()
+    # Beside `bridge dev`: its Redis (the events go to that bridge) and its sandboxes.
+    settings, _ = companion_settings()
 
     async def main() -> int:
         context = await build_context(settings, load_rules=False)

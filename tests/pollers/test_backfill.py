@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+from pathlib import Path
 
 import pytest
+import redis
 
 from bridge.cli.backfill import ProgressBar, add_backfill_command, backfill
 from bridge.errors import ConfigError
@@ -76,3 +79,33 @@ def test_the_command(
     assert captured.err.rstrip().endswith("backfill lytics: 6 events emitted")
     with pytest.raises(SystemExit):
         parser.parse_args(["backfill", "slack"])
+
+
+def test_the_command_beside_bridge_dev_takes_its_redis_and_sandboxes(
+    sandboxes: Sandboxes,
+    redis_url: str,
+    key_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Run in the folder of `bridge dev` with nothing set, it reads dev's state file (its
+    Redis, its prefix, its sandboxes), as `bridge doctor` does: the events go to dev."""
+    from bridge.cli.dev_state import DevState, single_instance, write_state
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("REDIS_URL", "BRIDGE_KEY_PREFIX", "BRIDGE_QUEUE_NAME", *sandboxes.env()):
+        monkeypatch.delenv(name, raising=False)
+    env = {**sandboxes.env(), "REDIS_URL": redis_url, "BRIDGE_KEY_PREFIX": key_prefix}
+    parser = argparse.ArgumentParser(prog="bridge")
+    add_backfill_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["backfill", "lytics"])
+    with single_instance():  # this process holds the folder, as a running `bridge dev`
+        write_state(DevState(pid=os.getpid(), url="http://127.0.0.1:8123", env=env))
+        assert args.func(args) == 0
+    assert capsys.readouterr().err.rstrip().endswith("backfill lytics: 6 events emitted")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.zcard(f"{key_prefix}events") == 6
+    finally:
+        client.close()
