@@ -193,7 +193,7 @@ def test_sigterm_lets_a_running_job_finish_then_exits(bridge: Bridge) -> None:
         "Proof Spring hero banner was approved by Ana"
     ]
     assert bridge.trace_has("p-9", "run", status="succeeded") is not None
-    assert "worker stopping: waiting up to 20 s for 1 running jobs" in bridge.worker_logs()
+    assert "worker stopping: waiting up to 20 s for the running jobs (1)" in bridge.worker_logs()
 
 
 def test_event_data_cannot_mention_the_channel(bridge: Bridge) -> None:

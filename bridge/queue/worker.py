@@ -134,10 +134,10 @@ class BridgeWorker(Worker):
         for task in passes:
             task.cancel()
         logger.info(
-            "worker stopping: waiting up to %.0f s for %d running jobs%s",
+            "worker stopping: waiting up to %.0f s for the running jobs (%d)%s",
             completion_wait,
             len(running) - len(passes),
-            f"; {len(passes)} cron jobs cut short, for the next tick" if passes else "",
+            f"; cron jobs cut short for the next tick: {len(passes)}" if passes else "",
         )
         if running:
             await asyncio.wait(running.values(), timeout=completion_wait)
