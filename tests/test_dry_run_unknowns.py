@@ -213,3 +213,96 @@ actions:
         "<steps.proof.user_names[*]>; <steps.proof.users[*].name>/ "
         'first <steps.proof.user_names[*]>"}'
     )
+
+
+def test_steps_that_did_not_run_are_missing_and_a_skipped_step_reads_as_skipped(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As in the worker: a step of a branch not chosen has no result (reading it fails the
+    # step), and a step skipped by its `if:` has the result {skipped: true}, which a later
+    # `if:` decides on instead of seeing a placeholder.
+    (project / "rules" / "branches.yaml").write_text(
+        """\
+id: branches
+on: shop.order.created
+actions:
+  - id: decide
+    choose:
+      - when: [{path: data.carrier, eq: dhl}]
+        steps:
+          - {id: dhl, uses: slack.post, with: {channel: "#ops", text: dhl}}
+  - id: first
+    uses: slack.post
+    if: "data.reason == 'fraud'"
+    with: {channel: "#ops", text: fraud}
+  - id: second
+    uses: slack.post
+    if: "steps.first.ts is defined"
+    with: {channel: "#ops", text: "after {{ steps.first.ts }}"}
+  - id: third
+    uses: slack.post
+    if: "steps.first.skipped"
+    with: {channel: "#ops", text: "first was skipped"}
+  - id: report
+    uses: slack.post
+    with: {channel: "#ops", text: "dhl_ts={{ steps.dhl.ts }}"}
+"""
+    )
+    event = {"type": "shop.order.created", "data": {"carrier": "ups", "reason": "late"}}
+    (project / "order.json").write_text(json.dumps(event))
+    code, out, _ = run(capsys, "fire", "--dry-run", "order.json")
+    assert code == 1, out
+    assert out.splitlines()[-5:] == [
+        '      → decide: choose {"branch": null}',
+        "      → first: slack.post {} (skipped: if is false)",
+        "      → second: slack.post {} (skipped: if is false)",
+        '      → third: slack.post {"channel": "#ops", "text": "first was skipped"}',
+        "      → report: slack.post {} (error: template 'dhl_ts={{ steps.dhl.ts }}': "
+        "'steps' has no attribute 'dhl')",
+    ]
+
+
+def test_a_failing_step_with_continue_on_error_goes_on_as_in_the_worker(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An item whose template fails is a failed item, counted, and the run goes on: a rule
+    # test of it can pass, and the count reads as the worker's.
+    (project / "rules" / "each.yaml").write_text(
+        """\
+id: each
+on: shop.order.created
+actions:
+  - id: each
+    for_each: "{{ data.list }}"
+    continue_on_error: true
+    uses: slack.post
+    with: {channel: "#ops", text: "{{ item.name }}"}
+  - uses: slack.post
+    with: {channel: "#ops", text: "failed={{ steps.each.failed }} of {{ steps.each.count }}"}
+"""
+    )
+    (project / "rules" / "tests" / "each.test.yaml").write_text(
+        """\
+cases:
+  - name: two items without a name fail, the run goes on
+    event:
+      type: shop.order.created
+      data: {list: [{name: a}, {}, {}]}
+    expect:
+      actions:
+        - {uses: slack.post, step: "each[0]", with: {text: a}}
+        - {uses: slack.post, with: {text: failed=2 of 3}}
+"""
+    )
+    code, out, _ = run(capsys, "test")
+    assert code == 0, out
+    event = {"type": "shop.order.created", "data": {"list": [{"name": "a"}, {}, {}]}}
+    (project / "order.json").write_text(json.dumps(event))
+    code, out, _ = run(capsys, "fire", "--dry-run", "order.json")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[-1] == '      → step1: slack.post {"channel": "#ops", "text": "failed=2 of 3"}'
+    assert lines[-3] == (
+        "      → each[1]: slack.post {} (failed, continue_on_error: template '{{ item.name "
+        "}}': 'item' has no attribute 'name')"
+    )

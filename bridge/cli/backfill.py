@@ -19,7 +19,6 @@ from bridge.ingress.pollers import POLLER_NAMES, configured_pollers
 if TYPE_CHECKING:
     from bridge.clients.ratelimit import RateLimiter
     from bridge.operate.context import Context
-    from bridge.settings import Settings
 
 CREDENTIALS = {
     "lytho": "LYTHO_API_KEY",

@@ -175,6 +175,8 @@ def cmd_fire(args: argparse.Namespace) -> int:
                     state = (
                         " (skipped: if is false)"
                         if action.skipped
+                        else f" (failed, continue_on_error: {action.error})"
+                        if action.continued
                         else f" (error: {action.error})"
                         if action.error
                         else ""
@@ -182,7 +184,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
                     print(f"      → {action.step}: {action.uses} {shown}{state}")
                     if action.note:  # its `if:` reads what a dry run cannot know
                         print(f"          note: {action.note}")
-                    failed = failed or bool(action.error)
+                    failed = failed or action.failed
                     if action.rendered is not None:  # the output of its template file
                         text = json.dumps(
                             action.rendered, ensure_ascii=False, indent=2, default=str

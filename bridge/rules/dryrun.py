@@ -49,6 +49,9 @@ class RenderedAction:
     # Why a dry run cannot tell whether it runs (its `if:`, or a choose's `when:`, reads a
     # placeholder): it is shown as running (or as chosen).
     note: str | None = None
+    # Its error failed the step for good, and `continue_on_error` goes on with the next
+    # one (the step's result is then `{error, failed: true}`), as in the worker.
+    continued: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rule": self.rule, "step": self.step, "uses": self.uses}
@@ -61,7 +64,14 @@ class RenderedAction:
             out["rendered"] = self.rendered
         if self.note:
             out["note"] = self.note
+        if self.continued:
+            out["continued"] = True
         return out
+
+    @property
+    def failed(self) -> bool:
+        """An error that stops the run (one that `continue_on_error` goes past does not)."""
+        return self.error is not None and not self.continued
 
 
 class _StepResult(SlackText, Unknown):
@@ -87,15 +97,34 @@ class _StepResult(SlackText, Unknown):
 
 
 class _Steps(dict[str, Any]):
-    """`steps` for a dry run: every step id answers with a placeholder."""
+    """`steps` for a dry run: a step that ran answers with a placeholder; one that did not
+    run (yet, or at all: a branch not chosen) has no result, as in the worker; a skipped
+    step's result is `{skipped: true}`, and a result given by a rule test is itself."""
 
     # A value read from a placeholder has no type to check (param_types.check_rendered).
     placeholders = True
 
+    def __init__(self, given: Mapping[str, Any]) -> None:
+        super().__init__(given)
+        self.ran: set[str] = set()
+
     def __missing__(self, key: str) -> _StepResult:
+        if key not in self.ran:
+            raise KeyError(key)
         found = _StepResult(f"steps.{key}")
         noted(found)
         return found
+
+    def record(self, key: str, action: RenderedAction) -> None:
+        """What the step left for the next ones to read (a given result stays as given)."""
+        if key in self:
+            return
+        if action.skipped:
+            self[key] = {"skipped": True}
+        elif action.continued:
+            self[key] = {"error": action.error, "failed": True}
+        else:
+            self.ran.add(key)
 
 
 def dry_run_context(
@@ -175,8 +204,10 @@ def _render_steps(
             _render_steps(event, rule, choice.steps, templates, context, out)
         elif step.for_each is not None:
             out.extend(_render_loop(rule, step, templates, context))
+            context["steps"].ran.add(step.key)  # a loop over a placeholder: its result is one
         else:
             out.append(_render_step(rule, step, templates, context))
+            context["steps"].record(step.key, out[-1])
 
 
 def _render_loop(
@@ -196,21 +227,32 @@ def _render_loop(
     try:
         items = checked_items(step, templates.render_value(source, context))
     except TemplateError as exc:
-        return [RenderedAction(rule.id, step.key, step.uses, {}, error=str(exc))]
+        failed = RenderedAction(
+            rule.id, step.key, step.uses, {}, error=str(exc), continued=step.continue_on_error
+        )
+        context["steps"].record(step.key, failed)
+        return [failed]
     calls = [
         _render_step(
             rule, item_step(step, n), templates, context | item_context(step, item, n, len(items))
         )
         for n, item in enumerate(items)
     ]
-    # The loop's result as far as a dry run knows it: how many items, how many skipped.
+    # The loop's result as far as a dry run knows it: how many items, how many skipped or
+    # failed (continue_on_error).
     results = [
-        {"skipped": True} if call.skipped else _StepResult(f"steps.{step.key}.results.{n}")
+        {"skipped": True}
+        if call.skipped
+        else {"error": call.error, "failed": True}
+        if call.continued
+        else _StepResult(f"steps.{step.key}.results.{n}")
         for n, call in enumerate(calls)
     ]
     skipped = sum(1 for call in calls if call.skipped)
+    failed = sum(1 for call in calls if call.continued)
     context["steps"].setdefault(
-        step.key, {"results": results, "count": len(calls), "failed": 0, "skipped": skipped}
+        step.key,
+        {"results": results, "count": len(calls), "failed": failed, "skipped": skipped},
     )
     return calls
 
@@ -231,7 +273,14 @@ def _render_step(
             try:
                 holds = step.should_run(templates, context)
             except TemplateError as exc:
-                return RenderedAction(rule.id, step.key, step.uses, {}, error=str(exc))
+                return RenderedAction(
+                    rule.id,
+                    step.key,
+                    step.uses,
+                    {},
+                    error=str(exc),
+                    continued=step.continue_on_error,
+                )
         if reads or names_read(step.if_) & set(unknown):
             note = (
                 f"if: {step.if_} — cannot tell in a dry run (an earlier step's result); "
@@ -249,9 +298,25 @@ def _render_step(
         written = step.with_.get(exc.key)
         place = value_place(rule.file, step.line, step.uses, exc.key, written)
         error = f"{place}: {exc}" if place else str(exc)
-        return RenderedAction(rule.id, step.key, step.uses, exc.params, error=error, note=note)
+        return RenderedAction(
+            rule.id,
+            step.key,
+            step.uses,
+            exc.params,
+            error=error,
+            note=note,
+            continued=step.continue_on_error,
+        )
     except TemplateError as exc:
-        return RenderedAction(rule.id, step.key, step.uses, {}, error=str(exc), note=note)
+        return RenderedAction(
+            rule.id,
+            step.key,
+            step.uses,
+            {},
+            error=str(exc),
+            note=note,
+            continued=step.continue_on_error,
+        )
     return RenderedAction(
         rule.id,
         step.key,

@@ -23,7 +23,7 @@ def check_expectations(result: CaseResult, expect: Mapping[str, Node], ruleset: 
     if "matched" in expect:
         _check_matched(result, expect["matched"].plain(), ruleset)
     for action in result.actions:
-        if action.error:
+        if action.failed:
             result.failures.append(
                 Failure(
                     f"step {action.step} of rule {action.rule!r} renders", "no error", action.error
