@@ -227,11 +227,11 @@ def _render_loop(
     try:
         items = checked_items(step, templates.render_value(source, context))
     except TemplateError as exc:
-        failed = RenderedAction(
+        unlisted = RenderedAction(
             rule.id, step.key, step.uses, {}, error=str(exc), continued=step.continue_on_error
         )
-        context["steps"].record(step.key, failed)
-        return [failed]
+        context["steps"].record(step.key, unlisted)
+        return [unlisted]
     calls = [
         _render_step(
             rule, item_step(step, n), templates, context | item_context(step, item, n, len(items))
