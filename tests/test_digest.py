@@ -148,6 +148,43 @@ def test_a_rule_test_asserts_a_digests_rendered_message(
     assert lines[-1] == "2 passed, 1 failed"
 
 
+def test_a_key_that_cannot_render_fails_the_case_but_joins_the_rules_window_as_in_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The worker puts such a match in the rule's own window (key: the rule's id) and runs
+    # the digest: the rule test does too, so its digests and message are the worker's,
+    # and it still fails on the key.
+    (tmp_path / "rules" / "tests").mkdir(parents=True)
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "rules" / "digest.yaml").write_text(DIGEST_RULE)
+    (tmp_path / "rules" / "tests" / "digest.test.yaml").write_text(
+        """
+cases:
+  - name: two failures without a shop
+    events:
+      - {id: a, type: shop.order.failed, data: {n: 1}}
+      - {id: b, type: shop.order.failed, data: {n: 2}}
+    expect:
+      digests: {failed-orders-digest: [2]}
+      actions:
+        - uses: slack.post
+          with: {text: "2 orders failed in failed-orders-digest: 1,2 (first a, last b, event b)"}
+"""
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BRIDGE_RULES_DIR", raising=False)
+    monkeypatch.delenv("BRIDGE_TEMPLATES_DIR", raising=False)
+    assert main(["test"]) == 1
+    out, _ = capsys.readouterr()
+    assert (
+        out.splitlines()[0] == "FAIL  rules/tests/digest.test.yaml:3: two failures without a shop"
+    )
+    assert out.count("the dedupe/throttle/digest key of rule 'failed-orders-digest' renders") == 2
+    assert "'data' has no attribute 'shop'" in out
+    assert "digests of" not in out and "expect.actions" not in out
+    assert out.splitlines()[-1] == "0 passed, 1 failed"
+
+
 # --- on real parts: one worker ----------------------------------------------------------
 
 

@@ -204,14 +204,20 @@ class MemoryDigests:
         self._open: dict[tuple[str, str], _Window] = {}
         self.closed: list[_Window] = []
 
-    def join(self, rule: Rule, event: Event, templates: Templates) -> None:
-        """Add the event to its rule's open window for its key (opening one if none)."""
+    def join(self, rule: Rule, event: Event, templates: Templates) -> TemplateError | None:
+        """Add the event to its rule's open window for its key (opening one if none); a key
+        that cannot render joins the rule's own window, as in the worker, and is returned."""
         assert rule.digest is not None
-        key = str(templates.render_value(rule.digest.key, event_context(event, rule)))
+        problem = None
+        try:
+            key = str(templates.render_value(rule.digest.key, event_context(event, rule)))
+        except TemplateError as exc:
+            key, problem = rule.id, exc
         window = self._open.setdefault((rule.id, key), _Window(rule, key, _clock(event.time)))
         window.members.append(event.to_dict())
         if len(window.members) >= rule.digest.max:
             self.closed.append(self._open.pop((rule.id, key)))
+        return problem
 
     def close_due(self, now: float | None = None) -> None:
         """Close the windows whose time is up at `now` (every open one when None)."""
@@ -226,6 +232,12 @@ class MemoryDigests:
             event = digest_event(window.rule.id, f"dg_test_{number}", window.key, window.members)
             result.actions.extend(render_actions(event, window.rule, templates))
             result.digests.setdefault(window.rule.id, []).append(len(window.members))
+
+
+def _key_failure(rule: Rule, exc: TemplateError) -> Failure:
+    return Failure(
+        f"the dedupe/throttle/digest key of rule {rule.id!r} renders", "no error", str(exc)
+    )
 
 
 def _clock(time: str) -> float:
@@ -268,21 +280,17 @@ def run_case(
         for rule in (e.rule for e in evaluations if e.matched):
             try:
                 held = limits.admit(rule, event, templates)
-                if held is None and rule.digest is not None:
-                    digests.join(rule, event, templates)
-                    continue
-                if held is None and rule.wait is not None:
-                    waits.start(rule, event, _clock(event.time))
-                    continue
-            except TemplateError as exc:
-                result.failures.append(
-                    Failure(
-                        f"the dedupe/throttle/digest key of rule {rule.id!r} renders",
-                        "no error",
-                        str(exc),
-                    )
-                )
+            except TemplateError as exc:  # the worker runs it (a key that cannot render)
+                result.failures.append(_key_failure(rule, exc))
                 held = None
+            if held is None and rule.digest is not None:
+                problem = digests.join(rule, event, templates)
+                if problem is not None:  # it joined the rule's own window, as in the worker
+                    result.failures.append(_key_failure(rule, problem))
+                continue
+            if held is None and rule.wait is not None:
+                waits.start(rule, event, _clock(event.time))
+                continue
             if not last:
                 continue
             if held is not None:
