@@ -135,6 +135,25 @@ def test_render_errors_name_the_variable(templates: Templates, source: str, mess
     assert str(caught.value) == message
 
 
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [({"customer": {"name": "Ann"}}, "Ann"), ({"customer": {}}, "a guest"), ({}, "a guest")],
+)
+def test_the_documented_defaults_for_optional_fields(
+    templates: Templates, data: dict[str, Any], shown: str
+) -> None:
+    # docs/rules.md, "Strict undefined": `default` covers the last name; a missing object
+    # needs a default of its own.
+    whole = "{{ (data.customer | default({})).name | default('a guest') }}"
+    assert templates.render_value(whole, {"data": data}) == shown
+    last = "{{ data.customer.name | default('a guest') }}"
+    if "customer" in data:
+        assert templates.render_value(last, {"data": data}) == shown
+    else:
+        with pytest.raises(TemplateError, match="'data' has no attribute 'customer'"):
+            templates.render_value(last, {"data": data})
+
+
 def test_shared_values_are_not_named_by_guess(templates: Templates) -> None:
     context = {"data": {"a": 1, "b": 1, "c": None}, "event": {"subject": None}}
     with pytest.raises(TemplateError, match=r"'int object' has no attribute 'x'$"):
