@@ -464,3 +464,17 @@ actions:
     assert run["status"] == "succeeded"
     raw = bridge.redis.hget(f"{bridge.settings.key_prefix}schedule:ticks", "daily-summary")
     assert json.loads(raw)["tick"] == tick.timestamp()  # type: ignore[arg-type]
+
+
+def test_a_bad_time_zone_and_a_bad_expression_are_both_told(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(
+        RULE.format(on='{schedule: "0 9 * * MON-FRY", timezone: Europe/Amsterdm}')
+    )
+    checked = check_rules(
+        tmp_path, templates=Templates(None), actions=action_schemas(), event_types=event_catalogue()
+    )
+    assert checked.ruleset is None
+    assert [f"{p.line}:{p.column}: {p.message[:60]}" for p in checked.errors] == [
+        "2:16: bad schedule '0 9 * * MON-FRY' in rule 'summary': day of ",
+        "2:47: unknown timezone 'Europe/Amsterdm' in rule 'summary'; did",
+    ]

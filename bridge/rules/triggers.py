@@ -33,7 +33,9 @@ def check_schedule(checker: Checker, node: Node) -> Schedule | None:
         return None
     checker.unknown_keys(node, ("schedule", "timezone"), "'on'")
     expression_node, timezone_node = node.value.get("schedule"), node.value.get("timezone")
-    timezone = "UTC"
+    # A bad time zone is reported, and the expression is still checked (against UTC), so
+    # that every problem of the trigger is told at once.
+    timezone, zone_ok = "UTC", True
     if timezone_node is not None:
         if not isinstance(timezone_node.value, str):
             checker.error(
@@ -41,14 +43,15 @@ def check_schedule(checker: Checker, node: Node) -> Schedule | None:
                 f"timezone{checker.in_rule} must be an IANA name such as Europe/Amsterdam, "
                 f"not {timezone_node.plain()!r}",
             )
-            return None
-        timezone = timezone_node.value
-        try:
-            zone(timezone)
-        except CronError as exc:
-            shown = repr(timezone)
-            checker.error(timezone_node, str(exc).replace(shown, shown + checker.in_rule, 1))
-            return None
+            zone_ok = False
+        else:
+            try:
+                zone(timezone_node.value)
+                timezone = timezone_node.value
+            except CronError as exc:
+                shown = repr(timezone_node.value)
+                checker.error(timezone_node, str(exc).replace(shown, shown + checker.in_rule, 1))
+                zone_ok = False
     if expression_node is None:
         checker.error(node, f"'on'{checker.in_rule} has no schedule; expected {EXAMPLE}")
         return None
@@ -61,10 +64,11 @@ def check_schedule(checker: Checker, node: Node) -> Schedule | None:
         )
         return None
     try:
-        return Schedule.parse(expression, timezone)
+        schedule = Schedule.parse(expression, timezone)
     except CronError as exc:
         checker.error(expression_node, f"bad schedule {expression!r}{checker.in_rule}: {exc}")
         return None
+    return schedule if zone_ok else None
 
 
 def off_schedule(event: Event, ruleset: RuleSet) -> str | None:
