@@ -474,7 +474,13 @@ def test_a_bad_time_zone_and_a_bad_expression_are_both_told(tmp_path: Path) -> N
         tmp_path, templates=Templates(None), actions=action_schemas(), event_types=event_catalogue()
     )
     assert checked.ruleset is None
-    assert [f"{p.line}:{p.column}: {p.message[:60]}" for p in checked.errors] == [
-        "2:16: bad schedule '0 9 * * MON-FRY' in rule 'summary': day of ",
-        "2:47: unknown timezone 'Europe/Amsterdm' in rule 'summary'; did",
+    assert [(p.line, p.column, p.message.split(":")[0]) for p in checked.errors] == [
+        (2, 16, "bad schedule '0 9 * * MON-FRY' in rule 'summary'"),
+        (
+            2,
+            45,
+            "unknown timezone 'Europe/Amsterdm' in rule 'summary'; did you mean "
+            "'Europe/Amsterdam'? expected an IANA name such as Europe/Amsterdam or UTC",
+        ),
     ]
+    assert "did you mean 'FRI'?" in checked.errors[0].message
