@@ -71,6 +71,24 @@ def test_per_source_secret_wins_over_the_default() -> None:
             {"REDIS_URL": "localhost:6379"},
             "REDIS_URL must start with redis://, rediss:// or unix://",
         ),
+        (
+            {"BRIDGE_WEBHOOK_SECRET": "whsec_!!!notbase64"},
+            "BRIDGE_WEBHOOK_SECRET is not a Standard Webhooks secret: expected whsec_ followed "
+            "by base64 (whsec_ and the output of `openssl rand -base64 32`); a GitHub secret "
+            "goes in BRIDGE_WEBHOOK_SECRET_<SOURCE>, with BRIDGE_WEBHOOK_SCHEME_<SOURCE>=github",
+        ),
+        (
+            {"BRIDGE_WEBHOOK_SECRET_SHOP": "short"},
+            "BRIDGE_WEBHOOK_SECRET_SHOP is not a Standard Webhooks secret: expected whsec_ "
+            "followed by base64 (whsec_ and the output of `openssl rand -base64 32`); or set "
+            "BRIDGE_WEBHOOK_SCHEME_SHOP=github if the sender signs the GitHub way",
+        ),
+        (
+            {"BRIDGE_WEBHOOK_SECRET_SHOP": "whsec_"},
+            "BRIDGE_WEBHOOK_SECRET_SHOP is not a Standard Webhooks secret: expected whsec_ "
+            "followed by base64 (whsec_ and the output of `openssl rand -base64 32`); or set "
+            "BRIDGE_WEBHOOK_SCHEME_SHOP=github if the sender signs the GitHub way",
+        ),
     ],
 )
 def test_bad_values_say_which_variable_and_what_is_expected(
@@ -79,6 +97,18 @@ def test_bad_values_say_which_variable_and_what_is_expected(
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
     assert str(info.value) == message
+
+
+def test_a_github_secret_is_any_text_and_a_standard_one_may_omit_its_prefix() -> None:
+    s = Settings.from_env(
+        {
+            "BRIDGE_WEBHOOK_SECRET": "ZGVmYXVsdA==",
+            "BRIDGE_WEBHOOK_SECRET_GH": "gh secret, any text",
+            "BRIDGE_WEBHOOK_SCHEME_GH": "github",
+        }
+    )
+    assert s.secret_for("gh") == Secret("gh secret, any text")
+    assert s.secret_for("shop") == Secret("ZGVmYXVsdA==")
 
 
 def test_secrets_never_show_in_repr() -> None:
