@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -33,6 +34,12 @@ logger = logging.getLogger(__name__)
 HEALTH_CHECK_INTERVAL = 10
 # Heroku sends SIGKILL 30 s after SIGTERM: finish running jobs within 20 s, then re-queue.
 JOB_COMPLETION_WAIT = 20
+# After losing Redis, a new worker is started after a delay that doubles up to the most; a
+# worker that had run longer than the most before it lost Redis starts from the first again
+# (the last outage was over).
+FIRST_RECONNECT_DELAY = 0.5
+MAX_RECONNECT_DELAY = 10.0
+_clock = time.monotonic
 
 
 def health_check_key(settings: Settings) -> str:
@@ -89,10 +96,11 @@ async def run_worker(
 ) -> None:
     """Run jobs until `stop` is set (then finish running jobs within `completion_wait`)."""
     reloader = asyncio.create_task(context.rules.watch())
-    delay = 0.5
+    delay = FIRST_RECONNECT_DELAY
     try:
         while not stop.is_set():
             worker = make_worker(context, burst=burst)
+            started = _clock()
             main = asyncio.create_task(worker.async_run())
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -103,19 +111,33 @@ async def run_worker(
                     return  # burst mode: the queue is empty
                 if not isinstance(exc, RedisError | OSError):
                     raise exc
+                if _clock() - started > MAX_RECONNECT_DELAY:
+                    delay = FIRST_RECONNECT_DELAY
                 logger.warning(
-                    "worker lost Redis (%s); reconnecting in %.1f s", type(exc).__name__, delay
+                    "worker lost Redis (%s: %s)%s; reconnecting in %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    _REDIS_HINTS.get(type(exc).__name__, ""),
+                    delay,
                 )
                 await worker.cancel_running()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, MAX_RECONNECT_DELAY)
                 continue
             await worker.drain(completion_wait, main)
     finally:
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
+
+
+# What to check when Redis answers but refuses (not a passing outage).
+_REDIS_HINTS = {
+    "AuthenticationError": ": check the password in REDIS_URL",
+    "AuthenticationWrongNumberOfArgsError": ": check the user and password in REDIS_URL",
+    "ResponseError": ": check REDIS_URL (its database number, its user's permissions)",
+}
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
