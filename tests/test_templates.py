@@ -280,6 +280,20 @@ def test_template_names_cannot_leave_the_directory(templates: Templates, tmp_pat
     )
 
 
+def test_a_templates_dir_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    # BRIDGE_TEMPLATES_DIR set to a folder that is not there: say so, not "not configured".
+    missing = Templates(tmp_path / "nowhere")
+    message = (
+        f"template 'x.j2' not found: the templates directory {tmp_path / 'nowhere'} does not "
+        "exist (BRIDGE_TEMPLATES_DIR)"
+    )
+    assert missing.check_file("x.j2") == message
+    with pytest.raises(TemplateError) as caught:
+        missing.render_file("x.j2", {})
+    assert str(caught.value) == message
+    assert list(missing.names()) == []
+
+
 def test_without_a_templates_dir(tmp_path: Path) -> None:
     bare = Templates()
     message = "template 'x.j2' given but no templates directory is configured"

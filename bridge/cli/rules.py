@@ -26,7 +26,7 @@ def _load(rules_dir: Path, templates_dir: Path) -> tuple[Any, Any]:
     from bridge.rules import load_rules
     from bridge.templates.environment import Templates
 
-    templates = Templates(templates_dir if templates_dir.is_dir() else None)
+    templates = Templates(templates_dir)
     ruleset = load_rules(
         rules_dir, templates=templates, actions=action_schemas(), event_types=event_catalogue()
     )
@@ -77,7 +77,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     templates_dir = _templates_dir(args.templates, Path(args.dir) if args.dir else None, settings)
     checked = check_rules(
         rules_dir,
-        templates=Templates(templates_dir if templates_dir.is_dir() else None),
+        templates=Templates(templates_dir),
         actions=action_schemas(),
         event_types=event_catalogue(),
     )

@@ -55,7 +55,7 @@ def rule_streams(settings: Settings) -> Streams:
     folder = settings.templates_dir
     checked = check_rules(
         settings.rules_dir,
-        templates=Templates(folder if folder.is_dir() else None),
+        templates=Templates(folder),
         actions=action_schemas(),
         event_types=event_catalogue(),
     )

@@ -55,7 +55,7 @@ class LiveRules:
         # Given by the composition root, so that rules/ never imports actions or ingress.
         self.actions = actions
         self.event_types = event_types
-        self.templates = Templates(templates_dir if templates_dir.is_dir() else None)
+        self.templates = Templates(templates_dir)
         self.current: RuleSet | None = None
         self.problems: list[str] = []
         self.warnings: list[str] = []
@@ -66,7 +66,7 @@ class LiveRules:
         """Load rules and templates; on errors keep the last good set. True when swapped."""
         try:
             self._fingerprint = _fingerprint(self.rules_dir, self.templates_dir)
-            templates = Templates(self.templates_dir if self.templates_dir.is_dir() else None)
+            templates = Templates(self.templates_dir)
             checked = check_rules(
                 self.rules_dir,
                 templates=templates,

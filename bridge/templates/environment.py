@@ -377,6 +377,11 @@ class Templates:
                 f"template name {name!r} is not allowed; expected a *.j2 file inside "
                 f"{self.templates_dir}"
             )
+        if self.templates_dir is not None and not self.templates_dir.is_dir():
+            return (
+                f"template {name!r} not found: the templates directory {self.templates_dir} "
+                "does not exist (BRIDGE_TEMPLATES_DIR)"
+            )
         return f"template {name!r} not found in {self.templates_dir}"
 
     @staticmethod
