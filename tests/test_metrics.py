@@ -316,3 +316,12 @@ def test_a_worker_hands_over_its_last_counts_when_it_stops(bridge: Bridge) -> No
     assert found[key] == 1
     assert "Task was destroyed" not in bridge.worker_logs()
     assert "Unclosed" not in bridge.worker_logs()
+
+
+def test_every_metric_family_is_in_the_operations_page() -> None:
+    """docs/operations.md lists what /metrics exports: each family, with its type."""
+    from bridge.web.prometheus import FAMILIES
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    missing = [f.name for f in FAMILIES if f"| `{f.name}` | {f.kind} |" not in page]
+    assert missing == []
