@@ -279,3 +279,25 @@ def test_a_loopback_client_cannot_name_its_own_address_to_the_login_throttle(
         assert codes == [401] * 10 + [429] * 2
     finally:
         gen.close()
+
+
+def test_uvicorns_own_lines_follow_the_log_format_and_level(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """With BRIDGE_LOG_FORMAT=json every line of `bridge web` is JSON, uvicorn's own
+    included (a text line in a JSON stream breaks a log drain's parser)."""
+    started = _start(redis_url, key_prefix, tmp_path, BRIDGE_LOG_FORMAT="json")
+    web = next(started)
+    assert web.post("json-logs").status_code == 202
+    started.close()  # stops the server (SIGTERM) and waits for it
+    lines = [line for line in web.log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # each line is one JSON object
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("Started server process") for m in messages), messages
+    assert "Shutting down" in messages, messages
+    # At BRIDGE_LOG_LEVEL=warning, uvicorn's info lines are left out as the bridge's are.
+    (tmp_path / "quiet").mkdir()
+    quiet = _start(redis_url, key_prefix, tmp_path / "quiet", BRIDGE_LOG_LEVEL="warning")
+    web = next(quiet)
+    quiet.close()
+    assert "Started server process" not in web.log.read_text()

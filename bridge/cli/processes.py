@@ -31,7 +31,11 @@ def cmd_web(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        "log_level": "info",
+        # uvicorn's own lines ("Started server process", "Shutting down", …) go through the
+        # bridge's handler, in BRIDGE_LOG_FORMAT and at BRIDGE_LOG_LEVEL, secrets masked:
+        # no logging set-up of uvicorn's own.
+        "log_config": None,
+        "log_level": settings.log_level,
         "access_log": False,
         "timeout_graceful_shutdown": 20,
         "loop": event_loop_name(),
