@@ -187,7 +187,7 @@ class ApiClient:
                 delay = self._backoff(failures)
                 if failures >= self.retry.attempts or self._out_of_time(started, delay):
                     raise ClientError(
-                        f"{where} {problem} after {failures} tries; "
+                        f"{where} {problem} after {failures} requests; "
                         f"is {self.api} reachable at {self.base_url}?"
                     ) from None
                 logger.warning("%s %s; retry %s in %.2fs", where, problem, failures, delay)

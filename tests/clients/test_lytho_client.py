@@ -278,7 +278,7 @@ async def _time_out_three_times(lytho_server: Control, fake_sleep: FakeSleep) ->
             timeout=httpx.Timeout(0.1),
             sleep=fake_sleep,
         )
-        with pytest.raises(ClientError, match=r"GET /v1/assets/1001 timed out after 3 tries"):
+        with pytest.raises(ClientError, match=r"GET /v1/assets/1001 timed out after 3 requests"):
             await client.get_asset(1001)
     assert len(fake_sleep.delays) == 2
 
@@ -288,7 +288,7 @@ async def test_connection_errors_name_the_base_url(fake_sleep: FakeSleep):
         client = LythoClient(http, "http://127.0.0.1:9/v1/", Secret(LYTHO_KEY), sleep=fake_sleep)
         with pytest.raises(ClientError) as caught:
             await client.get_asset(1)
-    assert "GET /v1/assets/1 failed (ConnectError) after 3 tries" in str(caught.value)
+    assert "GET /v1/assets/1 failed (ConnectError) after 3 requests" in str(caught.value)
     assert "http://127.0.0.1:9/v1/" in str(caught.value)
     assert LYTHO_KEY not in str(caught.value)
 
