@@ -20,6 +20,24 @@ class Param:
     required: bool = False
     description: str = ""
     choices: tuple[Any, ...] = ()
+    # Bounds of a number (both included), checked on a literal value by `bridge validate`.
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def out_of_range(self, value: Any) -> bool:
+        """Whether a number lies outside the parameter's bounds."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        low = self.minimum is not None and value < self.minimum
+        return low or (self.maximum is not None and value > self.maximum)
+
+    def bounds(self) -> str:
+        """`from 1 to 1000`, `of at least 1` or `of at most 1000`."""
+        if self.minimum is not None and self.maximum is not None:
+            return f"from {self.minimum} to {self.maximum}"
+        if self.minimum is not None:
+            return f"of at least {self.minimum}"
+        return f"of at most {self.maximum}"
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.types if t not in TYPE_NAMES]

@@ -151,6 +151,29 @@ def test_validate_refuses_a_declared_or_evident_wrong_type_with_its_place_and_fi
     ]
 
 
+def test_validate_refuses_a_literal_number_out_of_its_parameters_range(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The worker refuses it (a dead letter): validate says so before, at its place.
+    (project / "rules" / "find.yaml").write_text(
+        """\
+id: find-many
+on: lytho.asset.created
+actions:
+  - uses: lytho.find_assets
+    with: {tag: spring, max_assets: 5000}
+  - uses: lytho.find_assets
+    with: {tag: spring, max_assets: 1000}
+"""
+    )
+    assert main(["validate"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "rules/find.yaml:5:37: parameter 'max_assets' of lytho.find_assets in rule "
+        "'find-many' is 5000; expected a number from 1 to 1000",
+        "1 problem(s) found",
+    ]
+
+
 def test_no_false_alarm_where_the_type_fits_or_cannot_be_told(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "templates").mkdir()

@@ -39,6 +39,8 @@ FIND = ActionSchema(
             "max_assets",
             ("integer",),
             description=f"default {MAX_ASSETS_DEFAULT}, at most {MAX_ASSETS_CAP}",
+            minimum=1,
+            maximum=MAX_ASSETS_CAP,
         ),
     },
     results={

@@ -216,6 +216,12 @@ class StepChecker(Checker):
                     continue
                 problem = type_problem(schema, key, type_name(value), value, self.in_rule, item)
                 self.error(node, problem)
+            elif param.out_of_range(value):
+                self.error(
+                    node,
+                    f"parameter {key!r} of {schema.name}{self.in_rule} is {value!r}; expected "
+                    f"a number {param.bounds()}",
+                )
             elif param.choices and value not in param.choices:
                 self.error(
                     node,
