@@ -253,6 +253,23 @@ def test_an_unknown_variable_with_no_near_name_lists_the_defined_ones(project: P
     ]
 
 
+def test_a_key_inside_a_mapping_variable_is_checked_too(project: Path) -> None:
+    # The worker fails on `vars.channels.opz` as on `vars.chanel`: validate tells both.
+    write(project, "rules/vars.yaml", "channel: '#c'\nchannels: {ops: '#ops', sales: '#s'}\n")
+    rule = PROOF_RULE.replace(
+        'channel: "{{ vars.channel }}"',
+        "channel: \"{{ vars.channels.opz }}{{ vars.channels['sales'] }}"
+        '{{ vars.channel.upper() }}"',
+    ).replace("{{ vars.app_url }}", "{{ vars.channels.zzz }}{{ vars.channels.items() | list }}")
+    write(project, "rules/proof.yaml", rule)
+    assert problems(project) == [
+        "rules/proof.yaml:10:20: invalid template in with.channel in rule 'proof-link': "
+        "vars.channels.opz is not defined; did you mean vars.channels.ops?",
+        "rules/proof.yaml:11:17: invalid template in with.text in rule 'proof-link': "
+        "vars.channels.zzz is not defined; vars.channels has ops, sales",
+    ]
+
+
 def test_a_variable_of_another_file_is_not_defined_here(project: Path) -> None:
     write(project, "rules/proof.yaml", PROOF_RULE)  # defines app_url, reads channel
     assert problems(project) == [

@@ -52,28 +52,42 @@ def names_read(expression: str) -> set[str]:
     return {name.name for name in tree.find_all(nodes.Name) if name.ctx == "load"}
 
 
-def var_references(source: str) -> dict[str, int]:
-    """The variables a template reads as `vars.<name>` or `vars['<name>']`, each with its
-    first line in the template (1-based)."""
+def var_paths(source: str) -> dict[tuple[str, ...], int]:
+    """Every path a template reads under `vars` (`vars.channels.ops` → ("channels", "ops"),
+    names and constant keys), each with its first line in the template (1-based)."""
     if "vars" not in source:
         return {}
     try:
         tree = _PARSER.parse(source)
     except jinja2.TemplateSyntaxError:
         return {}  # reported by the template check
-    reads: list[tuple[str, int]] = []
-    for attr in tree.find_all(nodes.Getattr):
-        if isinstance(attr.node, nodes.Name) and attr.node.name == "vars":
-            reads.append((attr.attr, attr.lineno))
-    for item in tree.find_all(nodes.Getitem):
-        key = item.arg  # vars[an_expression] is known only when it renders
-        named = isinstance(key, nodes.Const) and isinstance(key.value, str)
-        if named and isinstance(item.node, nodes.Name) and item.node.name == "vars":
-            reads.append((key.value, item.lineno))  # type: ignore[attr-defined]
-    found: dict[str, int] = {}
-    for name, line in sorted(reads, key=lambda read: read[1]):
-        found.setdefault(name, line)
+    found: dict[tuple[str, ...], int] = {}
+    reads = [
+        (path, node.lineno)
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem))
+        if (path := _vars_chain(node))
+    ]
+    for path, line in sorted(reads, key=lambda read: read[1]):
+        found.setdefault(path, line)
     return found
+
+
+def _vars_chain(expr: nodes.Node) -> tuple[str, ...] | None:
+    names: list[str] = []
+    while True:
+        if isinstance(expr, nodes.Getattr):
+            names.append(expr.attr)
+            expr = expr.node
+        elif isinstance(expr, nodes.Getitem):
+            key = expr.arg
+            if not (isinstance(key, nodes.Const) and isinstance(key.value, str)):
+                return None  # vars[an_expression] is known only when it renders
+            names.append(key.value)
+            expr = expr.node
+        elif isinstance(expr, nodes.Name) and expr.name == "vars":
+            return tuple(reversed(names)) if names else None
+        else:
+            return None
 
 
 def _data_path(expr: nodes.Node) -> str | None:

@@ -25,7 +25,7 @@ from bridge.errors import Problem
 from bridge.rules.checker import Checker, comment_fix
 from bridge.rules.files import PROJECT_VARS, display_name
 from bridge.rules.source import Node, parse
-from bridge.rules.template_analysis import var_references
+from bridge.rules.template_analysis import var_paths
 from bridge.schema import type_name
 from bridge.settings import RULE_VAR_PREFIX, rule_var_environment
 from bridge.templates.environment import Templates
@@ -251,18 +251,25 @@ class VarsTemplates(Templates):
         return self.undefined(source, self._file_label(name))
 
     def undefined(self, source: str, file: str | None = None) -> str | None:
-        """What the template reads that is not defined, or None."""
-        known = self.known_vars
-        missing = [(n, line) for n, line in var_references(source).items() if n not in known]
-        if not missing:
-            return None
-        names = sorted(known)
-        told = []
-        for name, line in missing:
+        """What the template reads that is not defined, or None: a variable, or a key inside
+        one that is a mapping (`vars.channels.opz`)."""
+        told: list[str] = []
+        seen: set[tuple[str, ...]] = set()
+        for path, line in var_paths(source).items():
+            missing = _missing(self.known_vars, path)
+            if missing is None or missing[0] in seen:
+                continue
+            at_path, names = missing
+            seen.add(at_path)
             at = f"{file}:{line}: " if file else ""
-            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-            hint = f"did you mean vars.{close[0]}?" if close else ""
-            if not hint:
+            shown_path = "vars." + ".".join(at_path)
+            parent = "vars" + "".join(f".{n}" for n in at_path[:-1])
+            close = difflib.get_close_matches(at_path[-1], names, n=1, cutoff=0.6)
+            hint = f"did you mean {parent}.{close[0]}?" if close else ""
+            if not hint and len(at_path) > 1:
+                shown = ", ".join(names[:_SHOWN]) + (", …" if len(names) > _SHOWN else "")
+                hint = f"{parent} has {shown}" if names else f"{parent} is empty"
+            elif not hint:
                 shown = ", ".join(names[:_SHOWN]) + (", …" if len(names) > _SHOWN else "")
                 hint = (
                     f"defined for this file: {shown}"
@@ -270,5 +277,26 @@ class VarsTemplates(Templates):
                     else "no variable is defined; add vars: at the top of the rule file "
                     f"or a rules/{PROJECT_VARS}"
                 )
-            told.append(f"{at}vars.{name} is not defined; {hint}")
-        return "; ".join(told)
+            told.append(f"{at}{shown_path} is not defined; {hint}")
+        return "; ".join(told) or None
+
+
+def _missing(
+    known: Mapping[str, Any], path: tuple[str, ...]
+) -> tuple[tuple[str, ...], list[str]] | None:
+    """The first part of `path` that `known` lacks (as a path, with the names there), or
+    None when every part is there or the walk reaches a value that is not a mapping (a
+    text or a list: what is read of it is not a variable's key)."""
+    value: Any = known
+    for depth, name in enumerate(path):
+        if not isinstance(value, Mapping):
+            return None
+        if name not in value:
+            if depth and name in _MAPPING_METHODS:  # vars.channels.items()
+                return None
+            return path[: depth + 1], sorted(str(k) for k in value)
+        value = value[name]
+    return None
+
+
+_MAPPING_METHODS = frozenset({"items", "keys", "values", "get"})
