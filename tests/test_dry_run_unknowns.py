@@ -306,3 +306,36 @@ cases:
         "      → each[1]: slack.post {} (failed, continue_on_error: template '{{ item.name "
         "}}': 'item' has no attribute 'name')"
     )
+
+
+def test_a_loop_over_a_step_of_a_branch_not_chosen_fails_as_in_the_worker(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "rules" / "loop.yaml").write_text(
+        """\
+id: loop
+on: shop.order.created
+actions:
+  - id: decide
+    choose:
+      - when: [{path: data.carrier, eq: dhl}]
+        steps:
+          - {id: dhl_label, uses: slack.post, with: {channel: "#ops", text: dhl}}
+      - when: [{path: data.carrier, eq: ups}]
+        steps:
+          - {id: ups_label, uses: slack.post, with: {channel: "#ops", text: ups}}
+  - id: after
+    for_each: "{{ steps.ups_label.items }}"
+    uses: slack.post
+    with: {channel: "#ops", text: "{{ item }}"}
+"""
+    )
+    (project / "order.json").write_text(
+        json.dumps({"type": "shop.order.created", "data": {"carrier": "dhl"}})
+    )
+    code, out, _ = run(capsys, "fire", "--dry-run", "order.json")
+    assert code == 1, out
+    assert out.splitlines()[-1] == (
+        "      → after: slack.post {} (error: template '{{ steps.ups_label.items }}': 'steps' "
+        "has no attribute 'ups_label')"
+    )

@@ -214,7 +214,12 @@ def _render_loop(
     rule: Rule, step: Step, templates: Templates, context: dict[str, Any]
 ) -> list[RenderedAction]:
     source = step.for_each
-    unknown = step_references(source) - set(context["steps"]) if isinstance(source, str) else ()
+    # The steps whose results are placeholders (they ran in this dry run, no result given);
+    # one that did not run has no result, and the list fails to render, as in the worker.
+    steps = context["steps"]
+    ran: set[str] = getattr(steps, "ran", set())
+    refs = step_references(source) if isinstance(source, str) else set()
+    unknown = {ref for ref in refs if ref not in steps and ref in ran}
     if unknown:
         # The list is an earlier step's result, known when the rule runs: one call shows
         # what each item's will be like, its item a placeholder (`<steps.find.assets[*]>`).

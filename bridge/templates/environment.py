@@ -380,7 +380,7 @@ class Templates:
         if self.templates_dir is not None and not self.templates_dir.is_dir():
             return (
                 f"template {name!r} not found: the templates directory {self.templates_dir} "
-                "does not exist (BRIDGE_TEMPLATES_DIR)"
+                "does not exist"
             )
         return f"template {name!r} not found in {self.templates_dir}"
 
