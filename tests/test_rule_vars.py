@@ -270,6 +270,25 @@ def test_a_key_inside_a_mapping_variable_is_checked_too(project: Path) -> None:
     ]
 
 
+def test_a_guarded_key_or_variable_is_no_problem(project: Path) -> None:
+    # `default` and `is defined` stand for a missing last name, in the worker as here; what
+    # a guarded path reads on its way must still be there.
+    write(project, "rules/vars.yaml", "channel: '#c'\nchannels: {ops: '#ops'}\n")
+    rule = PROOF_RULE.replace(
+        'channel: "{{ vars.channel }}"',
+        'channel: "{{ vars.channels.marketing | default(vars.channels.ops) }}"',
+    ).replace(
+        "{{ vars.app_url }}",
+        "{% if vars.channels.beta is defined %}beta{% endif %}{{ vars.maybe | d('-') }}"
+        "{{ vars.chanels.x | default('?') }}",
+    )
+    write(project, "rules/proof.yaml", rule)
+    assert problems(project) == [
+        "rules/proof.yaml:11:17: invalid template in with.text in rule 'proof-link': "
+        "vars.chanels is not defined; did you mean vars.channels?",
+    ]
+
+
 def test_a_variable_of_another_file_is_not_defined_here(project: Path) -> None:
     write(project, "rules/proof.yaml", PROOF_RULE)  # defines app_url, reads channel
     assert problems(project) == [

@@ -54,22 +54,35 @@ def names_read(expression: str) -> set[str]:
 
 def var_paths(source: str) -> dict[tuple[str, ...], int]:
     """Every path a template reads under `vars` (`vars.channels.ops` → ("channels", "ops"),
-    names and constant keys), each with its first line in the template (1-based)."""
+    names and constant keys), each with its first line in the template (1-based); a path
+    read only under a guard (`| default(…)`, `is defined`, `is undefined`), which stands
+    for its last name missing, is left out."""
     if "vars" not in source:
         return {}
     try:
         tree = _PARSER.parse(source)
     except jinja2.TemplateSyntaxError:
         return {}  # reported by the template check
+    # A guard covers the last name only: what a guarded path reads on its way (`vars.channels`
+    # of `vars.channels.x | default(…)`) is its own node, still read.
+    guarded = {
+        id(node.node)
+        for node in tree.find_all((nodes.Filter, nodes.Test))
+        if node.name in _GUARDS and node.node is not None
+    }
     found: dict[tuple[str, ...], int] = {}
     reads = [
         (path, node.lineno)
         for node in tree.find_all((nodes.Getattr, nodes.Getitem))
-        if (path := _vars_chain(node))
+        if id(node) not in guarded and (path := _vars_chain(node))
     ]
     for path, line in sorted(reads, key=lambda read: read[1]):
         found.setdefault(path, line)
     return found
+
+
+# Filters and tests that stand for a missing last name.
+_GUARDS = frozenset({"default", "d", "defined", "undefined"})
 
 
 def _vars_chain(expr: nodes.Node) -> tuple[str, ...] | None:
