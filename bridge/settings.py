@@ -165,7 +165,17 @@ def _check_standard_secrets(
 ) -> None:
     """Refuse a Standard Webhooks secret that is not `whsec_` and base64 (its value never
     shown): read only when a webhook comes, it would answer every signed one with a 500."""
-    named = [("BRIDGE_WEBHOOK_SECRET", env.get("BRIDGE_WEBHOOK_SECRET") or "")]
+    # The default secret is checked unless a GitHub-signed source relies on it (DESIGN.md:
+    # "default webhook secret for every source"); a standard source then gets a 500 that
+    # says so (ingress/webhooks.py).
+    github_default = any(
+        scheme == "github" and suffix not in secrets for suffix, scheme in schemes.items()
+    )
+    named = (
+        []
+        if github_default
+        else [("BRIDGE_WEBHOOK_SECRET", env.get("BRIDGE_WEBHOOK_SECRET") or "")]
+    )
     named += [
         (f"BRIDGE_WEBHOOK_SECRET_{suffix}", secret.get())
         for suffix, secret in secrets.items()

@@ -111,6 +111,24 @@ def test_a_github_secret_is_any_text_and_a_standard_one_may_omit_its_prefix() ->
     assert s.secret_for("shop") == Secret("ZGVmYXVsdA==")
 
 
+def test_a_default_secret_that_a_github_source_relies_on_may_be_any_text() -> None:
+    # DESIGN.md: the default secret is every source's; a github-scheme source without one
+    # of its own takes it, so it is not refused at start-up (a standard source then gets a
+    # 500 that says why: tests/test_webhooks.py).
+    s = Settings.from_env(
+        {"BRIDGE_WEBHOOK_SECRET": "a github secret", "BRIDGE_WEBHOOK_SCHEME_GH": "github"}
+    )
+    assert s.secret_for("gh") == Secret("a github secret")
+    with pytest.raises(ConfigError, match="BRIDGE_WEBHOOK_SECRET is not a Standard Webhooks"):
+        Settings.from_env(
+            {
+                "BRIDGE_WEBHOOK_SECRET": "a github secret",
+                "BRIDGE_WEBHOOK_SCHEME_GH": "github",
+                "BRIDGE_WEBHOOK_SECRET_GH": "its own",
+            }
+        )
+
+
 def test_secrets_never_show_in_repr() -> None:
     s = Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-very-secret", "LYTHO_API_KEY": "k-secret-1"})
     text = repr(s) + str(s)

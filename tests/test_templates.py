@@ -284,8 +284,7 @@ def test_a_templates_dir_that_does_not_exist_is_named(tmp_path: Path) -> None:
     # BRIDGE_TEMPLATES_DIR set to a folder that is not there: say so, not "not configured".
     missing = Templates(tmp_path / "nowhere")
     message = (
-        f"template 'x.j2' not found: the templates directory {tmp_path / 'nowhere'} does not "
-        "exist"
+        f"template 'x.j2' not found: the templates directory {tmp_path / 'nowhere'} does not exist"
     )
     assert missing.check_file("x.j2") == message
     with pytest.raises(TemplateError) as caught:

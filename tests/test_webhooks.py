@@ -228,6 +228,44 @@ def test_github_scheme_for_one_source(redis_url: str, key_prefix: str, tmp_path:
         assert bridge.post(raw, source="gh", headers=bad).status_code == 401
 
 
+def test_a_default_secret_kept_for_github_senders_is_said_plainly_to_a_standard_one(
+    redis_url: str, key_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DESIGN.md: the default secret is every source's. A GitHub secret there serves the
+    github-scheme sources that have none of their own; a standard source cannot be checked
+    with it: a 500 that says so (no traceback), nothing stored, the sender retries."""
+    from bridge.ingress.signatures import sign_github
+
+    with running_bridge(
+        redis_url,
+        key_prefix,
+        tmp_path,
+        BRIDGE_WEBHOOK_SECRET="a github secret",
+        BRIDGE_WEBHOOK_SCHEME_GH="github",
+    ) as bridge:
+        bridge.start_web()
+        raw = json.dumps(EVENT).encode()
+        signed = {
+            "content-type": "application/json",
+            "x-hub-signature-256": sign_github("a github secret", raw),
+            "x-github-delivery": "d-1",
+        }
+        assert bridge.post(raw, source="gh", headers=signed).status_code == 202
+        standard = bridge.post(EVENT | {"id": "std-1"}, source="shop")
+        assert standard.status_code == 500
+        assert standard.json() == {
+            "error": "secret_misconfigured",
+            "message": "the bridge's secret for source 'shop' cannot check this signature scheme",
+        }
+        assert bridge.redis.zcard(f"{key_prefix}events") == 1  # the GitHub one only
+    told = [r for r in caplog.records if "cannot be verified" in r.getMessage()]
+    assert [r.getMessage() for r in told] == [
+        "webhook for source 'shop' cannot be verified: a webhook secret for the standard "
+        "scheme must be whsec_ followed by base64"
+    ]
+    assert told[0].exc_info is None  # one line, no traceback
+
+
 def test_redis_down_is_503_and_recovers(key_prefix: str, tmp_path: Path) -> None:
     server = EmbeddedRedis().start()
     try:

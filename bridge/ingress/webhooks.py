@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
-from bridge.errors import EventError, StoreUnavailable
+from bridge.errors import ConfigError, EventError, StoreUnavailable
 from bridge.events import MAX_ID_LENGTH, Event
 from bridge.ingress import normalize
 from bridge.ingress.checks import FloatGuard, check_attribute, check_not_reserved, may_need_walk
@@ -253,6 +253,16 @@ async def receive(request: Request) -> JSONResponse:
     except SignatureError as exc:
         refusals.warn(source, str(exc))
         return error(401, "bad_signature", str(exc))
+    except ConfigError as exc:
+        # The bridge's own secret cannot check this scheme (a default secret kept for
+        # GitHub-signed sources, used by a standard one): the operator's to fix, said
+        # once per request without a traceback; the sender retries later.
+        logger.error("webhook for source %r cannot be verified: %s", source, exc)
+        return error(
+            500,
+            "secret_misconfigured",
+            f"the bridge's secret for source {source!r} cannot check this signature scheme",
+        )
     request.scope[metrics.VERIFIED] = True
     try:
         guard = FloatGuard()
