@@ -298,8 +298,8 @@ class DevServer(uvicorn.Server):
         )
         print(f"[dev] listening on {url}  (Ctrl-C stops)")
         print(
-            f"[dev] bridge send, trace, dlq, replay, fire and doctor in this folder find this "
-            f"bridge through {STATE_FILE}"
+            "[dev] bridge send, trace, dlq, replay, fire, doctor and backfill in this folder "
+            f"find this bridge through {STATE_FILE}"
         )
         secret = settings.webhook_secret
         if secret is not None and secret.get() == DEV_WEBHOOK_SECRET and self.example:
