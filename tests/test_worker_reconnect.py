@@ -24,6 +24,14 @@ class Clock:
         return self.now
 
 
+async def _watch() -> None:
+    await asyncio.Event().wait()  # the rules' reloader, cancelled when the run ends
+
+
+# What run_worker reads of its context here (the workers are the tests' own).
+CONTEXT = SimpleNamespace(rules=SimpleNamespace(watch=_watch))
+
+
 class FailingWorker:
     """A worker that loses Redis after `ran` seconds of the test's clock."""
 
@@ -58,13 +66,9 @@ async def test_the_reconnect_delay_doubles_and_starts_over_after_a_worker_that_r
             stop.set()  # after this one, the process stops
         return made[-1]
 
-    async def watch() -> None:
-        await asyncio.Event().wait()  # the rules' reloader, cancelled at the end
-
     monkeypatch.setattr(process, "make_worker", make_worker)
-    context = SimpleNamespace(rules=SimpleNamespace(watch=watch))
     with caplog.at_level(logging.WARNING, logger=process.logger.name):
-        await process.run_worker(context, stop)  # type: ignore[arg-type]
+        await process.run_worker(CONTEXT, stop)  # type: ignore[arg-type]
     delays = [r.args[-1] for r in caplog.records if r.msg.startswith("worker lost Redis")]
     assert delays == [0.001, 0.002, 0.004, 0.004, 0.004, 0.001, 0.002]
 
@@ -82,13 +86,9 @@ async def test_a_redis_that_refuses_the_password_says_what_to_check(
         stop.set()
         return FailingWorker(clock, 0.0, refused)
 
-    async def watch() -> None:
-        await asyncio.Event().wait()
-
     monkeypatch.setattr(process, "make_worker", make_worker)
-    context = SimpleNamespace(rules=SimpleNamespace(watch=watch))
     with caplog.at_level(logging.WARNING, logger=process.logger.name):
-        await process.run_worker(context, stop)  # type: ignore[arg-type]
+        await process.run_worker(CONTEXT, stop)  # type: ignore[arg-type]
     assert [r.getMessage() for r in caplog.records] == [
         "worker lost Redis (AuthenticationError: invalid username-password pair or user is "
         "disabled.): check the password in REDIS_URL; reconnecting in 0.0 s"
