@@ -70,12 +70,12 @@ def var_paths(source: str) -> dict[tuple[str, ...], int]:
         for node in tree.find_all((nodes.Filter, nodes.Test))
         if node.name in _GUARDS and node.node is not None
     }
+    reads: list[tuple[tuple[str, ...], int]] = []
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        chain = _chain(node)
+        if id(node) not in guarded and chain is not None and chain[0] == "vars":
+            reads.append((chain[1], node.lineno))
     found: dict[tuple[str, ...], int] = {}
-    reads = [
-        (path, node.lineno)
-        for node in tree.find_all((nodes.Getattr, nodes.Getitem))
-        if id(node) not in guarded and (path := _vars_chain(node))
-    ]
     for path, line in sorted(reads, key=lambda read: read[1]):
         found.setdefault(path, line)
     return found
@@ -85,26 +85,9 @@ def var_paths(source: str) -> dict[tuple[str, ...], int]:
 _GUARDS = frozenset({"default", "d", "defined", "undefined"})
 
 
-def _vars_chain(expr: nodes.Node) -> tuple[str, ...] | None:
-    names: list[str] = []
-    while True:
-        if isinstance(expr, nodes.Getattr):
-            names.append(expr.attr)
-            expr = expr.node
-        elif isinstance(expr, nodes.Getitem):
-            key = expr.arg
-            if not (isinstance(key, nodes.Const) and isinstance(key.value, str)):
-                return None  # vars[an_expression] is known only when it renders
-            names.append(key.value)
-            expr = expr.node
-        elif isinstance(expr, nodes.Name) and expr.name == "vars":
-            return tuple(reversed(names)) if names else None
-        else:
-            return None
-
-
-def _data_path(expr: nodes.Node) -> str | None:
-    """`data.a.b` (or `data['a'].b`, or `steps.find.assets`) as a dotted path, or None."""
+def _chain(expr: nodes.Node) -> tuple[str, tuple[str, ...]] | None:
+    """The name a chain of attributes and constant keys starts from, and the names it reads
+    (`data['a'].b` → ("data", ("a", "b"))); None for anything else (`vars[x]`, a call)."""
     names: list[str] = []
     while True:
         if isinstance(expr, nodes.Getattr):
@@ -119,8 +102,16 @@ def _data_path(expr: nodes.Node) -> str | None:
             expr = expr.node
         else:
             break
-    if isinstance(expr, nodes.Name) and expr.name in ("data", "steps") and names:
-        return ".".join([expr.name, *reversed(names)])
+    if isinstance(expr, nodes.Name) and names:
+        return expr.name, tuple(reversed(names))
+    return None
+
+
+def _data_path(expr: nodes.Node) -> str | None:
+    """`data.a.b` (or `data['a'].b`, or `steps.find.assets`) as a dotted path, or None."""
+    chain = _chain(expr)
+    if chain is not None and chain[0] in ("data", "steps"):
+        return ".".join([chain[0], *chain[1]])
     return None
 
 
