@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
 import re
@@ -12,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from bridge.errors import ConfigError
+from bridge.webhook_secrets import check_standard_secrets
 
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RULE_VAR_PREFIX = "BRIDGE_VAR_"
@@ -160,49 +159,6 @@ def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     return Secret(raw) if raw else None
 
 
-def _check_standard_secrets(
-    env: Mapping[str, str], secrets: Mapping[str, Secret], schemes: Mapping[str, str]
-) -> None:
-    """Refuse a Standard Webhooks secret that is not `whsec_` and base64 (its value never
-    shown): read only when a webhook comes, it would answer every signed one with a 500."""
-    # The default secret is checked unless a GitHub-signed source relies on it (DESIGN.md:
-    # "default webhook secret for every source"); a standard source then gets a 500 that
-    # says so (ingress/webhooks.py).
-    github_default = any(
-        scheme == "github" and suffix not in secrets for suffix, scheme in schemes.items()
-    )
-    named = (
-        []
-        if github_default
-        else [("BRIDGE_WEBHOOK_SECRET", env.get("BRIDGE_WEBHOOK_SECRET") or "")]
-    )
-    named += [
-        (f"BRIDGE_WEBHOOK_SECRET_{suffix}", secret.get())
-        for suffix, secret in secrets.items()
-        if schemes.get(suffix, "standard") == "standard"
-    ]
-    for name, value in named:
-        if not value:
-            continue
-        try:
-            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if key:
-            continue
-        hint = (
-            "; a GitHub secret goes in BRIDGE_WEBHOOK_SECRET_<SOURCE>, with "
-            "BRIDGE_WEBHOOK_SCHEME_<SOURCE>=github"
-            if name == "BRIDGE_WEBHOOK_SECRET"
-            else f"; or set BRIDGE_WEBHOOK_SCHEME_{name.removeprefix('BRIDGE_WEBHOOK_SECRET_')}"
-            "=github if the sender signs the GitHub way"
-        )
-        raise ConfigError(
-            f"{name} is not a Standard Webhooks secret: expected whsec_ followed by base64 "
-            f"(whsec_ and the output of `openssl rand -base64 32`){hint}"
-        )
-
-
 def _url(env: Mapping[str, str], name: str, default: str, *, trailing_slash: bool) -> str:
     raw = env.get(name) or default
     if not re.match(r"^https?://[^/\s]+", raw):
@@ -303,7 +259,11 @@ class Settings:
                 intervals[name.removeprefix("BRIDGE_POLL_INTERVAL_").lower()] = _int(
                     env, name, 60, minimum=5
                 )
-        _check_standard_secrets(env, secrets, schemes)
+        check_standard_secrets(
+            env.get("BRIDGE_WEBHOOK_SECRET") or "",
+            {suffix: secret.get() for suffix, secret in secrets.items()},
+            schemes,
+        )
         log_format = env.get("BRIDGE_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             raise ConfigError(f"BRIDGE_LOG_FORMAT has value {log_format!r}; use text or json")

@@ -4,7 +4,6 @@ Slack's v0)."""
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hashlib
 import hmac
@@ -13,9 +12,7 @@ from collections.abc import Mapping
 
 from slack_sdk.signature import Clock, SignatureVerifier
 
-from bridge.errors import ConfigError
-
-WHSEC_PREFIX = "whsec_"
+from bridge.webhook_secrets import standard_secret_key
 
 
 class SignatureError(Exception):
@@ -24,14 +21,9 @@ class SignatureError(Exception):
 
 @functools.lru_cache(maxsize=64)
 def standard_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret: the base64 part of `whsec_…` (decoded
-    once per secret, not once per request)."""
-    try:
-        return base64.b64decode(secret.removeprefix(WHSEC_PREFIX), validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigError(
-            "a webhook secret for the standard scheme must be whsec_ followed by base64"
-        ) from None
+    """The HMAC key of a Standard Webhooks secret (bridge.settings.standard_secret_key),
+    decoded once per secret, not once per request."""
+    return standard_secret_key(secret)
 
 
 def sign_standard(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
