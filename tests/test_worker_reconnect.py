@@ -46,22 +46,23 @@ class FailingWorker:
         return None
 
 
-async def test_the_reconnect_delay_doubles_and_starts_over_after_a_worker_that_ran(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+async def lose_redis(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    runs: list[float],
+    exc: Exception,
+) -> list[logging.LogRecord]:
+    """Run the worker process with workers that each lose Redis (`exc`) after running
+    `runs[i]` seconds of the test's clock; it stops after the last. What it logged."""
     clock = Clock()
     monkeypatch.setattr(process, "_clock", clock)
     monkeypatch.setattr(process, "FIRST_RECONNECT_DELAY", 0.001)
     monkeypatch.setattr(process, "MAX_RECONNECT_DELAY", 0.004)
-    down = RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
-    # An outage (five workers lose Redis at once), then one that ran for a minute, then
-    # a second outage.
-    runs = [0.0] * 5 + [60.0, 0.0]
     stop = asyncio.Event()
     made: list[FailingWorker] = []
 
     def make_worker(context: Any, *, burst: bool) -> FailingWorker:
-        made.append(FailingWorker(clock, runs[len(made)], down))
+        made.append(FailingWorker(clock, runs[len(made)], exc))
         if len(made) == len(runs):
             stop.set()  # after this one, the process stops
         return made[-1]
@@ -69,27 +70,26 @@ async def test_the_reconnect_delay_doubles_and_starts_over_after_a_worker_that_r
     monkeypatch.setattr(process, "make_worker", make_worker)
     with caplog.at_level(logging.WARNING, logger=process.logger.name):
         await process.run_worker(CONTEXT, stop)  # type: ignore[arg-type]
-    delays = [r.args[-1] for r in caplog.records if r.msg.startswith("worker lost Redis")]
+    return [r for r in caplog.records if r.msg.startswith("worker lost Redis")]
+
+
+async def test_the_reconnect_delay_doubles_and_starts_over_after_a_worker_that_ran(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+    # An outage (five workers lose Redis at once), then one that ran for a minute, then
+    # a second outage.
+    records = await lose_redis(monkeypatch, caplog, [0.0] * 5 + [60.0, 0.0], down)
+    delays = [r.args[-1] for r in records]  # type: ignore[index]
     assert delays == [0.001, 0.002, 0.004, 0.004, 0.004, 0.001, 0.002]
 
 
 async def test_a_redis_that_refuses_the_password_says_what_to_check(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
-    monkeypatch.setattr(process, "_clock", clock)
-    monkeypatch.setattr(process, "FIRST_RECONNECT_DELAY", 0.001)
-    stop = asyncio.Event()
     refused = AuthenticationError("invalid username-password pair or user is disabled.")
-
-    def make_worker(context: Any, *, burst: bool) -> FailingWorker:
-        stop.set()
-        return FailingWorker(clock, 0.0, refused)
-
-    monkeypatch.setattr(process, "make_worker", make_worker)
-    with caplog.at_level(logging.WARNING, logger=process.logger.name):
-        await process.run_worker(CONTEXT, stop)  # type: ignore[arg-type]
-    assert [r.getMessage() for r in caplog.records] == [
+    records = await lose_redis(monkeypatch, caplog, [0.0], refused)
+    assert [r.getMessage() for r in records] == [
         "worker lost Redis (AuthenticationError: invalid username-password pair or user is "
         "disabled.): check the password in REDIS_URL; reconnecting in 0.0 s"
     ]
